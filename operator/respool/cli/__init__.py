@@ -1,0 +1,1 @@
+"""The `respool` command (also installed as the kubectl plugin `kubectl-respool`)."""
