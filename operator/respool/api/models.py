@@ -1,0 +1,789 @@
+"""Pydantic v2 models of the respool API (group ``respool.io``, version ``v1alpha1``).
+
+These models are the single source of the CRD schemas in ``crds/`` (``respool.api.crds``
+derives them), so every field, bound and pattern here is also enforced by the API server at
+admission. Rules that span several fields are written twice, on purpose, in the same words: as a
+pydantic validator (so Python callers get the error before they talk to the cluster) and as a
+CEL rule (``x-kubernetes-validations`` in ``json_schema_extra``) that the API server runs.
+
+Wire format: camelCase field names, exactly those of DESIGN.md section 1. Python attributes are
+snake_case. ``Model.model_validate(wire_dict)`` accepts what kopf hands over (any mapping);
+``model.to_wire()`` (= ``model_dump(by_alias=True, exclude_none=True, mode="json")``) gives the
+wire dict back. Status models default every field to ``None`` so that a partially filled status
+dumps to exactly the fields that were set: safe to send as a merge patch.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict, JsonValue
+
+from respool.api import patterns
+from respool.api.timefmt import parse_duration, parse_time
+
+GROUP = "respool.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# Bounds that keep hostile objects out and keep the CEL cost estimates of the API server low.
+MAX_IDSET_LENGTH = 65536
+MAX_HOSTLIST_LENGTH = 65536
+MAX_R_LITE_ENTRIES = 16384
+MAX_NODELIST_ENTRIES = 16384
+MAX_PROPERTIES = 256
+MAX_NAME_LENGTH = 63
+MAX_MESSAGE_LENGTH = 32768
+MAX_CONDITIONS = 16
+MAX_COUNT = 1_000_000
+MAX_RETRY = 1000
+MAX_CONSTRAINT_ITEMS = 8
+MAX_CONSTRAINT_PROPERTIES = 32
+MAX_CONSTRAINT_HOSTLISTS = 32
+CONSTRAINT_MAX_DEPTH = 3
+"""Levels of constraint objects: the top one plus two levels of nested and/or/not."""
+JOBSPEC_MAX_DEPTH = 3
+"""Levels of jobspec vertices: node > slot > core/gpu (RFC 25)."""
+
+# ---------------------------------------------------------------------------------------------
+# Vocabulary: phases, modes, condition types and reasons.
+
+
+class Phase(StrEnum):
+    """``status.phase`` of a ResourceReservation (DESIGN.md section 2)."""
+
+    PENDING = "Pending"
+    SCHEDULED = "Scheduled"
+    ACTIVE = "Active"
+    EXPIRED = "Expired"
+    FAILED = "Failed"
+
+
+class Mode(StrEnum):
+    """Whether others may share what a reservation was granted in the same time."""
+
+    EXCLUSIVE = "exclusive"
+    SHARED = "shared"
+
+
+class ClaimPolicy(StrEnum):
+    """Auto: claimed when its window starts. Manual: the holder sets ``spec.claimed: true``."""
+
+    AUTO = "Auto"
+    MANUAL = "Manual"
+
+
+class ConditionType(StrEnum):
+    """Condition types on both kinds. Ready/Reconciling/Stalled follow kstatus."""
+
+    READY = "Ready"
+    SCHEDULED = "Scheduled"
+    RECONCILING = "Reconciling"
+    STALLED = "Stalled"
+    RESOURCES_DEGRADED = "ResourcesDegraded"
+
+
+class Reason(StrEnum):
+    """Machine reasons used in conditions and Events (CamelCase, as Kubernetes writes them)."""
+
+    # Stalled (the reservation cannot proceed; phase Failed, or Pending for PoolNotFound).
+    INFEASIBLE = "Infeasible"
+    RETRY_EXCEEDED = "RetryExceeded"
+    MAX_WAIT_EXCEEDED = "MaxWaitExceeded"
+    POOL_NOT_FOUND = "PoolNotFound"
+    NAMESPACE_NOT_ALLOWED = "NamespaceNotAllowed"
+    INVALID_SPEC = "InvalidSpec"
+    RESOURCES_LOST = "ResourcesLost"
+    POOL_EXPIRED = "PoolExpired"
+    # Reconciling (work in progress).
+    WAITING_FOR_CAPACITY = "WaitingForCapacity"
+    WAITING_FOR_START = "WaitingForStart"
+    WAITING_FOR_CLAIM = "WaitingForClaim"
+    CLAIM_EXPIRED = "ClaimExpired"
+    REPLANNED = "Replanned"
+    # Ready / Scheduled / ResourcesDegraded.
+    GRANTED = "Granted"
+    CLAIMED = "Claimed"
+    WINDOW_BOOKED = "WindowBooked"
+    EXPIRED = "Expired"
+    EXTENDED = "Extended"
+    EXTENSION_DENIED = "ExtensionDenied"
+    RESOURCES_DEGRADED = "ResourcesDegraded"
+    RESOURCES_HEALTHY = "ResourcesHealthy"
+    # Pools.
+    POOL_READY = "PoolReady"
+    INVALID_RESOURCES = "InvalidResources"
+    IN_USE = "InUse"
+
+
+# ---------------------------------------------------------------------------------------------
+# String types shared by many fields.
+
+IdSet = Annotated[
+    str,
+    StringConstraints(pattern=patterns.IDSET, max_length=MAX_IDSET_LENGTH),
+    Field(description="An RFC 22 idset, e.g. '0-3,7' (ascending, no repeats)."),
+]
+NonEmptyIdSet = Annotated[
+    str,
+    StringConstraints(pattern=patterns.NONEMPTY_IDSET, max_length=MAX_IDSET_LENGTH),
+    Field(description="A non-empty RFC 22 idset, e.g. '0-3,7'."),
+]
+HostList = Annotated[
+    str,
+    StringConstraints(pattern=patterns.HOSTLIST, max_length=MAX_HOSTLIST_LENGTH),
+    Field(description="An RFC 29 hostlist, e.g. 'node[0-3],gpu01'."),
+]
+Duration = Annotated[
+    str,
+    StringConstraints(pattern=patterns.DURATION, max_length=64),
+    Field(description="A Go-style duration: '90s', '30m', '1h30m', '1.5h'."),
+]
+Timestamp = Annotated[
+    str,
+    StringConstraints(pattern=patterns.RFC3339, max_length=64),
+    Field(description="An RFC 3339 time with a zone, e.g. '2026-12-01T08:00:00Z'."),
+]
+PropertyName = Annotated[
+    str, StringConstraints(pattern=patterns.PROPERTY_NAME, min_length=1, max_length=128)
+]
+PropertyMatch = Annotated[
+    str, StringConstraints(pattern=patterns.PROPERTY_MATCH, min_length=1, max_length=129)
+]
+LabelKey = Annotated[str, StringConstraints(pattern=patterns.LABEL_KEY, max_length=317)]
+LabelValue = Annotated[str, StringConstraints(pattern=patterns.LABEL_VALUE, max_length=63)]
+Count = Annotated[int, Field(ge=1, le=MAX_COUNT)]
+
+
+# CEL snippets reused below. Patterns guard timestamp()/duration() so that a malformed string
+# yields only the pattern's message, not a CEL evaluation error as well.
+def _cel_string(text: str) -> str:
+    """A CEL single-quoted string literal holding ``text``."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _time_ok(expr: str) -> str:
+    return f"{expr}.matches({_cel_string(patterns.RFC3339)})"
+
+
+def _duration_ok(expr: str) -> str:
+    return f"{expr}.matches({_cel_string(patterns.DURATION)})"
+
+
+def _cel(
+    rule: str, message: str, field_path: str | None = None, reason: str | None = None
+) -> JsonDict:
+    """One ``x-kubernetes-validations`` entry."""
+    entry: JsonDict = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    if reason:
+        entry["reason"] = reason
+    return entry
+
+
+class WireModel(BaseModel):
+    """Base: camelCase aliases on the wire, snake_case in Python, unknown fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+        extra="forbid",
+        use_enum_values=False,
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The wire dict: camelCase keys, JSON types, unset (None) fields left out."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class StatusModel(WireModel):
+    """Status is written by the operator; reading tolerates fields a newer operator added."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared pieces: conditions, label selectors, R version 1.
+
+
+class Condition(StatusModel):
+    """A Kubernetes condition (the metav1.Condition shape, as kstatus and kubectl wait read it)."""
+
+    type: Annotated[str, StringConstraints(pattern=patterns.CONDITION_TYPE, max_length=316)]
+    status: Literal["True", "False", "Unknown"]
+    observed_generation: Annotated[int, Field(ge=0)] | None = None
+    last_transition_time: str | None = Field(default=None, max_length=64)
+    reason: (
+        Annotated[str, StringConstraints(pattern=patterns.CONDITION_REASON, max_length=1024)] | None
+    ) = None
+    message: str | None = Field(default=None, max_length=MAX_MESSAGE_LENGTH)
+
+
+Conditions = Annotated[
+    list[Condition],
+    Field(
+        max_length=MAX_CONDITIONS,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    ),
+]
+
+
+class LabelSelectorRequirement(WireModel):
+    """One ``matchExpressions`` entry of a label selector."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "self.operator in ['In', 'NotIn'] ? (has(self.values) && size(self.values) > 0)"
+                    " : (!has(self.values) || size(self.values) == 0)",
+                    "operators In and NotIn need a non-empty 'values' list; Exists and "
+                    "DoesNotExist take no values",
+                )
+            ]
+        }
+    )
+
+    key: LabelKey
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: Annotated[list[LabelValue], Field(max_length=64)] | None = None
+
+    @model_validator(mode="after")
+    def _values_match_operator(self) -> Self:
+        wants_values = self.operator in ("In", "NotIn")
+        if wants_values and not self.values:
+            raise ValueError(f"operator {self.operator} needs a non-empty 'values' list")
+        if not wants_values and self.values:
+            raise ValueError(f"operator {self.operator} takes no values")
+        return self
+
+
+class LabelSelector(WireModel):
+    """A Kubernetes label selector; an empty selector selects everything."""
+
+    match_labels: Annotated[dict[LabelKey, LabelValue], Field(max_length=64)] | None = None
+    match_expressions: Annotated[list[LabelSelectorRequirement], Field(max_length=32)] | None = None
+
+
+class RliteChildren(WireModel):
+    """The resources every rank of an R_lite entry owns."""
+
+    core: NonEmptyIdSet
+    gpu: IdSet | None = None
+
+
+class RliteEntry(WireModel):
+    """One ``R_lite`` entry: these ranks, each with these children."""
+
+    rank: NonEmptyIdSet
+    children: RliteChildren
+
+
+class Rv1Execution(WireModel):
+    """``execution`` of R version 1 (RFC 20)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "!has(self.starttime) || !has(self.expiration) || self.starttime == 0.0 "
+                    "|| self.expiration == 0.0 || self.expiration > self.starttime",
+                    "execution.expiration must be later than execution.starttime (0 means unset)",
+                )
+            ]
+        }
+    )
+
+    r_lite: Annotated[list[RliteEntry], Field(min_length=1, max_length=MAX_R_LITE_ENTRIES)] = Field(
+        alias="R_lite", description="Ranks and the cores/GPUs each owns."
+    )
+    nodelist: Annotated[list[HostList], Field(max_length=MAX_NODELIST_ENTRIES)] | None = Field(
+        default=None, description="Host names of the ranks in rank order (RFC 29 hostlists)."
+    )
+    properties: (
+        Annotated[dict[PropertyName, NonEmptyIdSet], Field(max_length=MAX_PROPERTIES)] | None
+    ) = Field(default=None, description="Property name -> idset of the ranks that have it.")
+    starttime: Annotated[float, Field(ge=0)] | None = Field(
+        default=None, description="Epoch seconds; 0 = unset."
+    )
+    expiration: Annotated[float, Field(ge=0)] | None = Field(
+        default=None, description="Epoch seconds; 0 = unset."
+    )
+    nslots: Annotated[int, Field(ge=0, le=MAX_COUNT)] | None = Field(
+        default=None, description="Slots granted (only in an allocation's R)."
+    )
+
+    @model_validator(mode="after")
+    def _window_in_order(self) -> Self:
+        if self.starttime and self.expiration and self.expiration <= self.starttime:
+            raise ValueError(
+                "execution.expiration must be later than execution.starttime (0 means unset)"
+            )
+        return self
+
+
+class Rv1(WireModel):
+    """R version 1 (Flux RFC 20): a resource set."""
+
+    version: Literal[1] = Field(description="Always 1.")
+    execution: Rv1Execution
+    scheduling: dict[str, Any] | None = Field(
+        default=None, description="Scheduler-private data, kept verbatim (for example a JGF graph)."
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# ResourcePool
+
+
+class PoolPolicy(WireModel):
+    """Limits and defaults a pool applies to its reservations."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "!has(self.maxDuration) || !("
+                    + _duration_ok("self.maxDuration")
+                    + " && "
+                    + _duration_ok("self.defaultDuration")
+                    + ") || duration(self.defaultDuration) <= duration(self.maxDuration)",
+                    "policy.defaultDuration must not be longer than policy.maxDuration",
+                ),
+                _cel(
+                    "self.defaultDuration.matches('[1-9]')",
+                    "policy.defaultDuration must be longer than zero",
+                    field_path=".defaultDuration",
+                ),
+                _cel(
+                    "!has(self.maxDuration) || self.maxDuration.matches('[1-9]')",
+                    "policy.maxDuration must be longer than zero",
+                    field_path=".maxDuration",
+                ),
+            ]
+        }
+    )
+
+    default_duration: Duration = Field(
+        default="1h", description="Used when a reservation gives neither endTime nor duration."
+    )
+    max_duration: Duration | None = Field(
+        default=None, description="The longest window a reservation may hold (absent: no limit)."
+    )
+    claim_timeout: Duration = Field(
+        default="5m",
+        description="A pre-reservation not claimed this long after its start loses its window.",
+    )
+
+    @model_validator(mode="after")
+    def _durations_in_order(self) -> Self:
+        default = parse_duration(self.default_duration)
+        if default <= 0:
+            raise ValueError("policy.defaultDuration must be longer than zero")
+        if self.max_duration is not None:
+            limit = parse_duration(self.max_duration)
+            if limit <= 0:
+                raise ValueError("policy.maxDuration must be longer than zero")
+            if default > limit:
+                raise ValueError(
+                    "policy.defaultDuration must not be longer than policy.maxDuration"
+                )
+        parse_duration(self.claim_timeout)
+        return self
+
+
+class ResourcePoolSpec(WireModel):
+    """What a platform team declares: the hardware (R v1) and who may reserve it, how."""
+
+    resources: Rv1 = Field(description="The pool's hardware in R version 1 (Flux RFC 20).")
+    down: IdSet | None = Field(
+        default=None, description="Ranks an administrator takes out of service (an RFC 22 idset)."
+    )
+    track_nodes: bool = Field(
+        default=False,
+        description="Mark a rank down while the Kubernetes Node of the same name is NotReady or cordoned.",
+    )
+    expiration: Timestamp | None = Field(
+        default=None, description="Nothing is granted past this time (RFC 3339)."
+    )
+    namespace_selector: LabelSelector | None = Field(
+        default=None, description="Namespaces whose reservations may use this pool (absent: all)."
+    )
+    policy: PoolPolicy = Field(
+        default_factory=PoolPolicy,
+        description="Defaults and limits for reservations.",
+        json_schema_extra={"default": {}},
+    )
+
+    @model_validator(mode="after")
+    def _times_parse(self) -> Self:
+        if self.expiration is not None:
+            parse_time(self.expiration)
+        return self
+
+
+class ResourceCapacity(StatusModel):
+    """Counts of one resource type."""
+
+    total: int = 0
+    allocated: int = 0
+    down: int = 0
+    free: int = 0
+
+
+class PoolCapacity(StatusModel):
+    """Capacity per resource type (what ``Planner.capacity`` returns)."""
+
+    core: ResourceCapacity | None = None
+    gpu: ResourceCapacity | None = None
+    node: ResourceCapacity | None = None
+
+
+class PhaseCounts(StatusModel):
+    """Number of the pool's reservations in each phase (keys are the phase names)."""
+
+    pending: int | None = Field(default=None, alias="Pending")
+    scheduled: int | None = Field(default=None, alias="Scheduled")
+    active: int | None = Field(default=None, alias="Active")
+    expired: int | None = Field(default=None, alias="Expired")
+    failed: int | None = Field(default=None, alias="Failed")
+
+
+class ResourcePoolStatus(StatusModel):
+    """Written only by the operator, through the status subresource."""
+
+    observed_generation: int | None = None
+    conditions: Conditions | None = None
+    allocation_generation: int | None = Field(
+        default=None, description="The engine's mutation counter."
+    )
+    down: str | None = Field(default=None, description="spec.down plus unhealthy nodes (an idset).")
+    allocated: str | None = Field(
+        default=None, description="Ranks with anything allocated now (an idset)."
+    )
+    summary: str | None = Field(default=None, description="The engine's dumps() of the pool.")
+    capacity: PoolCapacity | None = None
+    reservations: PhaseCounts | None = None
+    message: str | None = Field(default=None, max_length=MAX_MESSAGE_LENGTH)
+
+
+class ResourcePool(WireModel):
+    """A cluster-scoped set of ranks (nodes) with cores and GPUs that reservations draw from."""
+
+    model_config = ConfigDict(extra="ignore")
+    KIND: ClassVar[str] = "ResourcePool"
+    PLURAL: ClassVar[str] = "resourcepools"
+
+    api_version: Literal["respool.io/v1alpha1"] = "respool.io/v1alpha1"
+    kind: Literal["ResourcePool"] = "ResourcePool"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: ResourcePoolSpec
+    status: ResourcePoolStatus | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# ResourceReservation
+
+
+class ReservationRequest(WireModel):
+    """The shorthand request, read the way ``flux run -N -n -c -g --exclusive`` is read."""
+
+    nodes: Count | None = Field(default=None, description="Number of nodes (absent: any).")
+    slots: Count = Field(
+        default=1, description="Slots per node when nodes is set, in total otherwise."
+    )
+    cores_per_slot: Count = Field(default=1, description="Cores in each slot.")
+    gpus_per_slot: Annotated[int, Field(ge=0, le=MAX_COUNT)] = Field(
+        default=0, description="GPUs in each slot."
+    )
+    exclusive: bool = Field(
+        default=False,
+        description="Whole nodes (Flux node-exclusive allocation); not the same as mode.",
+    )
+
+
+_VERTEX_RULES: list[JsonValue] = [
+    _cel(
+        "self.type != 'node' || (has(self.with) && size(self.with) == 1 && self.with[0].type == 'slot')",
+        "a node vertex must contain exactly one slot vertex (jobspec v1, RFC 25)",
+    ),
+    _cel(
+        "self.type != 'slot' || (has(self.with) && self.with.exists_one(v, v.type == 'core') "
+        "&& self.with.all(v, v.type == 'core' || v.type == 'gpu') && size(self.with) <= 2 "
+        "&& self.with.all(v, !has(v.with) || size(v.with) == 0))",
+        "a slot vertex must contain one core vertex and at most one gpu vertex, and nothing "
+        "below them (jobspec v1, RFC 25)",
+    ),
+    _cel(
+        "!(self.type == 'core' || self.type == 'gpu') || !has(self.exclusive)",
+        "only node and slot vertices may set exclusive",
+    ),
+]
+
+
+class JobspecVertex(WireModel):
+    """A jobspec v1 resource vertex (RFC 14/25): node > slot > core[, gpu], or slot > core[, gpu]."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _VERTEX_RULES})
+
+    type: Literal["node", "slot", "core", "gpu"]
+    count: Count
+    with_: Annotated[list[JobspecVertex], Field(min_length=1, max_length=2)] | None = Field(
+        default=None, alias="with", description="The vertices this one contains."
+    )
+    label: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+$", max_length=63)] | None = (
+        None
+    )
+    exclusive: bool | None = Field(
+        default=None, description="On node (or slot): the whole node is granted."
+    )
+
+
+def _check_jobspec(vertices: list[JobspecVertex]) -> None:
+    """The RFC 25 shapes: node>slot>core[,gpu] or slot>core[,gpu] (mirrors the CEL rules)."""
+    if len(vertices) != 1:
+        raise ValueError(
+            "spec.resources must hold exactly one top-level vertex (node or slot), as jobspec v1 requires"
+        )
+    top = vertices[0]
+    if top.type not in ("node", "slot"):
+        raise ValueError("the top-level vertex of spec.resources must be a node or a slot")
+
+    def check(vertex: JobspecVertex) -> None:
+        children = vertex.with_ or []
+        if vertex.type == "node":
+            if len(children) != 1 or children[0].type != "slot":
+                raise ValueError(
+                    "a node vertex must contain exactly one slot vertex (jobspec v1, RFC 25)"
+                )
+        elif vertex.type == "slot":
+            kinds = [child.type for child in children]
+            if kinds.count("core") != 1 or kinds.count("gpu") > 1 or set(kinds) - {"core", "gpu"}:
+                raise ValueError(
+                    "a slot vertex must contain one core vertex and at most one gpu vertex, and "
+                    "nothing below them (jobspec v1, RFC 25)"
+                )
+        else:
+            if children:
+                raise ValueError(
+                    "a slot vertex must contain one core vertex and at most one gpu vertex, and "
+                    "nothing below them (jobspec v1, RFC 25)"
+                )
+            if vertex.exclusive is not None:
+                raise ValueError("only node and slot vertices may set exclusive")
+        for child in children:
+            check(child)
+
+    check(top)
+
+
+class Constraint(WireModel):
+    """An RFC 31 constraint. Several operators in one object must all hold (RFC 31)."""
+
+    properties: (
+        Annotated[list[PropertyMatch], Field(max_length=MAX_CONSTRAINT_PROPERTIES)] | None
+    ) = Field(default=None, description="Every listed property is required; '^name' excludes it.")
+    hostlist: Annotated[list[HostList], Field(max_length=MAX_CONSTRAINT_HOSTLISTS)] | None = Field(
+        default=None, description="The rank's host name is in one of these hostlists."
+    )
+    ranks: IdSet | None = Field(default=None, description="The rank is in this idset.")
+    and_: Annotated[list[Constraint], Field(max_length=MAX_CONSTRAINT_ITEMS)] | None = Field(
+        default=None, alias="and", description="All of these hold."
+    )
+    or_: Annotated[list[Constraint], Field(max_length=MAX_CONSTRAINT_ITEMS)] | None = Field(
+        default=None, alias="or", description="Any of these holds."
+    )
+    not_: Annotated[list[Constraint], Field(max_length=MAX_CONSTRAINT_ITEMS)] | None = Field(
+        default=None, alias="not", description="Not all of these hold."
+    )
+
+    def depth(self) -> int:
+        nested = [c for group in (self.and_, self.or_, self.not_) if group for c in group]
+        return 1 + max((c.depth() for c in nested), default=0)
+
+    def to_rfc31(self) -> dict[str, Any]:
+        """The constraint as the engine takes it (RFC 31 keys, nothing unset)."""
+        return self.to_wire()
+
+
+class ResourceReservationSpec(WireModel):
+    """What a user asks for: resources from a pool, for a window, under a claim policy."""
+
+    pool: Annotated[
+        str, StringConstraints(pattern=patterns.DNS_LABEL, min_length=1, max_length=MAX_NAME_LENGTH)
+    ] = Field(description="The ResourcePool to reserve from.")
+    mode: Mode = Field(
+        default=Mode.EXCLUSIVE,
+        description="exclusive: nobody else uses the granted resources in the window; shared: "
+        "other shared reservations may.",
+    )
+    request: ReservationRequest | None = Field(
+        default=None,
+        description="Shorthand request. Give request or resources, not both; neither means one "
+        "slot of one core.",
+    )
+    resources: Annotated[list[JobspecVertex], Field(min_length=1, max_length=1)] | None = Field(
+        default=None,
+        description="Jobspec v1 resource vertices (RFC 14/25), instead of request.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "self[0].type == 'node' || self[0].type == 'slot'",
+                    "the top-level vertex of spec.resources must be a node or a slot",
+                )
+            ]
+        },
+    )
+    constraints: Constraint | None = Field(
+        default=None, description="RFC 31 constraints on the ranks that may be granted."
+    )
+    start_time: Timestamp | None = Field(
+        default=None, description="Start of the window (absent: now)."
+    )
+    end_time: Timestamp | None = Field(
+        default=None, description="End of the window; or give duration."
+    )
+    duration: Duration | None = Field(
+        default=None,
+        description="Length of the window; or give endTime (absent: the pool's defaultDuration).",
+    )
+    next_available: bool = Field(
+        default=True,
+        description="If the window asked for is not free, book the earliest one that is "
+        "(false: only the window asked for).",
+    )
+    max_retry: Annotated[int, Field(ge=0, le=MAX_RETRY)] = Field(
+        default=5,
+        description="Failed attempts allowed before the reservation fails (RetryExceeded).",
+    )
+    max_wait: Duration | None = Field(
+        default=None,
+        description="Give up (MaxWaitExceeded) if not granted, or booked to start, this long "
+        "after the first request (absent: wait indefinitely).",
+    )
+    claim_policy: ClaimPolicy = Field(
+        default=ClaimPolicy.AUTO,
+        description="Auto: claimed when the window starts. Manual: the holder sets claimed: true.",
+    )
+    claimed: bool = Field(default=False, description="Set by the holder under claimPolicy Manual.")
+    config: dict[str, Any] | None = Field(
+        default=None, description="Free-form; echoed to status.config once claimed."
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "!(has(self.request) && has(self.resources))",
+                    "give spec.request or spec.resources, not both",
+                ),
+                _cel(
+                    "!(has(self.endTime) && has(self.duration))",
+                    "give spec.endTime or spec.duration, not both",
+                ),
+                _cel(
+                    "!has(self.startTime) || !has(self.endTime) || !("
+                    + _time_ok("self.startTime")
+                    + " && "
+                    + _time_ok("self.endTime")
+                    + ") || timestamp(self.endTime) > timestamp(self.startTime)",
+                    "spec.endTime must be after spec.startTime",
+                    field_path=".endTime",
+                ),
+                _cel(
+                    "!has(self.duration) || self.duration.matches('[1-9]')",
+                    "spec.duration must be longer than zero",
+                    field_path=".duration",
+                ),
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.request is not None and self.resources is not None:
+            raise ValueError("give spec.request or spec.resources, not both")
+        if self.end_time is not None and self.duration is not None:
+            raise ValueError("give spec.endTime or spec.duration, not both")
+        start = parse_time(self.start_time) if self.start_time is not None else None
+        end = parse_time(self.end_time) if self.end_time is not None else None
+        if start is not None and end is not None and end <= start:
+            raise ValueError("spec.endTime must be after spec.startTime")
+        if self.duration is not None and parse_duration(self.duration) <= 0:
+            raise ValueError("spec.duration must be longer than zero")
+        if self.max_wait is not None:
+            parse_duration(self.max_wait)
+        if self.resources is not None:
+            _check_jobspec(self.resources)
+        if self.constraints is not None and self.constraints.depth() > CONSTRAINT_MAX_DEPTH:
+            raise ValueError(
+                f"spec.constraints may nest and/or/not at most {CONSTRAINT_MAX_DEPTH - 1} levels deep"
+            )
+        return self
+
+    def effective_request(self) -> ReservationRequest | None:
+        """The shorthand request, with the documented default (one slot of one core) when
+        neither request nor resources is given; None when resources is given."""
+        if self.resources is not None:
+            return None
+        return self.request if self.request is not None else ReservationRequest()
+
+
+class Allocated(StatusModel):
+    """What a reservation holds (Active) or is promised for its window (Scheduled)."""
+
+    ranks: str | None = Field(default=None, description="Ranks granted (an idset).")
+    nodelist: str | None = Field(default=None, description="Host names granted (a hostlist).")
+    summary: str | None = Field(default=None, description="The grant in dumps() form.")
+    r: Rv1 | None = Field(default=None, alias="R", description="The granted R version 1.")
+
+
+class NextAvailable(StatusModel):
+    """The planner's answer for the requested window."""
+
+    available: bool | None = Field(default=None, description="Is the window asked for free?")
+    avail_start: str | None = Field(
+        default=None, description="Earliest start that fits (RFC 3339)."
+    )
+    avail_end: str | None = Field(default=None, description="End of that window (RFC 3339).")
+
+
+class ResourceReservationStatus(StatusModel):
+    """Written only by the operator, through the status subresource."""
+
+    phase: Phase | None = None
+    pre_reservation_id: str | None = Field(default=None, max_length=253)
+    pre_reservation_expires: str | None = Field(
+        default=None, description="Claim deadline of the pre-reservation (RFC 3339)."
+    )
+    reservation_id: str | None = Field(default=None, max_length=253)
+    start_time: str | None = None
+    end_time: str | None = None
+    first_request_time: str | None = None
+    retry_count: int | None = None
+    allocated: Allocated | None = None
+    next_available: NextAvailable | None = None
+    config: dict[str, Any] | None = None
+    conditions: Conditions | None = None
+    observed_generation: int | None = None
+    message: str | None = Field(default=None, max_length=MAX_MESSAGE_LENGTH)
+
+
+class ResourceReservation(WireModel):
+    """A namespaced claim on part of a ResourcePool for a time window."""
+
+    model_config = ConfigDict(extra="ignore")
+    KIND: ClassVar[str] = "ResourceReservation"
+    PLURAL: ClassVar[str] = "resourcereservations"
+
+    api_version: Literal["respool.io/v1alpha1"] = "respool.io/v1alpha1"
+    kind: Literal["ResourceReservation"] = "ResourceReservation"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: ResourceReservationSpec
+    status: ResourceReservationStatus | None = None

@@ -1,0 +1,331 @@
+"""The API models: wire round-trips, defaults, and the cross-field rules (mirrored in CEL)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from respool.api import (
+    ClaimPolicy,
+    Mode,
+    Phase,
+    ReservationRequest,
+    ResourcePool,
+    ResourcePoolSpec,
+    ResourcePoolStatus,
+    ResourceReservation,
+    ResourceReservationSpec,
+    ResourceReservationStatus,
+)
+
+POOL_SPEC: dict[str, Any] = {
+    "resources": {
+        "version": 1,
+        "execution": {
+            "R_lite": [{"rank": "0-3", "children": {"core": "0-15", "gpu": "0-1"}}],
+            "nodelist": ["node[0-3]"],
+            "properties": {"a100": "0-1"},
+        },
+    },
+    "down": "3",
+    "trackNodes": False,
+    "namespaceSelector": {},
+    "policy": {"defaultDuration": "1h", "maxDuration": "24h", "claimTimeout": "5m"},
+}
+
+RESERVATION_SPEC: dict[str, Any] = {
+    "pool": "rack-a",
+    "mode": "exclusive",
+    "request": {"nodes": 2, "slots": 2, "coresPerSlot": 4, "gpusPerSlot": 1, "exclusive": False},
+    "constraints": {"properties": ["a100"]},
+    "startTime": "2026-12-01T08:00:00Z",
+    "endTime": "2026-12-01T10:00:00Z",
+    "nextAvailable": True,
+    "maxRetry": 5,
+    "maxWait": "30m",
+    "claimPolicy": "Auto",
+    "claimed": False,
+    "config": {},
+}
+
+
+def test_design_examples_round_trip_unchanged() -> None:
+    assert ResourcePoolSpec.model_validate(POOL_SPEC).to_wire() == POOL_SPEC
+    assert ResourceReservationSpec.model_validate(RESERVATION_SPEC).to_wire() == RESERVATION_SPEC
+
+
+def test_python_attributes_are_snake_case_and_enums_typed() -> None:
+    spec = ResourceReservationSpec.model_validate(RESERVATION_SPEC)
+    assert spec.request is not None and spec.request.cores_per_slot == 4
+    assert spec.mode is Mode.EXCLUSIVE and spec.claim_policy is ClaimPolicy.AUTO
+    assert spec.start_time == "2026-12-01T08:00:00Z"
+    pool = ResourcePoolSpec.model_validate(POOL_SPEC)
+    assert pool.resources.execution.r_lite[0].children.gpu == "0-1"
+    assert pool.policy.claim_timeout == "5m"
+
+
+def test_defaults_of_a_minimal_reservation() -> None:
+    spec = ResourceReservationSpec.model_validate({"pool": "rack-a"})
+    assert spec.mode is Mode.EXCLUSIVE
+    assert spec.claim_policy is ClaimPolicy.AUTO
+    assert spec.next_available is True
+    assert spec.max_retry == 5
+    assert spec.claimed is False
+    assert spec.effective_request() == ReservationRequest(
+        slots=1, cores_per_slot=1, gpus_per_slot=0, exclusive=False
+    )
+    request = ResourceReservationSpec.model_validate({"pool": "p", "request": {"nodes": 1}}).request
+    assert request is not None
+    assert (request.slots, request.cores_per_slot, request.gpus_per_slot, request.exclusive) == (
+        1,
+        1,
+        0,
+        False,
+    )
+
+
+def test_pool_policy_defaults() -> None:
+    spec = ResourcePoolSpec.model_validate({"resources": POOL_SPEC["resources"]})
+    assert spec.policy.default_duration == "1h"
+    assert spec.policy.claim_timeout == "5m"
+    assert spec.policy.max_duration is None
+    assert spec.track_nodes is False
+
+
+def test_whole_objects_from_kopf_style_mappings() -> None:
+    body = {
+        "apiVersion": "respool.io/v1alpha1",
+        "kind": "ResourceReservation",
+        "metadata": {"name": "n", "namespace": "team-a", "generation": 3},
+        "spec": RESERVATION_SPEC,
+        "status": {"phase": "Active", "reservationId": "rack-a-7", "observedGeneration": 3},
+    }
+    reservation = ResourceReservation.model_validate(body)
+    assert reservation.status is not None and reservation.status.phase is Phase.ACTIVE
+    assert reservation.to_wire() == body
+    pool = ResourcePool.model_validate(
+        {
+            "apiVersion": "respool.io/v1alpha1",
+            "kind": "ResourcePool",
+            "metadata": {},
+            "spec": POOL_SPEC,
+        }
+    )
+    assert pool.kind == "ResourcePool"
+
+
+def test_partial_status_dumps_only_what_was_set() -> None:
+    # A merge patch built from a partial status must not clear other fields.
+    assert ResourceReservationStatus(phase=Phase.PENDING, retry_count=2).to_wire() == {
+        "phase": "Pending",
+        "retryCount": 2,
+    }
+    assert ResourcePoolStatus().to_wire() == {}
+
+
+def test_status_round_trip_with_allocation() -> None:
+    status = {
+        "phase": "Active",
+        "reservationId": "rack-a-1",
+        "startTime": "2026-12-01T08:00:00Z",
+        "endTime": "2026-12-01T10:00:00Z",
+        "firstRequestTime": "2026-11-30T08:00:00Z",
+        "retryCount": 0,
+        "allocated": {
+            "ranks": "0-1",
+            "nodelist": "node[0-1]",
+            "summary": "rank[0-1]/core[0-7],gpu0",
+            "R": {
+                "version": 1,
+                "execution": {
+                    "R_lite": [{"rank": "0-1", "children": {"core": "0-7", "gpu": "0"}}],
+                    "starttime": 0.0,
+                    "expiration": 0.0,
+                    "nslots": 4,
+                    "nodelist": ["node[0-1]"],
+                    "properties": {"a100": "0-1"},
+                },
+            },
+        },
+        "nextAvailable": {
+            "available": True,
+            "availStart": "2026-12-01T08:00:00Z",
+            "availEnd": "2026-12-01T10:00:00Z",
+        },
+        "config": {"image": "x"},
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "True",
+                "reason": "Granted",
+                "message": "granted",
+                "lastTransitionTime": "2026-12-01T08:00:00Z",
+                "observedGeneration": 1,
+            }
+        ],
+        "observedGeneration": 1,
+        "message": "Active until 2026-12-01T10:00:00Z",
+    }
+    assert ResourceReservationStatus.model_validate(status).to_wire() == status
+    pool_status = {
+        "observedGeneration": 2,
+        "allocationGeneration": 17,
+        "down": "3",
+        "allocated": "0-1",
+        "summary": "rank[0-3]/core[0-15],gpu[0-1]",
+        "capacity": {
+            "core": {"total": 64, "allocated": 16, "down": 16, "free": 32},
+            "gpu": {"total": 8, "allocated": 2, "down": 2, "free": 4},
+            "node": {"total": 4, "allocated": 2, "down": 1, "free": 1},
+        },
+        "reservations": {"Active": 1, "Pending": 2},
+        "message": "ok",
+    }
+    assert ResourcePoolStatus.model_validate(pool_status).to_wire() == pool_status
+
+
+def _reject(model: type[Any], data: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        model.model_validate(data)
+    assert fragment in str(caught.value), str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"duration": "1h"}, "give spec.endTime or spec.duration, not both"),
+        ({"endTime": "2026-12-01T07:59:59Z"}, "spec.endTime must be after spec.startTime"),
+        ({"endTime": "2026-12-01T08:00:00Z"}, "spec.endTime must be after spec.startTime"),
+        (
+            {"resources": [{"type": "slot", "count": 1, "with": [{"type": "core", "count": 1}]}]},
+            "give spec.request or spec.resources, not both",
+        ),
+        ({"mode": "exclusively"}, "mode"),
+        ({"claimPolicy": "auto"}, "claimPolicy"),
+        ({"pool": "Rack_A"}, "pool"),
+        ({"startTime": "2026-12-01 08:00"}, "startTime"),
+        ({"startTime": "2026-12-01T08:00:00"}, "startTime"),
+        ({"maxWait": "30 minutes"}, "maxWait"),
+        ({"maxWait": "-5m"}, "maxWait"),
+        ({"maxRetry": -1}, "maxRetry"),
+        ({"request": {"slots": 0}}, "slots"),
+        ({"request": {"gpusPerSlot": -1}}, "gpusPerSlot"),
+        ({"constraints": {"properties": ["a|b"]}}, "properties"),
+        ({"constraints": {"ranks": "3-1x"}}, "ranks"),
+        ({"unknownField": 1}, "unknownField"),
+    ],
+)
+def test_reservation_spec_rejections(change: dict[str, Any], fragment: str) -> None:
+    _reject(ResourceReservationSpec, {**RESERVATION_SPEC, **change}, fragment)
+
+
+def test_duration_must_be_positive() -> None:
+    spec = {k: v for k, v in RESERVATION_SPEC.items() if k != "endTime"}
+    _reject(
+        ResourceReservationSpec,
+        {**spec, "duration": "0s"},
+        "spec.duration must be longer than zero",
+    )
+    assert ResourceReservationSpec.model_validate({**spec, "duration": "1h30m"}).duration == "1h30m"
+
+
+def _slot(*children: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "slot", "count": 2, "label": "task", "with": list(children)}
+
+
+@pytest.mark.parametrize(
+    "resources",
+    [
+        [_slot({"type": "core", "count": 4})],
+        [_slot({"type": "core", "count": 4}, {"type": "gpu", "count": 1})],
+        [
+            {
+                "type": "node",
+                "count": 2,
+                "exclusive": True,
+                "with": [_slot({"type": "core", "count": 1})],
+            }
+        ],
+    ],
+)
+def test_jobspec_shapes_accepted(resources: list[dict[str, Any]]) -> None:
+    spec = {k: v for k, v in RESERVATION_SPEC.items() if k != "request"}
+    parsed = ResourceReservationSpec.model_validate({**spec, "resources": resources})
+    assert parsed.to_wire()["resources"] == resources
+    assert parsed.effective_request() is None
+
+
+@pytest.mark.parametrize(
+    ("resources", "fragment"),
+    [
+        ([{"type": "core", "count": 1}], "must be a node or a slot"),
+        ([{"type": "node", "count": 1}], "a node vertex must contain exactly one slot vertex"),
+        ([_slot({"type": "gpu", "count": 1})], "a slot vertex must contain one core vertex"),
+        (
+            [_slot({"type": "core", "count": 1}, {"type": "core", "count": 1})],
+            "a slot vertex must contain one core vertex",
+        ),
+        (
+            [_slot({"type": "core", "count": 1, "with": [{"type": "core", "count": 1}]})],
+            "a slot vertex must contain one core vertex",
+        ),
+        ([_slot({"type": "core", "count": 1, "exclusive": True})], "only node and slot"),
+        ([_slot({"type": "core", "count": 0})], "count"),
+        ([_slot({"type": "socket", "count": 1})], "type"),
+    ],
+)
+def test_jobspec_shapes_rejected(resources: list[dict[str, Any]], fragment: str) -> None:
+    spec = {k: v for k, v in RESERVATION_SPEC.items() if k != "request"}
+    _reject(ResourceReservationSpec, {**spec, "resources": resources}, fragment)
+
+
+def test_constraint_nesting_is_bounded() -> None:
+    too_deep = {"and": [{"or": [{"properties": ["a100"]}, {"not": [{"ranks": "0"}]}]}]}
+    _reject(ResourceReservationSpec, {**RESERVATION_SPEC, "constraints": too_deep}, "nest")
+    shallow = {
+        "and": [{"properties": ["a100"]}, {"or": [{"ranks": "0"}, {"hostlist": ["n[1-2]"]}]}]
+    }
+    parsed = ResourceReservationSpec.model_validate({**RESERVATION_SPEC, "constraints": shallow})
+    assert parsed.constraints is not None and parsed.constraints.to_rfc31() == shallow
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "fragment"),
+    [
+        (("resources", "version"), 2, "version"),
+        (("resources", "execution", "R_lite"), [], "R_lite"),
+        (("resources", "execution", "R_lite", 0, "rank"), "01", "rank"),
+        (("resources", "execution", "R_lite", 0, "children", "core"), "", "core"),
+        (("resources", "execution", "nodelist"), ["node[0-3"], "nodelist"),
+        (("resources", "execution", "properties"), {"a(b)": "0"}, "properties"),
+        (("resources", "execution", "expiration"), 5.0, "expiration must be later"),
+        (("down",), "3,a", "down"),
+        (("expiration",), "tomorrow", "expiration"),
+        (("policy", "defaultDuration"), "48h", "must not be longer than policy.maxDuration"),
+        (("policy", "maxDuration"), "0s", "maxDuration must be longer than zero"),
+        (("namespaceSelector",), {"matchExpressions": [{"key": "a", "operator": "In"}]}, "values"),
+        (
+            ("namespaceSelector",),
+            {"matchExpressions": [{"key": "a", "operator": "Exists", "values": ["x"]}]},
+            "takes no values",
+        ),
+    ],
+)
+def test_pool_spec_rejections(path: tuple[Any, ...], value: Any, fragment: str) -> None:
+    data = copy.deepcopy(POOL_SPEC)
+    if path == ("resources", "execution", "expiration"):
+        data["resources"]["execution"]["starttime"] = 10.0
+    target = data
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    _reject(ResourcePoolSpec, data, fragment)
+
+
+def test_enum_values_are_the_design_vocabulary() -> None:
+    assert [p.value for p in Phase] == ["Pending", "Scheduled", "Active", "Expired", "Failed"]
+    assert [m.value for m in Mode] == ["exclusive", "shared"]
+    assert [c.value for c in ClaimPolicy] == ["Auto", "Manual"]
