@@ -9,6 +9,7 @@ Two APIs over the same Kubernetes objects:
 
 from respool.client.ats import ATSClient, ResourceReservation
 from respool.client.errors import (
+    AccessDenied,
     ClusterUnreachable,
     InvalidConfigRequest,
     MaxWaitExceeded,
@@ -23,21 +24,29 @@ from respool.client.errors import (
     ResourceUnavailable,
     RespoolError,
 )
+from respool.client.kubernetes_ats import KubernetesATSClient
+from respool.client.native import RespoolClient, reserve
+from respool.client.objects import Reservation
 
 __all__ = [
     "ATSClient",
+    "AccessDenied",
     "ClusterUnreachable",
     "InvalidConfigRequest",
+    "KubernetesATSClient",
     "MaxWaitExceeded",
     "NamespaceForbidden",
     "NotInstalled",
     "OperatorNotResponding",
     "PoolNotFound",
+    "Reservation",
     "ReservationFailed",
     "ReservationNotFound",
     "ReservationTimeout",
     "ResourceReservation",
     "ResourceRetryExceeded",
     "ResourceUnavailable",
+    "RespoolClient",
     "RespoolError",
+    "reserve",
 ]

@@ -40,7 +40,7 @@ from respool.client.errors import (
 
 MODES = ("exclusive", "shared")
 DEFAULT_DURATION = 3600.0
-"""Seconds a request lasts when no end is given (the ATS default window is [now, now+1h])."""
+"""Seconds a window lasts when no end is given (the ATS default window is [now, now+1h])."""
 
 
 class ATSClient(Protocol):

@@ -58,7 +58,11 @@ class PoolNotFound(RespoolError):
     """The named ResourcePool does not exist."""
 
 
-class NamespaceForbidden(RespoolError):
+class AccessDenied(RespoolError):
+    """The API server rejected the credentials or forbids the operation."""
+
+
+class NamespaceForbidden(AccessDenied):
     """The namespace may not be used: RBAC denies it, it does not exist, or the pool refuses it."""
 
 

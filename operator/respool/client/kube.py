@@ -1,0 +1,383 @@
+"""Kubernetes access for the respool client and CLI: configuration, CRUD, bounded waits, and
+errors a person can act on.
+
+Everything here goes through the official ``kubernetes`` client (no global configuration is
+touched), and every call carries a timeout, so no function in the client can hang.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import urllib3
+from kubernetes import client as k8s
+from kubernetes import config as _k8s_config
+from kubernetes import watch as _k8s_watch
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from respool import GROUP, VERSION
+from respool.client.errors import (
+    AccessDenied,
+    ClusterUnreachable,
+    InvalidConfigRequest,
+    NamespaceForbidden,
+    NotInstalled,
+    PoolNotFound,
+    ReservationNotFound,
+    RespoolError,
+)
+
+POOLS = "resourcepools"
+RESERVATIONS = "resourcereservations"
+KIND_RESERVATION = "ResourceReservation"
+FIELD_MANAGER = "respool-client"
+IN_CLUSTER_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+Object = dict[str, Any]
+
+# These modules of the kubernetes package carry no type hints.
+k8s_config: Any = _k8s_config
+k8s_watch: Any = _k8s_watch
+
+
+@dataclass(frozen=True)
+class Connection:
+    """A configured API client and the namespace its kubeconfig context selects."""
+
+    api_client: k8s.ApiClient
+    default_namespace: str
+    server: str
+
+
+def connect(kubeconfig: str | None = None, context: str | None = None) -> Connection:
+    """Build an API client from `kubeconfig`, else ``$KUBECONFIG``, else ``~/.kube/config``,
+    else the in-cluster service account. Raises `ClusterUnreachable` when none is usable."""
+    configuration = k8s.Configuration()
+    path = kubeconfig or os.environ.get("KUBECONFIG") or None
+    if path is None and os.path.exists(os.path.expanduser("~/.kube/config")):
+        path = os.path.expanduser("~/.kube/config")
+    namespace = "default"
+    try:
+        if path is not None:
+            for single in path.split(os.pathsep):
+                if single and not os.path.exists(os.path.expanduser(single)):
+                    raise ClusterUnreachable(f"kubeconfig {single!r} does not exist")
+            k8s_config.load_kube_config(
+                config_file=path, context=context, client_configuration=configuration,
+                persist_config=False,
+            )
+            contexts, active = k8s_config.list_kube_config_contexts(config_file=path)
+            chosen = active
+            if context is not None:
+                chosen = next((c for c in contexts if c.get("name") == context), active)
+            namespace = (chosen or {}).get("context", {}).get("namespace") or "default"
+        elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+            k8s_config.load_incluster_config(client_configuration=configuration)
+            with open(IN_CLUSTER_NAMESPACE_FILE, encoding="utf-8") as handle:
+                namespace = handle.read().strip() or "default"
+        else:
+            raise ClusterUnreachable(
+                "no Kubernetes configuration: set KUBECONFIG, pass --kubeconfig, or create "
+                "~/.kube/config (for a local cluster: `respool dev up` and "
+                "`export KUBECONFIG=$(respool dev kubeconfig)`)"
+            )
+    except (ConfigException, OSError, ValueError, TypeError) as exc:
+        raise ClusterUnreachable(f"cannot load the Kubernetes configuration {path or ''}: {exc}") from exc
+    # Fail fast on a dead endpoint instead of urllib3's default retry ladder.
+    configuration.retries = 1
+    return Connection(k8s.ApiClient(configuration), namespace, configuration.host)
+
+
+def _status_message(exc: ApiException) -> tuple[str, dict[str, Any]]:
+    """The API server's own message and details from an error response."""
+    try:
+        body = json.loads(exc.body or "{}")
+    except (TypeError, ValueError):
+        return (str(exc.body or exc.reason or exc.status)).strip(), {}
+    if not isinstance(body, dict):
+        return str(body), {}
+    return str(body.get("message") or exc.reason or exc.status), dict(body.get("details") or {})
+
+
+class KubeAPI:
+    """Thin, typed access to respool's custom objects with translated errors.
+
+    `request_timeout` bounds every single HTTP call (seconds).
+    """
+
+    def __init__(
+        self,
+        kubeconfig: str | None = None,
+        context: str | None = None,
+        *,
+        request_timeout: float = 30.0,
+        connection: Connection | None = None,
+    ) -> None:
+        self.connection = connection or connect(kubeconfig, context)
+        self.request_timeout = request_timeout
+        self.custom = k8s.CustomObjectsApi(self.connection.api_client)
+
+    @property
+    def default_namespace(self) -> str:
+        return self.connection.default_namespace
+
+    def close(self) -> None:
+        api_client: Any = self.connection.api_client
+        api_client.close()
+
+    # -- errors -----------------------------------------------------------------------------
+
+    @contextmanager
+    def errors(self, *, namespace: str | None = None, pool: str | None = None) -> Iterator[None]:
+        """Turn transport and API errors into the client's exceptions."""
+        try:
+            yield
+        except ApiException as exc:
+            raise self._translate(exc, namespace=namespace, pool=pool) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise ClusterUnreachable(
+                f"cannot reach the Kubernetes API server at {self.connection.server}: "
+                f"{_short_reason(exc)}"
+            ) from exc
+
+    def _translate(
+        self, exc: ApiException, *, namespace: str | None, pool: str | None
+    ) -> RespoolError:
+        message, details = _status_message(exc)
+        status = exc.status or 0
+        if status == 401:
+            return AccessDenied(
+                f"the API server at {self.connection.server} rejected the credentials: {message}"
+            )
+        if status == 403:
+            if namespace is not None:
+                return NamespaceForbidden(f"forbidden in namespace {namespace!r}: {message}")
+            return AccessDenied(f"forbidden: {message}")
+        if status == 404:
+            if details.get("kind") == "namespaces":
+                return NamespaceForbidden(f"namespace {namespace or details.get('name')!r} does not exist")
+            if details.get("kind") == POOLS and pool is not None:
+                return PoolNotFound(f"ResourcePool {pool!r} does not exist")
+            if details.get("name"):
+                return ReservationNotFound(message)
+            return NotInstalled(
+                f"the respool CRDs ({GROUP}/{VERSION}) are not installed on "
+                f"{self.connection.server}: apply crds/ (or install the Helm chart) first"
+            )
+        if status == 422 or status == 400:
+            return InvalidConfigRequest(f"rejected by the API server: {message}")
+        return RespoolError(f"API server error {status}: {message}")
+
+    # -- pools ------------------------------------------------------------------------------
+
+    def get_pool(self, name: str) -> Object:
+        with self.errors(pool=name):
+            return _object(
+                self.custom.get_cluster_custom_object(
+                    GROUP, VERSION, POOLS, name, _request_timeout=self.request_timeout
+                )
+            )
+
+    def list_pools(self) -> list[Object]:
+        with self.errors():
+            reply = self.custom.list_cluster_custom_object(
+                GROUP, VERSION, POOLS, _request_timeout=self.request_timeout
+            )
+        return _items(reply)
+
+    # -- reservations -----------------------------------------------------------------------
+
+    def list_reservations(self, namespace: str | None) -> list[Object]:
+        """Reservations in `namespace`, or in every namespace when it is None."""
+        with self.errors(namespace=namespace):
+            if namespace is None:
+                reply = self.custom.list_cluster_custom_object(
+                    GROUP, VERSION, RESERVATIONS, _request_timeout=self.request_timeout
+                )
+            else:
+                reply = self.custom.list_namespaced_custom_object(
+                    GROUP, VERSION, namespace, RESERVATIONS, _request_timeout=self.request_timeout
+                )
+        return _items(reply)
+
+    def get_reservation(self, namespace: str, name: str) -> Object:
+        with self.errors(namespace=namespace):
+            try:
+                return _object(
+                    self.custom.get_namespaced_custom_object(
+                        GROUP, VERSION, namespace, RESERVATIONS, name,
+                        _request_timeout=self.request_timeout,
+                    )
+                )
+            except ApiException as exc:
+                if exc.status == 404 and _status_message(exc)[1].get("name"):
+                    raise ReservationNotFound(
+                        f"ResourceReservation {namespace}/{name} does not exist"
+                    ) from exc
+                raise
+
+    def create_reservation(self, namespace: str, body: Mapping[str, Any], *, pool: str | None = None) -> Object:
+        with self.errors(namespace=namespace, pool=pool):
+            return _object(
+                self.custom.create_namespaced_custom_object(
+                    GROUP, VERSION, namespace, RESERVATIONS, dict(body),
+                    field_manager=FIELD_MANAGER, _request_timeout=self.request_timeout,
+                )
+            )
+
+    def patch_reservation(self, namespace: str, name: str, patch: Mapping[str, Any]) -> Object:
+        with self.errors(namespace=namespace):
+            try:
+                return _object(
+                    self.custom.patch_namespaced_custom_object(
+                        GROUP, VERSION, namespace, RESERVATIONS, name, dict(patch),
+                        field_manager=FIELD_MANAGER, _request_timeout=self.request_timeout,
+                        _content_type="application/merge-patch+json",
+                    )
+                )
+            except ApiException as exc:
+                if exc.status == 404 and _status_message(exc)[1].get("name"):
+                    raise ReservationNotFound(
+                        f"ResourceReservation {namespace}/{name} does not exist"
+                    ) from exc
+                raise
+
+    def delete_reservation(self, namespace: str, name: str) -> bool:
+        """Delete; False when it was already gone."""
+        with self.errors(namespace=namespace):
+            try:
+                self.custom.delete_namespaced_custom_object(
+                    GROUP, VERSION, namespace, RESERVATIONS, name,
+                    _request_timeout=self.request_timeout,
+                )
+            except ApiException as exc:
+                if exc.status == 404 and _status_message(exc)[1].get("name"):
+                    return False
+                raise
+        return True
+
+    def find_reservation(self, namespace: str, name_or_id: str) -> Object | None:
+        """The reservation named `name_or_id`, or holding it as pre-reservation/reservation ID."""
+        try:
+            return self.get_reservation(namespace, name_or_id)
+        except ReservationNotFound:
+            pass
+        for item in self.list_reservations(namespace):
+            status = item.get("status") or {}
+            if name_or_id in (status.get("preReservationId"), status.get("reservationId")):
+                return item
+        return None
+
+    def wait_reservation(
+        self,
+        namespace: str,
+        name: str,
+        done: Callable[[Object], bool],
+        timeout: float,
+        on_change: Callable[[Object], None] | None = None,
+    ) -> Object | None:
+        """Watch one reservation until ``done(obj)``; the object, or None at `timeout`.
+
+        Raises `ReservationNotFound` if it is deleted meanwhile. `on_change` sees every new
+        version (for progress output).
+        """
+        deadline = time.monotonic() + max(0.0, timeout)
+        current = self.get_reservation(namespace, name)
+        if on_change is not None:
+            on_change(current)
+        while True:
+            if done(current):
+                return current
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            version = current["metadata"]["resourceVersion"]
+            watcher = k8s_watch.Watch()
+            try:
+                with self.errors(namespace=namespace):
+                    for event in watcher.stream(
+                        self.custom.list_namespaced_custom_object,
+                        GROUP, VERSION, namespace, RESERVATIONS,
+                        field_selector=f"metadata.name={name}",
+                        resource_version=version,
+                        timeout_seconds=max(1, math.ceil(remaining)),
+                        _request_timeout=remaining + 5.0,
+                    ):
+                        kind = event.get("type")
+                        obj = event.get("object")
+                        if kind == "DELETED":
+                            raise ReservationNotFound(
+                                f"ResourceReservation {namespace}/{name} was deleted"
+                            )
+                        if kind in ("ADDED", "MODIFIED") and isinstance(obj, dict):
+                            current = obj
+                            if on_change is not None:
+                                on_change(current)
+                            if done(current):
+                                return current
+                        if time.monotonic() >= deadline:
+                            break
+            except ApiException as exc:
+                if exc.status != 410:
+                    raise
+            except urllib3.exceptions.ReadTimeoutError:
+                pass
+            finally:
+                watcher.stop()
+            # The watch ended (server timeout, expired version): re-read and go on.
+            current = self.get_reservation(namespace, name)
+            if on_change is not None:
+                on_change(current)
+
+
+def _object(reply: object) -> Object:
+    if not isinstance(reply, dict):
+        raise RespoolError(f"unexpected reply from the API server: {reply!r:.200}")
+    return reply
+
+
+def _items(reply: object) -> list[Object]:
+    if not isinstance(reply, dict):
+        return []
+    return [dict(item) for item in reply.get("items") or []]
+
+
+def _short_reason(exc: BaseException) -> str:
+    reason: object = getattr(exc, "reason", None)
+    while isinstance(reason, BaseException) and getattr(reason, "reason", None) is not None:
+        reason = getattr(reason, "reason", None)
+    text = str(reason or exc)
+    if "Connection refused" in text:
+        return "connection refused (is the API server running?)"
+    return text
+
+
+def condition(obj: Mapping[str, Any], kind: str) -> dict[str, Any] | None:
+    for item in (obj.get("status") or {}).get("conditions") or []:
+        if isinstance(item, dict) and item.get("type") == kind:
+            return item
+    return None
+
+
+def reason_of(obj: Mapping[str, Any]) -> str | None:
+    """The machine reason why a reservation is not (yet) granted, if the operator gave one."""
+    for kind in ("Stalled", "Reconciling"):
+        found = condition(obj, kind)
+        if found is not None and found.get("status") == "True" and found.get("reason"):
+            return str(found["reason"])
+    return None
+
+
+def evaluated(obj: Mapping[str, Any]) -> bool:
+    """The operator has looked at this version of the reservation (architecture.md)."""
+    status = obj.get("status") or {}
+    generation = (obj.get("metadata") or {}).get("generation")
+    return bool(status.get("phase")) and status.get("observedGeneration") == generation
