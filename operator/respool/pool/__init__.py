@@ -1,1 +1,27 @@
-"""respool.pool"""
+"""respool.pool — the allocation engine: R v1, idsets, hostlists, jobspecs, RFC 31
+constraints, a Flux-compatible ``ResourcePool`` and the time ``Planner``.
+
+Standard library only (a test enforces it). See docs/engine.md.
+"""
+
+from .hostlist import Hostlist
+from .idset import IDset
+from .jobspec import ResourceCount, ResourceRequest, jobspec_from_shorthand, parse_jobspec
+from .planner import Booking, Planner
+from .resource_pool import InfeasibleRequest, InsufficientResources, ResourcePool
+from .rv1 import ResourceSet
+
+__all__ = [
+    "Booking",
+    "Hostlist",
+    "IDset",
+    "InfeasibleRequest",
+    "InsufficientResources",
+    "Planner",
+    "ResourceCount",
+    "ResourcePool",
+    "ResourceRequest",
+    "ResourceSet",
+    "jobspec_from_shorthand",
+    "parse_jobspec",
+]

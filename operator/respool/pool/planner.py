@@ -1,0 +1,572 @@
+"""The time planner: bookings of concrete resource sets over ``[start, end)`` windows.
+
+The planner owns a ``ResourcePool`` for topology and down state and never allocates on it.
+A query for a window gathers the bookings that overlap it (through a time index, so a
+"now" query does not scan every booking), overlays what they hold on the pool's per-rank
+totals and runs the pool's own selection (worst-fit, ties to the lowest rank, lowest free
+IDs) over what is free throughout the window for the requested mode:
+
+* ``exclusive``: free of every overlapping booking;
+* ``shared``: free of every overlapping *exclusive* booking.
+
+Everything is deterministic: the same bookings (in any insertion order) give the same
+answers, so the operator can rebuild a planner with ``restore`` after a restart.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from bisect import bisect_left, bisect_right, insort
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .idset import IDset
+from .resource_pool import (
+    CandidateSource,
+    Grant,
+    InfeasibleRequest,
+    InsufficientResources,
+    ResourcePool,
+    select,
+)
+from .rv1 import ResourceSet, Rv1
+
+MODES = ("exclusive", "shared")
+
+
+@dataclass(frozen=True)
+class Booking:
+    """A granted resource set held for ``[start, end)`` (``end=None``: open-ended)."""
+
+    id: str
+    start: float
+    end: float | None
+    mode: str
+    R: ResourcePool
+
+    def covers(self, t: float) -> bool:
+        return self.start <= t and (self.end is None or t < self.end)
+
+
+def _start_of(entry: tuple[float, str, float | None]) -> float:
+    return entry[0]
+
+
+class _TimeIndex:
+    """Bookings indexed by time.
+
+    Finite bookings are grouped by length class (lengths in ``[2**(e-1), 2**e)`` share class
+    ``e``) and sorted by start inside a class: a booking of class ``e`` overlapping
+    ``[s, t)`` must start in ``(s - 2**e, t)``, a bisect away. Open-ended bookings overlap
+    ``[s, t)`` iff they start before ``t``.
+    """
+
+    def __init__(self) -> None:
+        self._classes: dict[int, list[tuple[float, str, float | None]]] = {}
+        self._open: list[tuple[float, str, float | None]] = []
+        self.starts: list[tuple[float, str]] = []
+        self.ends: list[tuple[float, str]] = []
+
+    @staticmethod
+    def _class(start: float, end: float) -> int:
+        return math.frexp(end - start)[1]
+
+    def add(self, booking_id: str, start: float, end: float | None) -> None:
+        entry = (start, booking_id, end)
+        if end is None:
+            insort(self._open, entry)
+        else:
+            insort(self._classes.setdefault(self._class(start, end), []), entry)
+            insort(self.ends, (end, booking_id))
+        insort(self.starts, (start, booking_id))
+
+    def remove(self, booking_id: str, start: float, end: float | None) -> None:
+        entry = (start, booking_id, end)
+        if end is None:
+            entries = self._open
+        else:
+            key = self._class(start, end)
+            entries = self._classes[key]
+            del self.ends[bisect_left(self.ends, (end, booking_id))]
+        del entries[bisect_left(entries, entry)]
+        if end is not None and not entries:
+            del self._classes[self._class(start, end)]
+        del self.starts[bisect_left(self.starts, (start, booking_id))]
+
+    def overlapping(self, start: float, end: float | None) -> Iterator[str]:
+        """Ids of bookings with ``b.start < end`` and ``b.end > start``."""
+        for exponent, entries in self._classes.items():
+            span = math.ldexp(1.0, exponent)
+            first = bisect_right(entries, start - span, key=_start_of)
+            stop = len(entries) if end is None else bisect_left(entries, end, key=_start_of)
+            for position in range(first, stop):
+                entry = entries[position]
+                entry_end = entry[2]
+                if entry_end is not None and entry_end > start:
+                    yield entry[1]
+        stop = len(self._open) if end is None else bisect_left(self._open, end, key=_start_of)
+        for position in range(stop):
+            yield self._open[position][1]
+
+
+def _check_number(value: object, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{what} must be a number of epoch seconds, got {value!r}")
+    result = float(value)
+    if not math.isfinite(result) or result < 0:
+        raise ValueError(f"{what} must be a finite number >= 0, got {value!r}")
+    return result
+
+
+def _check_window(start: object, end: object) -> tuple[float, float | None]:
+    begin = _check_number(start, "start")
+    if end is None:
+        return begin, None
+    finish = _check_number(end, "end")
+    if finish <= begin:
+        raise ValueError(f"window end {finish} is not after its start {begin}")
+    return begin, finish
+
+
+def _check_mode(mode: object) -> str:
+    if mode not in MODES:
+        raise ValueError(f"mode must be 'exclusive' or 'shared', got {mode!r}")
+    return str(mode)
+
+
+def _check_id(booking_id: object) -> str:
+    if not isinstance(booking_id, str) or not booking_id:
+        raise ValueError(f"booking id must be a non-empty string, got {booking_id!r}")
+    return booking_id
+
+
+class Planner:
+    """Time planner over one pool (see docs/architecture.md for the contract)."""
+
+    def __init__(self, R: dict[str, Any] | str | ResourcePool) -> None:
+        if isinstance(R, ResourcePool):
+            pool = ResourcePool(R.to_dict())
+            down = R.copy_down().ranks
+            if down:
+                pool.mark_down(down)
+        else:
+            pool = ResourcePool(R)
+        self.pool = pool
+        self._bookings: dict[str, Booking] = {}
+        self._grants: dict[str, Grant] = {}
+        self._index = _TimeIndex()
+        self._generation = 0
+
+    # -- properties ------------------------------------------------------------------
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    @property
+    def expiration(self) -> float:
+        return self.pool.expiration
+
+    @expiration.setter
+    def expiration(self, value: float) -> None:
+        self.set_expiration(value)
+
+    def set_expiration(self, expiration: float) -> None:
+        self.pool.set_expiration(expiration)
+        self._generation += 1
+
+    # -- requests ----------------------------------------------------------------------
+
+    def parse(self, jobspec: Mapping[str, Any]) -> Any:
+        return self.pool.parse_resource_request(jobspec)
+
+    def check_feasibility(self, request: object) -> None:
+        self.pool.check_feasibility(request)
+
+    def _past_expiration(self, end: float | None) -> bool:
+        expiration = self.pool.expiration
+        return bool(expiration) and (end is None or end > expiration)
+
+    def _blocked(
+        self, start: float, end: float | None, mode: str, exclude: str | None = None
+    ) -> dict[int, tuple[int, int]]:
+        """Per rank index, what overlapping bookings hold that ``mode`` cannot share."""
+        blocked: dict[int, tuple[int, int]] = {}
+        bookings, grants = self._bookings, self._grants
+        for booking_id in self._index.overlapping(start, end):
+            if booking_id == exclude:
+                continue
+            if mode == "shared" and bookings[booking_id].mode == "shared":
+                continue
+            for index, (cores, gpus) in grants[booking_id].items():
+                held = blocked.get(index)
+                if held is None:
+                    blocked[index] = (cores, gpus)
+                else:
+                    blocked[index] = (held[0] | cores, held[1] | gpus)
+        return blocked
+
+    def _candidates(self, eligible: int, blocked: dict[int, tuple[int, int]]) -> CandidateSource:
+        pool = self.pool
+        core_total, gpu_total = pool._core_total, pool._gpu_total
+
+        def candidates(
+            need_cores: int, need_gpus: int, idle_only: bool
+        ) -> Iterator[tuple[int, int, int]]:
+            touched_mask = 0
+            touched: list[tuple[int, int, int, int, int]] = []
+            for index, (cores, gpus) in blocked.items():
+                if not (cores or gpus):
+                    continue
+                touched_mask |= 1 << index
+                if idle_only or not (eligible >> index) & 1:
+                    continue
+                free_cores = core_total[index] & ~cores
+                free_gpus = gpu_total[index] & ~gpus
+                ncores, ngpus = free_cores.bit_count(), free_gpus.bit_count()
+                if ncores >= need_cores and ngpus >= need_gpus:
+                    touched.append((-ncores, -ngpus, index, free_cores, free_gpus))
+            touched.sort()
+            untouched = eligible & ~touched_mask
+
+            def from_totals() -> Iterator[tuple[int, int, int, int, int]]:
+                buckets = pool._ensure_total_buckets()
+                for key in pool._total_keys:
+                    if -key[0] < need_cores:
+                        break
+                    if -key[1] < need_gpus:
+                        continue
+                    members = buckets[key] & untouched
+                    while members:
+                        low = members & -members
+                        members ^= low
+                        index = low.bit_length() - 1
+                        yield key[0], key[1], index, core_total[index], gpu_total[index]
+
+            if not touched:
+                for item in from_totals():
+                    yield item[2], item[3], item[4]
+                return
+            for item in heapq.merge(from_totals(), touched):
+                yield item[2], item[3], item[4]
+
+        return candidates
+
+    def _select(
+        self, request: Any, start: float, end: float | None, mode: str, exclude: str | None = None
+    ) -> tuple[list[tuple[int, int, int]], int] | None:
+        if request.is_discrete or self._past_expiration(end):
+            return None
+        pool = self.pool
+        eligible = pool._constraint_mask(request.constraint) & pool._up
+        if not eligible:
+            return None
+        return select(request, self._candidates(eligible, self._blocked(start, end, mode, exclude)))
+
+    def fits(self, request: object, start: float, end: float | None, mode: str) -> bool:
+        """Whether ``request`` can be granted for all of ``[start, end)`` in ``mode``."""
+        begin, finish = _check_window(start, end)
+        mode = _check_mode(mode)
+        req = self.pool._coerce_request(request)
+        return self._select(req, begin, finish, mode) is not None
+
+    def _book(
+        self,
+        booking_id: str,
+        start: float,
+        end: float | None,
+        mode: str,
+        R: ResourcePool,
+        grant: Grant,
+    ) -> Booking:
+        booking = Booking(booking_id, start, end, mode, R)
+        self._bookings[booking_id] = booking
+        self._grants[booking_id] = grant
+        self._index.add(booking_id, start, end)
+        self._generation += 1
+        return booking
+
+    def reserve(
+        self, booking_id: str, request: object, start: float, end: float | None, mode: str
+    ) -> Booking:
+        """Book ``request`` for exactly ``[start, end)``; a failed call changes nothing."""
+        booking_id = _check_id(booking_id)
+        if booking_id in self._bookings:
+            raise ValueError(f"booking {booking_id!r} already exists")
+        begin, finish = _check_window(start, end)
+        mode = _check_mode(mode)
+        req = self.pool._coerce_request(request)
+        self.pool.check_feasibility(req)
+        if self._past_expiration(finish):
+            raise InsufficientResources(
+                f"window [{begin}, {finish}) ends after the pool's expiration {self.pool.expiration}"
+            )
+        selection = self._select(req, begin, finish, mode)
+        if selection is None:
+            raise InsufficientResources(f"insufficient resources for [{begin}, {finish})")
+        chosen, nslots = selection
+        grant: Grant = {index: (cores, gpus) for index, cores, gpus in chosen}
+        granted = self.pool._child(grant, nslots)
+        granted._starttime = begin
+        granted._expiration = finish or 0.0
+        return self._book(booking_id, begin, finish, mode, granted, grant)
+
+    def earliest(
+        self,
+        request: object,
+        duration: float | None,
+        after: float,
+        mode: str,
+        deadline: float | None = None,
+    ) -> float | None:
+        """Earliest start >= ``after`` (and <= ``deadline``) with the window free.
+
+        Candidates are ``after`` and every booking end after it (conservative backfill).
+        ``None`` when no such start exists.
+        """
+        begin = _check_number(after, "after")
+        if duration is not None:
+            length = _check_number(duration, "duration")
+            if length <= 0:
+                raise ValueError(f"duration must be > 0, got {duration!r}")
+        limit = None if deadline is None else _check_number(deadline, "deadline")
+        mode = _check_mode(mode)
+        req = self.pool._coerce_request(request)
+        pool = self.pool
+        if req.is_discrete:
+            return None
+        eligible = pool._constraint_mask(req.constraint) & pool._up
+        if pool._feasibility_error(req, eligible) is not None:
+            return None  # cannot fit the up ranks even with nothing booked
+        ends = self._index.ends
+        position = bisect_right(ends, (begin, "\U0010ffff"))
+        candidate = begin
+        while True:
+            if limit is not None and candidate > limit:
+                return None
+            finish = None if duration is None else candidate + float(duration)
+            if self._past_expiration(finish):
+                return None
+            selection = select(
+                req, self._candidates(eligible, self._blocked(candidate, finish, mode))
+            )
+            if selection is not None:
+                return candidate
+            if position >= len(ends):
+                return None
+            candidate = ends[position][0]
+            position = bisect_right(ends, (candidate, "\U0010ffff"), lo=position)
+
+    def reserve_earliest(
+        self,
+        booking_id: str,
+        request: object,
+        duration: float | None,
+        after: float,
+        mode: str,
+        deadline: float | None = None,
+    ) -> Booking | None:
+        booking_id = _check_id(booking_id)
+        if booking_id in self._bookings:
+            raise ValueError(f"booking {booking_id!r} already exists")
+        req = self.pool._coerce_request(request)
+        self.pool.check_feasibility(req)
+        start = self.earliest(req, duration, after, mode, deadline)
+        if start is None:
+            return None
+        end = None if duration is None else start + float(duration)
+        return self.reserve(booking_id, req, start, end, mode)
+
+    def _conflicts(
+        self, grant: Grant, start: float, end: float | None, mode: str, exclude: str | None
+    ) -> list[str]:
+        clashes: list[str] = []
+        for other_id in self._index.overlapping(start, end):
+            if other_id == exclude:
+                continue
+            if mode == "shared" and self._bookings[other_id].mode == "shared":
+                continue
+            other = self._grants[other_id]
+            for index, (cores, gpus) in grant.items():
+                held = other.get(index)
+                if held is not None and (cores & held[0] or gpus & held[1]):
+                    clashes.append(other_id)
+                    break
+        return sorted(clashes)
+
+    def extend(self, booking_id: str, new_end: float | None) -> None:
+        """Move a booking's end; a later end must not conflict or pass the expiration."""
+        booking = self._bookings.get(booking_id)
+        if booking is None:
+            raise ValueError(f"unknown booking {booking_id!r}")
+        _, finish = _check_window(booking.start, new_end)
+        longer = booking.end is not None and (finish is None or finish > booking.end)
+        if longer:
+            if self._past_expiration(finish):
+                raise InsufficientResources(
+                    f"cannot extend {booking_id!r} to {finish}: past the pool's expiration "
+                    f"{self.pool.expiration}"
+                )
+            assert booking.end is not None
+            clashes = self._conflicts(
+                self._grants[booking_id], booking.end, finish, booking.mode, booking_id
+            )
+            if clashes:
+                raise InsufficientResources(
+                    f"cannot extend {booking_id!r} to {finish}: conflicts with booking(s) "
+                    f"{', '.join(clashes)}"
+                )
+        if finish == booking.end:
+            return
+        granted = booking.R.copy()
+        granted._expiration = finish or 0.0
+        self._index.remove(booking_id, booking.start, booking.end)
+        self._bookings[booking_id] = replace(booking, end=finish, R=granted)
+        self._index.add(booking_id, booking.start, finish)
+        self._generation += 1
+
+    def release(self, booking_id: str) -> Booking | None:
+        booking = self._bookings.pop(booking_id, None)
+        if booking is None:
+            return None
+        del self._grants[booking_id]
+        self._index.remove(booking_id, booking.start, booking.end)
+        self._generation += 1
+        return booking
+
+    def restore(
+        self, booking_id: str, R: object, start: float, end: float | None, mode: str
+    ) -> Booking:
+        """Register an existing grant (after a restart); refuses conflicts."""
+        booking_id = _check_id(booking_id)
+        if booking_id in self._bookings:
+            raise ValueError(f"booking {booking_id!r} already exists")
+        begin, finish = _check_window(start, end)
+        mode = _check_mode(mode)
+        grant, source = self.pool._grant_from(R, f"booking {booking_id!r}")
+        clashes = self._conflicts(grant, begin, finish, mode, None)
+        if clashes:
+            raise ValueError(
+                f"booking {booking_id!r} conflicts with booking(s) {', '.join(clashes)}"
+            )
+        granted = source.copy() if source is R else source
+        return self._book(booking_id, begin, finish, mode, granted, grant)
+
+    # -- queries -----------------------------------------------------------------------
+
+    def get(self, booking_id: str) -> Booking | None:
+        return self._bookings.get(booking_id)
+
+    def bookings(self) -> list[Booking]:
+        """All bookings, by start then id."""
+        return [self._bookings[booking_id] for _, booking_id in self._index.starts]
+
+    def _touching(self, mask: int) -> list[str]:
+        return [
+            booking_id
+            for _, booking_id in self._index.starts
+            if any((mask >> index) & 1 for index in self._grants[booking_id])
+        ]
+
+    def mark_down(self, ids: object) -> list[str]:
+        """Mark ranks down; returns the ids of bookings holding anything on them."""
+        mask = self.pool._ids_mask(ids)
+        self.pool.mark_down(ids)
+        self._generation += 1
+        return self._touching(mask)
+
+    def mark_up(self, ids: object) -> None:
+        self.pool.mark_up(ids)
+        self._generation += 1
+
+    def remove_ranks(self, ranks: object) -> list[Booking]:
+        """Remove ranks from the pool; releases and returns the bookings on them."""
+        mask = self.pool._ids_mask(ranks)
+        released = [self._bookings[booking_id] for booking_id in self._touching(mask)]
+        for booking in released:
+            self.release(booking.id)
+        self.pool.remove_ranks(ranks)
+        self._generation += 1
+        return released
+
+    def down(self) -> IDset:
+        return IDset(self.pool._mask_ranks(self.pool._present & ~self.pool._up))
+
+    def _held_at(self, t: float) -> dict[int, tuple[int, int]]:
+        held: dict[int, tuple[int, int]] = {}
+        for booking_id in self._index.overlapping(t, math.nextafter(t, math.inf)):
+            for index, (cores, gpus) in self._grants[booking_id].items():
+                if not (self.pool._present >> index) & 1:
+                    continue
+                old = held.get(index, (0, 0))
+                held[index] = (old[0] | cores, old[1] | gpus)
+        return held
+
+    def allocated_at(self, t: float) -> ResourceSet:
+        """What the bookings covering ``t`` hold."""
+        moment = _check_number(t, "t")
+        pool = self.pool
+        held = {i: v for i, v in self._held_at(moment).items() if v[0] or v[1]}
+        rv1 = Rv1()
+        indices = sorted(held)
+        rv1.ranks = [pool._ranks[i] for i in indices]
+        rv1.cores = {pool._ranks[i]: held[i][0] for i in indices}
+        rv1.gpus = {pool._ranks[i]: held[i][1] for i in indices}
+        for name, mask in pool._props.items():
+            ranks = [pool._ranks[i] for i in indices if (mask >> i) & 1]
+            if ranks:
+                rv1.properties[name] = IDset(ranks)
+        if pool._has_nodelist:
+            rv1.has_nodelist = True
+            rv1.hostnames = {pool._ranks[i]: pool._hostnames[i] for i in indices}
+        return ResourceSet(rv1)
+
+    def capacity(self, t: float) -> dict[str, dict[str, int]]:
+        """Totals per type at ``t``: total, allocated, down, free (free excludes down)."""
+        moment = _check_number(t, "t")
+        pool = self.pool
+        held = self._held_at(moment)
+        present, up = pool._present, pool._up
+        result = {
+            kind: {"total": 0, "allocated": 0, "down": 0, "free": 0}
+            for kind in ("core", "gpu", "node")
+        }
+        for index in pool._indices(present):
+            is_up = bool((up >> index) & 1)
+            cores, gpus = held.get(index, (0, 0))
+            ncores, ngpus = pool._ncores[index], pool._ngpus[index]
+            used_cores, used_gpus = cores.bit_count(), gpus.bit_count()
+            for kind, total, used in (("core", ncores, used_cores), ("gpu", ngpus, used_gpus)):
+                entry = result[kind]
+                entry["total"] += total
+                entry["allocated"] += used
+                if is_up:
+                    entry["free"] += total - used
+                else:
+                    entry["down"] += total
+            node = result["node"]
+            node["total"] += 1
+            if used_cores or used_gpus:
+                node["allocated"] += 1
+            if not is_up:
+                node["down"] += 1
+            elif not (used_cores or used_gpus):
+                node["free"] += 1
+        return result
+
+    def next_event(self, after: float) -> float | None:
+        """The next booking start or end strictly after ``after``."""
+        moment = _check_number(after, "after")
+        best: float | None = None
+        for entries in (self._index.starts, self._index.ends):
+            position = bisect_right(entries, (moment, "\U0010ffff"))
+            if position < len(entries):
+                value = entries[position][0]
+                if best is None or value < best:
+                    best = value
+        return best
+
+
+__all__ = ["MODES", "Booking", "InfeasibleRequest", "InsufficientResources", "Planner"]
