@@ -95,20 +95,16 @@ class _TimeIndex:
             del self._classes[self._class(start, end)]
         del self.starts[bisect_left(self.starts, (start, booking_id))]
 
-    def overlapping(self, start: float, end: float | None) -> Iterator[str]:
+    def overlapping(self, start: float, end: float | None) -> list[str]:
         """Ids of bookings with ``b.start < end`` and ``b.end > start``."""
+        found: list[str] = []
         for exponent, entries in self._classes.items():
-            span = math.ldexp(1.0, exponent)
-            first = bisect_right(entries, start - span, key=_start_of)
+            first = bisect_right(entries, start - math.ldexp(1.0, exponent), key=_start_of)
             stop = len(entries) if end is None else bisect_left(entries, end, key=_start_of)
-            for position in range(first, stop):
-                entry = entries[position]
-                entry_end = entry[2]
-                if entry_end is not None and entry_end > start:
-                    yield entry[1]
+            found.extend(entry[1] for entry in entries[first:stop] if entry[2] > start)  # type: ignore[operator]
         stop = len(self._open) if end is None else bisect_left(self._open, end, key=_start_of)
-        for position in range(stop):
-            yield self._open[position][1]
+        found.extend(entry[1] for entry in self._open[:stop])
+        return found
 
 
 def _check_number(value: object, what: str) -> float:
@@ -156,6 +152,7 @@ class Planner:
         self.pool = pool
         self._bookings: dict[str, Booking] = {}
         self._grants: dict[str, Grant] = {}
+        self._masks: dict[str, int] = {}  # booking id -> mask of the rank indices it holds
         self._index = _TimeIndex()
         self._generation = 0
 
@@ -189,17 +186,23 @@ class Planner:
         expiration = self.pool.expiration
         return bool(expiration) and (end is None or end > expiration)
 
-    def _blocked(
+    def _relevant(
         self, start: float, end: float | None, mode: str, exclude: str | None = None
-    ) -> dict[int, tuple[int, int]]:
-        """Per rank index, what overlapping bookings hold that ``mode`` cannot share."""
+    ) -> list[str]:
+        """Ids of bookings overlapping ``[start, end)`` that ``mode`` cannot share with."""
+        bookings = self._bookings
+        return [
+            booking_id
+            for booking_id in self._index.overlapping(start, end)
+            if booking_id != exclude
+            and not (mode == "shared" and bookings[booking_id].mode == "shared")
+        ]
+
+    def _blocked(self, booking_ids: list[str]) -> dict[int, tuple[int, int]]:
+        """Per rank index, the union of what ``booking_ids`` hold."""
         blocked: dict[int, tuple[int, int]] = {}
-        bookings, grants = self._bookings, self._grants
-        for booking_id in self._index.overlapping(start, end):
-            if booking_id == exclude:
-                continue
-            if mode == "shared" and bookings[booking_id].mode == "shared":
-                continue
+        grants = self._grants
+        for booking_id in booking_ids:
             for index, (cores, gpus) in grants[booking_id].items():
                 held = blocked.get(index)
                 if held is None:
@@ -208,48 +211,64 @@ class Planner:
                     blocked[index] = (held[0] | cores, held[1] | gpus)
         return blocked
 
-    def _candidates(self, eligible: int, blocked: dict[int, tuple[int, int]]) -> CandidateSource:
+    def _candidates(self, eligible: int, booking_ids: list[str]) -> CandidateSource:
+        """Worst-fit candidates over what ``booking_ids`` leave free.
+
+        Ranks no booking touches are streamed from the pool's static total-capacity buckets.
+        A touched rank always ranks below its own total-capacity bucket, so its free sets
+        are computed only once the stream has passed that bucket (often never: worst-fit
+        prefers untouched nodes).
+        """
         pool = self.pool
         core_total, gpu_total = pool._core_total, pool._gpu_total
+        masks = self._masks
+        touched_mask = 0
+        for booking_id in booking_ids:
+            touched_mask |= masks[booking_id]
+        blocked: dict[int, tuple[int, int]] | None = None
 
         def candidates(
             need_cores: int, need_gpus: int, idle_only: bool
         ) -> Iterator[tuple[int, int, int]]:
-            touched_mask = 0
-            touched: list[tuple[int, int, int, int, int]] = []
-            for index, (cores, gpus) in blocked.items():
-                if not (cores or gpus):
-                    continue
-                touched_mask |= 1 << index
-                if idle_only or not (eligible >> index) & 1:
-                    continue
-                free_cores = core_total[index] & ~cores
-                free_gpus = gpu_total[index] & ~gpus
-                ncores, ngpus = free_cores.bit_count(), free_gpus.bit_count()
-                if ncores >= need_cores and ngpus >= need_gpus:
-                    touched.append((-ncores, -ngpus, index, free_cores, free_gpus))
-            touched.sort()
+            nonlocal blocked
+            buckets = pool._ensure_total_buckets()
             untouched = eligible & ~touched_mask
-
-            def from_totals() -> Iterator[tuple[int, int, int, int, int]]:
-                buckets = pool._ensure_total_buckets()
-                for key in pool._total_keys:
-                    if -key[0] < need_cores:
-                        break
-                    if -key[1] < need_gpus:
-                        continue
-                    members = buckets[key] & untouched
-                    while members:
-                        low = members & -members
-                        members ^= low
-                        index = low.bit_length() - 1
-                        yield key[0], key[1], index, core_total[index], gpu_total[index]
-
-            if not touched:
-                for item in from_totals():
-                    yield item[2], item[3], item[4]
-                return
-            for item in heapq.merge(from_totals(), touched):
+            touched = eligible & touched_mask
+            waiting: list[tuple[int, int, int, int, int]] = []  # heap of touched candidates
+            for key in pool._total_keys:
+                if -key[0] < need_cores:
+                    break
+                if -key[1] < need_gpus:
+                    continue
+                bucket = buckets[key]
+                members = bucket & untouched
+                while members:
+                    low = members & -members
+                    members ^= low
+                    index = low.bit_length() - 1
+                    while waiting and waiting[0][:3] < (key[0], key[1], index):
+                        item = heapq.heappop(waiting)
+                        yield item[2], item[3], item[4]
+                    yield index, core_total[index], gpu_total[index]
+                if idle_only:
+                    continue  # a touched rank is never idle
+                members = bucket & touched
+                if not members:
+                    continue
+                if blocked is None:
+                    blocked = self._blocked(booking_ids)
+                while members:
+                    low = members & -members
+                    members ^= low
+                    index = low.bit_length() - 1
+                    cores, gpus = blocked[index]
+                    free_cores = core_total[index] & ~cores
+                    free_gpus = gpu_total[index] & ~gpus
+                    ncores, ngpus = free_cores.bit_count(), free_gpus.bit_count()
+                    if ncores >= need_cores and ngpus >= need_gpus:
+                        heapq.heappush(waiting, (-ncores, -ngpus, index, free_cores, free_gpus))
+            while waiting:
+                item = heapq.heappop(waiting)
                 yield item[2], item[3], item[4]
 
         return candidates
@@ -263,7 +282,9 @@ class Planner:
         eligible = pool._constraint_mask(request.constraint) & pool._up
         if not eligible:
             return None
-        return select(request, self._candidates(eligible, self._blocked(start, end, mode, exclude)))
+        return select(
+            request, self._candidates(eligible, self._relevant(start, end, mode, exclude))
+        )
 
     def fits(self, request: object, start: float, end: float | None, mode: str) -> bool:
         """Whether ``request`` can be granted for all of ``[start, end)`` in ``mode``."""
@@ -284,6 +305,11 @@ class Planner:
         booking = Booking(booking_id, start, end, mode, R)
         self._bookings[booking_id] = booking
         self._grants[booking_id] = grant
+        mask = 0
+        for index, (cores, gpus) in grant.items():
+            if cores or gpus:
+                mask |= 1 << index
+        self._masks[booking_id] = mask
         self._index.add(booking_id, start, end)
         self._generation += 1
         return booking
@@ -350,7 +376,7 @@ class Planner:
             if self._past_expiration(finish):
                 return None
             selection = select(
-                req, self._candidates(eligible, self._blocked(candidate, finish, mode))
+                req, self._candidates(eligible, self._relevant(candidate, finish, mode))
             )
             if selection is not None:
                 return candidate
@@ -432,6 +458,7 @@ class Planner:
         if booking is None:
             return None
         del self._grants[booking_id]
+        del self._masks[booking_id]
         self._index.remove(booking_id, booking.start, booking.end)
         self._generation += 1
         return booking
@@ -465,9 +492,7 @@ class Planner:
 
     def _touching(self, mask: int) -> list[str]:
         return [
-            booking_id
-            for _, booking_id in self._index.starts
-            if any((mask >> index) & 1 for index in self._grants[booking_id])
+            booking_id for _, booking_id in self._index.starts if self._masks[booking_id] & mask
         ]
 
     def mark_down(self, ids: object) -> list[str]:
