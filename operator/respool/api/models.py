@@ -267,7 +267,12 @@ class LabelSelectorRequirement(WireModel):
 class LabelSelector(WireModel):
     """A Kubernetes label selector; an empty selector selects everything."""
 
-    match_labels: Annotated[dict[LabelKey, LabelValue], Field(max_length=64)] | None = None
+    match_labels: Annotated[dict[LabelKey, LabelValue], Field(max_length=64)] | None = Field(
+        default=None,
+        json_schema_extra={
+            "x-respool-key-message": "matchLabels keys must be valid label keys ([prefix/]name)"
+        },
+    )
     match_expressions: Annotated[list[LabelSelectorRequirement], Field(max_length=32)] | None = None
 
 
@@ -308,7 +313,14 @@ class Rv1Execution(WireModel):
     )
     properties: (
         Annotated[dict[PropertyName, NonEmptyIdSet], Field(max_length=MAX_PROPERTIES)] | None
-    ) = Field(default=None, description="Property name -> idset of the ranks that have it.")
+    ) = Field(
+        default=None,
+        description="Property name -> idset of the ranks that have it.",
+        json_schema_extra={
+            "x-respool-key-message": "property names are 1-128 characters without white space "
+            "or any of ! & ' \" ^ ` | ( )"
+        },
+    )
     starttime: Annotated[float, Field(ge=0)] | None = Field(
         default=None, description="Epoch seconds; 0 = unset."
     )

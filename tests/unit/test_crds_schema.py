@@ -1,0 +1,307 @@
+"""Offline checks of the generated CRDs: structural schema rules, names, columns, CEL hygiene.
+
+The API server is the final judge (tests/e2e/test_crds_*.py); these checks point at the exact
+node when the generator produces something the API server would refuse.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from respool.api import ResourcePoolSpec, ResourceReservationSpec
+from respool.api.crds import generate, pool_crd, reservation_crd
+
+ROOT = Path(__file__).resolve().parents[2]
+ALLOWED_SCHEMA_KEYS = {
+    "type",
+    "description",
+    "properties",
+    "required",
+    "items",
+    "additionalProperties",
+    "enum",
+    "default",
+    "pattern",
+    "maxLength",
+    "minLength",
+    "maxItems",
+    "minItems",
+    "maxProperties",
+    "minimum",
+    "maximum",
+    "format",
+    "nullable",
+    "x-kubernetes-validations",
+    "x-kubernetes-preserve-unknown-fields",
+    "x-kubernetes-list-type",
+    "x-kubernetes-list-map-keys",
+    "x-kubernetes-map-type",
+}
+
+
+def _walk(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    yield path, node
+    for name, child in node.get("properties", {}).items():
+        yield from _walk(child, f"{path}.{name}")
+    if isinstance(node.get("items"), dict):
+        yield from _walk(node["items"], f"{path}[]")
+    if isinstance(node.get("additionalProperties"), dict):
+        yield from _walk(node["additionalProperties"], f"{path}{{}}")
+
+
+def _schema(crd: dict[str, Any]) -> dict[str, Any]:
+    return crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+
+@pytest.mark.parametrize("crd", generate(), ids=lambda c: c["metadata"]["name"])
+def test_schema_is_structural(crd: dict[str, Any]) -> None:
+    for path, node in _walk(_schema(crd)):
+        unknown = set(node) - ALLOWED_SCHEMA_KEYS
+        assert not unknown, f"{path}: keys a CRD schema does not allow: {unknown}"
+        assert "type" in node, f"{path}: every node needs a type"
+        assert not ("properties" in node and "additionalProperties" in node), path
+        if node["type"] == "array":
+            assert "maxItems" in node, f"{path}: unbounded list (CEL cost, hostile objects)"
+        if node["type"] == "string" and path.startswith(".spec") and "enum" not in node:
+            assert "maxLength" in node, f"{path}: unbounded string in spec"
+        if node.get("x-kubernetes-preserve-unknown-fields"):
+            assert node["type"] == "object" and "properties" not in node, path
+        for rule in node.get("x-kubernetes-validations", []):
+            assert set(rule) <= {"rule", "message", "fieldPath", "reason", "messageExpression"}
+            assert rule["message"] and len(rule["message"]) > 20, f"{path}: unclear message {rule}"
+
+
+def test_names_scope_short_names_category() -> None:
+    pool, reservation = pool_crd(), reservation_crd()
+    assert pool["spec"]["scope"] == "Cluster"
+    assert reservation["spec"]["scope"] == "Namespaced"
+    assert pool["spec"]["names"]["shortNames"] == ["rpool"]
+    assert reservation["spec"]["names"]["shortNames"] == ["rsv"]
+    for crd in (pool, reservation):
+        assert crd["spec"]["group"] == "respool.io"
+        assert crd["spec"]["names"]["categories"] == ["respool"]
+        (version,) = crd["spec"]["versions"]
+        assert version["name"] == "v1alpha1" and version["served"] and version["storage"]
+        assert version["subresources"] == {"status": {}}
+
+
+def _columns(crd: dict[str, Any]) -> list[str]:
+    return [
+        c["name"]
+        for c in crd["spec"]["versions"][0]["additionalPrinterColumns"]
+        if not c.get("priority")
+    ]
+
+
+def test_printer_columns() -> None:
+    assert _columns(pool_crd()) == [
+        "Ranks",
+        "Down",
+        "Allocated",
+        "Free Cores",
+        "Free GPUs",
+        "Ready",
+        "Age",
+    ]
+    assert _columns(reservation_crd()) == [
+        "Pool",
+        "Mode",
+        "Phase",
+        "ID",
+        "Start",
+        "End",
+        "Nodes",
+        "Age",
+    ]
+
+
+def _resolve(schema: dict[str, Any], json_path: str) -> dict[str, Any] | None:
+    node: dict[str, Any] | None = schema
+    for part in re.sub(r"\[\?\(.*?\)\]", "", json_path).strip(".").split("."):
+        if node is None:
+            return None
+        if node.get("type") == "array":
+            node = node["items"]
+        node = node.get("properties", {}).get(part)
+    return node
+
+
+@pytest.mark.parametrize("crd", generate(), ids=lambda c: c["metadata"]["name"])
+def test_printer_columns_point_at_schema_fields_of_the_right_type(crd: dict[str, Any]) -> None:
+    schema = _schema(crd)
+    for column in crd["spec"]["versions"][0]["additionalPrinterColumns"]:
+        if column["jsonPath"].startswith(".metadata"):
+            continue
+        field = _resolve(schema, column["jsonPath"])
+        assert field is not None, (
+            f"column {column['name']}: {column['jsonPath']} is not in the schema"
+        )
+        if column["type"] == "integer":
+            assert field["type"] == "integer", column
+
+
+def test_spec_and_status_carry_the_design_field_names() -> None:
+    pool = _schema(pool_crd())["properties"]
+    assert set(pool["spec"]["properties"]) == {
+        "resources",
+        "down",
+        "trackNodes",
+        "expiration",
+        "namespaceSelector",
+        "policy",
+    }
+    assert set(pool["spec"]["properties"]["policy"]["properties"]) == {
+        "defaultDuration",
+        "maxDuration",
+        "claimTimeout",
+    }
+    assert set(pool["status"]["properties"]) == {
+        "observedGeneration",
+        "conditions",
+        "allocationGeneration",
+        "down",
+        "allocated",
+        "summary",
+        "capacity",
+        "reservations",
+        "message",
+    }
+    assert set(pool["status"]["properties"]["capacity"]["properties"]) == {"core", "gpu", "node"}
+    rsv = _schema(reservation_crd())["properties"]
+    assert set(rsv["spec"]["properties"]) == {
+        "pool",
+        "mode",
+        "request",
+        "resources",
+        "constraints",
+        "startTime",
+        "endTime",
+        "duration",
+        "nextAvailable",
+        "maxRetry",
+        "maxWait",
+        "claimPolicy",
+        "claimed",
+        "config",
+    }
+    assert set(rsv["spec"]["properties"]["request"]["properties"]) == {
+        "nodes",
+        "slots",
+        "coresPerSlot",
+        "gpusPerSlot",
+        "exclusive",
+    }
+    assert set(rsv["status"]["properties"]) == {
+        "phase",
+        "preReservationId",
+        "preReservationExpires",
+        "reservationId",
+        "startTime",
+        "endTime",
+        "firstRequestTime",
+        "retryCount",
+        "allocated",
+        "nextAvailable",
+        "config",
+        "conditions",
+        "observedGeneration",
+        "message",
+    }
+    assert set(rsv["status"]["properties"]["allocated"]["properties"]) == {
+        "ranks",
+        "nodelist",
+        "summary",
+        "R",
+    }
+    assert set(rsv["status"]["properties"]["nextAvailable"]["properties"]) == {
+        "available",
+        "availStart",
+        "availEnd",
+    }
+    assert rsv["status"]["properties"]["phase"]["enum"] == [
+        "Pending",
+        "Scheduled",
+        "Active",
+        "Expired",
+        "Failed",
+    ]
+
+
+def test_schema_defaults_match_the_models() -> None:
+    spec = _schema(reservation_crd())["properties"]["spec"]["properties"]
+    model = ResourceReservationSpec.model_validate({"pool": "p"})
+    assert spec["mode"]["default"] == model.mode.value
+    assert spec["claimPolicy"]["default"] == model.claim_policy.value
+    assert spec["nextAvailable"]["default"] is model.next_available
+    assert spec["maxRetry"]["default"] == model.max_retry
+    request = spec["request"]["properties"]
+    assert {k: request[k].get("default") for k in request} == {
+        "nodes": None,
+        "slots": 1,
+        "coresPerSlot": 1,
+        "gpusPerSlot": 0,
+        "exclusive": False,
+    }
+    policy = _schema(pool_crd())["properties"]["spec"]["properties"]["policy"]
+    assert policy["default"] == {}
+    defaults = ResourcePoolSpec.model_validate(
+        {
+            "resources": {
+                "version": 1,
+                "execution": {"R_lite": [{"rank": "0", "children": {"core": "0"}}]},
+            }
+        }
+    ).policy
+    assert policy["properties"]["defaultDuration"]["default"] == defaults.default_duration
+    assert policy["properties"]["claimTimeout"]["default"] == defaults.claim_timeout
+
+
+def test_recursive_types_are_unrolled_and_bounded() -> None:
+    spec = _schema(reservation_crd())["properties"]["spec"]["properties"]
+    level = spec["constraints"]
+    for _ in range(2):
+        level = level["properties"]["and"]["items"]
+        assert "ranks" in level["properties"]
+    leaf_and = level["properties"]["and"]
+    assert leaf_and["maxItems"] == 1 and leaf_and["items"] == {"type": "object"}
+    assert "nest" in leaf_and["x-kubernetes-validations"][0]["message"]
+    vertex = spec["resources"]["items"]
+    for _ in range(3):
+        assert vertex["x-kubernetes-validations"], "levels 1-3 carry the shape rules"
+        vertex = vertex["properties"]["with"]["items"]
+    assert "x-kubernetes-validations" not in vertex
+    assert vertex["properties"]["with"]["items"] == {"type": "object"}
+
+
+def test_immutability_rules_cover_the_design_fields() -> None:
+    rules = _schema(reservation_crd())["x-kubernetes-validations"]
+    assert [r["fieldPath"] for r in rules] == [
+        ".spec.pool",
+        ".spec.mode",
+        ".spec.request",
+        ".spec.resources",
+        ".spec.constraints",
+    ]
+    for rule in rules:
+        assert "oldSelf.status.phase != 'Active'" in rule["rule"]
+
+
+def test_every_committed_example_validates_against_the_models() -> None:
+    examples = sorted((ROOT / "manifests" / "examples").glob("*.yaml"))
+    assert examples, "manifests/examples/ is empty"
+    models = {"ResourcePool": ResourcePoolSpec, "ResourceReservation": ResourceReservationSpec}
+    kinds: set[str] = set()
+    for path in examples:
+        for document in yaml.safe_load_all(path.read_text()):
+            if not document or document.get("kind") not in models:
+                continue
+            kinds.add(document["kind"])
+            assert document["apiVersion"] == "respool.io/v1alpha1", path
+            models[document["kind"]].model_validate(document["spec"])
+    assert kinds == set(models)
