@@ -1,0 +1,748 @@
+"""One actor per ResourcePool: the only writer of decisions for that pool.
+
+Watch handlers never decide anything; they hand the latest object to the actor of its pool
+and return. The actor runs one asyncio task that, in a loop:
+
+1. applies pool changes (R, down ranks, tracked Nodes, expiration, policy) to its `Planner`;
+2. releases what deleted reservations held;
+3. decides every reservation that changed, is due (its start, end, claim deadline or maxWait),
+   or - after capacity freed - is waiting (Pending FIFO, Scheduled moving earlier);
+4. commits each decision by writing the reservation's status (the commit point). Decisions are
+   batched and written concurrently, except that a decision which frees capacity is committed
+   before any later decision can use that capacity, so a failed write can always be rolled
+   back exactly (release what was booked, restore what was held);
+5. wakes at the next deadline of any of its reservations - one clock per pool.
+
+The pool's own status is a debounced summary written at most every `pool_status_interval`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pydantic
+
+from respool.api import ConditionType, Reason, ResourcePoolSpec, parse_time
+from respool.controller import lifecycle, metrics
+from respool.controller.events import InvolvedObject
+from respool.controller.finalizers import FINALIZER, add_finalizer, remove_finalizer
+from respool.controller.kubeapi import ApiError, pool_path, reservation_path
+from respool.controller.lifecycle import (
+    ACTIVE,
+    HOLDING_PHASES,
+    PENDING,
+    SCHEDULED,
+    Outcome,
+    PoolContext,
+    Reservation,
+)
+from respool.controller.selectors import selector_matches
+from respool.pool import Booking, Hostlist, IDset, Planner
+
+if TYPE_CHECKING:
+    from respool.controller.controller import Controller
+
+logger = logging.getLogger(__name__)
+
+PHASES = ("Pending", "Scheduled", "Active", "Expired", "Failed")
+RETRY_AFTER_WRITE_FAILURE = 2.0
+
+
+@dataclass
+class _Pending:
+    """A decision taken but not yet committed."""
+
+    rsv: Reservation
+    before: Booking | None
+    after: Booking | None
+    outcome: Outcome
+    planned_key_before: str | None
+
+
+class PoolActor:
+    def __init__(self, name: str, controller: Controller) -> None:
+        self.name = name
+        self.ctl = controller
+        self.records: dict[str, Reservation] = {}
+        self.wake_at: dict[str, float] = {}
+        self.dirty: set[str] = set()
+        self.gone: dict[str, Reservation] = {}
+        self.pool_raw: dict[str, Any] | None = None
+        self.pool_dirty = True
+        self.capacity_changed = False
+        self.planner: Planner | None = None
+        self.context = PoolContext(name=name, exists=False, ready=False)
+        self._R_key: str | None = None
+        self._node_ranks: dict[str, int] = {}
+        self._track_nodes = False
+        self._pool_problem = ""
+        self._pool_deleting = False
+        self._blocked_reported = False
+        self._selector: dict[str, Any] | None = None
+        self._kick = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._uncommitted: list[_Pending] = []
+        self._last_pool_status: dict[str, Any] | None = None
+        self._pool_status_due: float | None = None
+        self._pool_status_written_at = 0.0
+        self._pool_generation_seen: Any = None
+        self._pool_conditions: list[dict[str, Any]] = []
+        self._pool_finalizer_added = False
+
+    # -- inputs (called from watch handlers; never block) ------------------------------------
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"respool-pool-{self.name}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def kick(self) -> None:
+        self._kick.set()
+
+    def pool_event(self, raw: dict[str, Any] | None) -> None:
+        """The pool's latest body, or None when it was deleted."""
+        self.pool_raw = raw
+        self.pool_dirty = True
+        self.kick()
+
+    def nodes_changed(self) -> None:
+        if self._track_nodes:
+            self.pool_dirty = True
+            self.kick()
+
+    def reservation_event(self, raw: dict[str, Any], deleted: bool) -> None:
+        metadata = raw.get("metadata") or {}
+        uid = metadata.get("uid")
+        if not uid:
+            return
+        if deleted:
+            self.forget(uid)
+            return
+        generation = int(metadata.get("generation") or 0)
+        deleting = bool(metadata.get("deletionTimestamp"))
+        record = self.records.get(uid)
+        finalizers = list(metadata.get("finalizers") or [])
+        if record is None:
+            self.records[uid] = Reservation(
+                uid=uid,
+                namespace=metadata.get("namespace") or "",
+                name=metadata.get("name") or "",
+                generation=generation,
+                spec=dict(raw.get("spec") or {}),
+                status=dict(raw.get("status") or {}),
+                created=_created(metadata),
+                deleting=deleting,
+                has_finalizer=FINALIZER in finalizers,
+                finalizers=finalizers,
+                resource_version=metadata.get("resourceVersion"),
+            )
+            self.dirty.add(uid)
+            self.kick()
+            return
+        # The actor is the only writer of status: our record of it is the truth while we run.
+        # Events only bring spec changes, deletion and finalizers.
+        record.finalizers = finalizers
+        record.has_finalizer = FINALIZER in finalizers
+        record.resource_version = _newer_version(record.resource_version,
+                                                 metadata.get("resourceVersion"))
+        changed = False
+        if generation > record.generation:
+            record.generation = generation
+            record.spec = dict(raw.get("spec") or {})
+            changed = True
+        if deleting and not record.deleting:
+            record.deleting = True
+            changed = True
+        if changed:
+            self.dirty.add(uid)
+            self.kick()
+
+    def adopt(self, record: Reservation) -> None:
+        """A record found by the start-up listing (restored before any decision)."""
+        self.records[record.uid] = record
+        if (record.status.get("observedGeneration") != record.generation
+                or not record.status.get("phase") or record.deleting):
+            self.dirty.add(record.uid)
+
+    def forget(self, uid: str) -> None:
+        record = self.records.pop(uid, None)
+        self.dirty.discard(uid)
+        self.wake_at.pop(uid, None)
+        if record is not None:
+            self.gone[uid] = record
+            self.kick()
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            timeout = self._sleep_for()
+            if timeout is None or timeout > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._kick.wait(), timeout)
+            self._kick.clear()
+            try:
+                await self.step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Never let one bad object or a bug stop the pool; back off and go on.
+                logger.exception("pool %s: reconciliation step failed; retrying in 2s", self.name)
+                await asyncio.sleep(2.0)
+                self.kick()
+
+    def _sleep_for(self) -> float | None:
+        if self.dirty or self.gone or self.pool_dirty:
+            return 0.0
+        candidates = list(self.wake_at.values())
+        if self._pool_status_due is not None:
+            candidates.append(self._pool_status_due)
+        if not candidates:
+            return None
+        return max(0.0, min(candidates) - time.time())
+
+    async def step(self) -> None:
+        now = float(math.floor(time.time()))
+        if self.pool_dirty:
+            self.pool_dirty = False
+            self._apply_pool(now)
+        if self.gone:
+            gone, self.gone = self.gone, {}
+            for record in gone.values():
+                if lifecycle.release(record, self.planner) is not None:
+                    self.capacity_changed = True
+        due = {uid for uid, t in self.wake_at.items() if t <= now}
+        work = (self.dirty | due) & self.records.keys()
+        self.dirty.clear()
+        for uid in due:
+            self.wake_at.pop(uid, None)
+        done: set[str] = set()
+        await self._decide_all(self._ordered(work), now, done)
+        rounds = 0
+        while self.capacity_changed and rounds < 3:
+            self.capacity_changed = False
+            rounds += 1
+            waiting = [r for r in self.records.values()
+                       if r.uid not in done and r.phase in (PENDING, SCHEDULED, None)
+                       and not r.deleting]
+            await self._decide_all(self._ordered(uid for uid in (r.uid for r in waiting)),
+                                   float(math.floor(time.time())), done)
+        await self._flush()
+        if self.capacity_changed:
+            self.kick()  # more freed during the last round: another pass soon
+        await self._maybe_write_pool_status()
+
+    def _ordered(self, uids: Iterable[str]) -> list[Reservation]:
+        """Deletions and Active first (they free capacity), then Scheduled, then FIFO."""
+        rank = {ACTIVE: 1, SCHEDULED: 2}
+        records = [self.records[uid] for uid in uids if uid in self.records]
+        return sorted(records, key=lambda r: (0 if r.deleting else rank.get(r.phase or "", 3),
+                                             r.status.get("firstRequestTime") or "~",
+                                             r.created, r.name))
+
+    async def _decide_all(self, records: list[Reservation], now: float, done: set[str]) -> None:
+        for record in records:
+            done.add(record.uid)
+            if record.deleting:
+                await self._delete(record)
+                continue
+            planner = self.planner
+            before = planner.get(record.uid) if planner is not None else None
+            planned_before = record.planned_key
+            started = time.perf_counter()
+            try:
+                outcome = lifecycle.decide(record, self.context, planner, now)
+            except Exception:
+                logger.exception("pool %s: deciding %s failed", self.name, record.key)
+                self.wake_at[record.uid] = now + 30
+                continue
+            finally:
+                metrics.DECISION_SECONDS.observe(time.perf_counter() - started)
+            after = planner.get(record.uid) if planner is not None else None
+            if outcome.wake_at is not None:
+                self.wake_at[record.uid] = outcome.wake_at
+            else:
+                self.wake_at.pop(record.uid, None)
+            if _clean(outcome.status) == _clean(record.status) and not outcome.events:
+                continue  # nothing to commit
+            self._uncommitted.append(_Pending(record, before, after, outcome, planned_before))
+            if _frees(before, after):
+                # Commit now, before any later decision may be given what this one freed.
+                self.capacity_changed = True
+                await self._flush()
+
+    async def _delete(self, record: Reservation) -> None:
+        released = lifecycle.release(record, self.planner)
+        if released is not None:
+            self.capacity_changed = True
+            self._post_rsv(record, "Normal", "Released",
+                           f"deleted: released {released.R.dumps()} on pool {self.name!r}")
+        self.wake_at.pop(record.uid, None)
+        if record.has_finalizer:
+            await self._flush()  # the release must not be undone by a pending rollback
+            path = reservation_path(record.namespace, record.name)
+            try:
+                await remove_finalizer(self.ctl.api, path, record.uid,
+                                       record.finalizers)
+            except ApiError as exc:
+                logger.warning("could not remove the finalizer of %s: %s", record.key, exc)
+                self.wake_at[record.uid] = time.time() + RETRY_AFTER_WRITE_FAILURE
+
+    # -- commit ------------------------------------------------------------------------------
+
+    async def _flush(self) -> None:
+        if not self._uncommitted:
+            return
+        batch, self._uncommitted = self._uncommitted, []
+        results = await asyncio.gather(*(self._write(p) for p in batch),
+                                       return_exceptions=True)
+        failures: list[_Pending] = []
+        for pending, result in zip(batch, results, strict=True):
+            if isinstance(result, BaseException):
+                failures.append(pending)
+                self._write_failed(pending, result)
+            else:
+                self._committed(pending, result)
+        # Roll back in reverse order so that each restore finds its resources as they were.
+        for pending in reversed(failures):
+            self._rollback(pending)
+        finalizer_work = [p for p in batch if p not in failures]
+        await self._sync_finalizers(finalizer_work)
+
+    async def _write(self, pending: _Pending) -> dict[str, Any]:
+        record = pending.rsv
+        ops = [{"op": "test", "path": "/metadata/uid", "value": record.uid},
+               {"op": "add", "path": "/status", "value": _clean(pending.outcome.status)}]
+        path = reservation_path(record.namespace, record.name, status=True)
+        answer = await self.ctl.api.json_patch(path, ops)
+        return answer
+
+    def _committed(self, pending: _Pending, answer: dict[str, Any]) -> None:
+        record, outcome = pending.rsv, pending.outcome
+        record.status = _clean(outcome.status)
+        metadata = answer.get("metadata") or {}
+        record.finalizers = list(metadata.get("finalizers") or [])
+        record.has_finalizer = FINALIZER in record.finalizers
+        record.resource_version = _newer_version(record.resource_version,
+                                                 metadata.get("resourceVersion"))
+        metrics.STATUS_WRITES.labels("reservation", "ok").inc()
+        for event in outcome.events:
+            self._post_rsv(record, event.type, event.reason, event.message)
+        if outcome.granted:
+            metrics.GRANT_SECONDS.observe(max(0.0, time.time() - record.created))
+        logger.info("reservation %s on pool %s: %s", record.key, self.name,
+                    record.status.get("phase"),
+                    extra={"reservation": record.key, "pool": self.name,
+                           "phase": record.status.get("phase"),
+                           "id": record.status.get("reservationId")
+                           or record.status.get("preReservationId")})
+        self._schedule_pool_status()
+
+    def _write_failed(self, pending: _Pending, error: BaseException) -> None:
+        record = pending.rsv
+        metrics.STATUS_WRITES.labels("reservation", "error").inc()
+        if isinstance(error, ApiError) and (error.not_found or error.conflict):
+            # Deleted (or deleted and re-created under the same name): it is gone for us.
+            logger.info("reservation %s vanished before its status was written", record.key)
+            if self.records.get(record.uid) is record:
+                self.records.pop(record.uid, None)
+                self.wake_at.pop(record.uid, None)
+        else:
+            logger.warning("status write for %s failed (%s); will retry", record.key, error)
+            self.wake_at[record.uid] = time.time() + RETRY_AFTER_WRITE_FAILURE
+
+    def _rollback(self, pending: _Pending) -> None:
+        planner, record = self.planner, pending.rsv
+        record.planned_key = pending.planned_key_before
+        if planner is None:
+            return
+        if planner.get(record.uid) is not None:
+            planner.release(record.uid)
+        before = pending.before
+        if before is not None and record.uid in self.records:
+            try:
+                planner.restore(record.uid, before.R.to_dict(), before.start, before.end,
+                                before.mode)
+            except ValueError as exc:
+                logger.error("pool %s: could not restore the booking of %s after a failed "
+                             "write: %s", self.name, record.key, exc)
+        self.capacity_changed = True
+
+    async def _sync_finalizers(self, batch: list[_Pending]) -> None:
+        """Hold our finalizer exactly while a reservation holds resources."""
+        jobs = []
+        for pending in batch:
+            record = pending.rsv
+            holding = record.phase in HOLDING_PHASES
+            if holding and not record.has_finalizer and not record.deleting:
+                jobs.append(self._add_rsv_finalizer(record))
+            elif not holding and record.has_finalizer and not record.deleting:
+                path = reservation_path(record.namespace, record.name)
+                jobs.append(remove_finalizer(self.ctl.api, path, record.uid,
+                                             record.finalizers))
+        if jobs:
+            for result in await asyncio.gather(*jobs, return_exceptions=True):
+                if isinstance(result, BaseException):
+                    logger.warning("pool %s: finalizer update failed: %s", self.name, result)
+
+    async def _add_rsv_finalizer(self, record: Reservation) -> None:
+        path = reservation_path(record.namespace, record.name)
+        metadata = {"finalizers": record.finalizers,
+                    "resourceVersion": record.resource_version}
+        if await add_finalizer(self.ctl.api, path, record.uid, metadata):
+            record.has_finalizer = True
+
+    def _post_rsv(self, record: Reservation, type_: str, reason: str, message: str) -> None:
+        self.ctl.events.post(
+            InvolvedObject("ResourceReservation", record.name, record.uid, record.namespace),
+            type_, reason, message)
+
+    def _post_pool(self, type_: str, reason: str, message: str) -> None:
+        raw = self.pool_raw or {}
+        uid = (raw.get("metadata") or {}).get("uid") or ""
+        self.ctl.events.post(InvolvedObject("ResourcePool", self.name, uid), type_, reason,
+                             message)
+
+    # -- the pool itself ---------------------------------------------------------------------
+
+    def _apply_pool(self, now: float) -> None:
+        raw = self.pool_raw
+        if raw is None:
+            if self.context.exists:
+                logger.info("pool %s deleted", self.name)
+            self.context = PoolContext(name=self.name, exists=False, ready=False)
+            self.planner = None
+            self._R_key = None
+            self._mark_all_dirty()
+            metrics.forget_pool(self.name)
+            return
+        metadata = raw.get("metadata") or {}
+        self._pool_deleting = bool(metadata.get("deletionTimestamp"))
+        generation = metadata.get("generation")
+        spec_raw = raw.get("spec") or {}
+        try:
+            spec = ResourcePoolSpec.model_validate(spec_raw)
+            policy = lifecycle.Policy.from_model(spec.policy)
+            expiration = parse_time(spec.expiration) if spec.expiration else 0.0
+        except (pydantic.ValidationError, ValueError) as exc:
+            self._set_pool_problem(f"invalid spec: {_short(exc)}", generation)
+            return
+        R = spec_raw.get("resources")
+        R_key = json.dumps(R, sort_keys=True)
+        if R_key != self._R_key:
+            try:
+                planner = Planner(R)
+            except (ValueError, TypeError, KeyError, OSError) as exc:
+                self._set_pool_problem(f"invalid resources: {_short(exc)}", generation)
+                return
+            self._rebuild(planner)
+            self._R_key = R_key
+            self._node_ranks = _node_ranks(R)
+        assert self.planner is not None
+        self.context = PoolContext(
+            name=self.name, exists=True, ready=True, policy=policy,
+            namespace_allowed=self._namespace_allowed)
+        self._selector = spec_raw.get("namespaceSelector")
+        self._pool_problem = ""
+        if self.planner.expiration != expiration:
+            self.planner.set_expiration(expiration)
+            self._mark_all_dirty()
+        self._track_nodes = spec.track_nodes
+        self._apply_down(IDset(spec.down or ""), now)
+        if generation != self._pool_generation_seen:
+            self._pool_generation_seen = generation
+            self._mark_all_dirty()
+        self._schedule_pool_status(immediately=True)
+
+    def _set_pool_problem(self, problem: str, generation: Any) -> None:
+        if problem != self._pool_problem:
+            logger.warning("pool %s: %s", self.name, problem)
+            self._post_pool("Warning", Reason.INVALID_RESOURCES.value, problem)
+        self._pool_problem = problem
+        self._pool_generation_seen = generation
+        if self.planner is None:
+            # Never usable yet: reservations wait. (A pool that was usable keeps its planner,
+            # so what was granted stays granted while the admin fixes the spec.)
+            self.context = PoolContext(name=self.name, exists=True, ready=False, problem=problem)
+            self._mark_all_dirty()
+        self._schedule_pool_status(immediately=True)
+
+    def _rebuild(self, planner: Planner) -> None:
+        """A new topology: re-register every committed grant; what no longer fits is lost."""
+        holders = sorted(
+            (r for r in self.records.values() if r.phase in HOLDING_PHASES and not r.deleting),
+            key=lambda r: (0 if r.phase == ACTIVE else 1, r.status.get("startTime") or ""))
+        first_build = self.planner is None
+        for record in holders:
+            error = lifecycle.restore(record, planner)
+            metrics.RESTORED.labels("ok" if error is None else "failed").inc()
+            if error is not None:
+                logger.warning("pool %s: %s %s could not be re-registered: %s", self.name,
+                               record.phase, record.key, error)
+                self.dirty.add(record.uid)
+        self.planner = planner
+        if not first_build:
+            self.capacity_changed = True
+        self._mark_all_dirty()
+
+    def _apply_down(self, spec_down: IDset, now: float) -> None:
+        assert self.planner is not None
+        wanted = spec_down
+        if self._track_nodes:
+            unhealthy = self.ctl.unhealthy_nodes
+            ranks = [rank for host, rank in self._node_ranks.items() if host in unhealthy]
+            if ranks:
+                wanted = wanted | IDset(ranks)
+        current = self.planner.down()
+        newly_down = wanted - current
+        back_up = current - wanted
+        if newly_down:
+            touched = self.planner.mark_down(str(newly_down))
+            for uid in touched:
+                if uid in self.records:
+                    self.dirty.add(uid)
+            self._post_pool("Warning", "RanksDown", f"ranks {newly_down} are down")
+        if back_up:
+            self.planner.mark_up(str(back_up))
+            self.capacity_changed = True
+            for record in self.records.values():
+                if record.phase == ACTIVE:
+                    self.dirty.add(record.uid)  # lift ResourcesDegraded
+            self._post_pool("Normal", "RanksUp", f"ranks {back_up} are up")
+
+    def _namespace_allowed(self, namespace: str) -> bool:
+        if self._selector is None:
+            return True
+        return selector_matches(self._selector, self.ctl.namespace_labels.get(namespace, {}))
+
+    def _mark_all_dirty(self) -> None:
+        self.dirty.update(self.records.keys())
+
+    # -- pool status (debounced) -------------------------------------------------------------
+
+    def _schedule_pool_status(self, immediately: bool = False) -> None:
+        interval = 0.0 if immediately else self.ctl.pool_status_interval
+        due = max(time.time(), self._pool_status_written_at + interval)
+        if self._pool_status_due is None or due < self._pool_status_due:
+            self._pool_status_due = due
+
+    async def _maybe_write_pool_status(self) -> None:
+        await self._handle_pool_deletion()
+        if self._pool_status_due is None or time.time() < self._pool_status_due:
+            return
+        self._pool_status_due = None
+        raw = self.pool_raw
+        if raw is None:
+            return
+        status = self._pool_status(raw)
+        comparable = _without_times(status)
+        if self._last_pool_status is not None and comparable == self._last_pool_status:
+            return
+        metadata = raw.get("metadata") or {}
+        ops = [{"op": "test", "path": "/metadata/uid", "value": metadata.get("uid")},
+               {"op": "add", "path": "/status", "value": status}]
+        try:
+            await self.ctl.api.json_patch(pool_path(self.name, status=True), ops)
+        except ApiError as exc:
+            metrics.STATUS_WRITES.labels("pool", "error").inc()
+            if not exc.not_found:
+                logger.warning("pool %s: status write failed: %s", self.name, exc)
+                self._schedule_pool_status()
+            return
+        metrics.STATUS_WRITES.labels("pool", "ok").inc()
+        self._last_pool_status = comparable
+        self._pool_status_written_at = time.time()
+        self._pool_conditions = status.get("conditions") or []
+
+    def _pool_status(self, raw: dict[str, Any]) -> dict[str, Any]:
+        now = time.time()
+        metadata = raw.get("metadata") or {}
+        generation = int(metadata.get("generation") or 0)
+        counts = dict.fromkeys(PHASES, 0)
+        for record in self.records.values():
+            phase = record.phase
+            if phase in counts:
+                counts[phase] += 1
+        for phase, count in counts.items():
+            metrics.RESERVATIONS.labels(self.name, phase).set(count)
+        conditions = [dict(c) for c in self._pool_conditions]
+        status: dict[str, Any] = {"observedGeneration": generation,
+                                  "reservations": counts}
+        planner = self.planner
+        blocked = self._pool_deleting and (counts["Active"] + counts["Scheduled"]) > 0
+        if planner is not None:
+            down = planner.down()
+            allocated = IDset()
+            for record in self.records.values():
+                if record.phase == ACTIVE:
+                    ranks = (record.status.get("allocated") or {}).get("ranks")
+                    if ranks:
+                        allocated = allocated | IDset(ranks)
+            capacity = planner.capacity(now)
+            for resource, values in capacity.items():
+                for state, value in values.items():
+                    metrics.POOL_CAPACITY.labels(self.name, resource, state).set(value)
+            status.update(
+                allocationGeneration=planner.generation,
+                down=str(down),
+                allocated=str(allocated),
+                summary=planner.pool.dumps(),
+                capacity=capacity,
+            )
+        if self._pool_problem:
+            message = self._pool_problem
+            set_pool_conditions(conditions, False, (Reason.INVALID_RESOURCES.value, message),
+                                generation, now)
+        elif blocked:
+            message = (f"deletion blocked: {counts['Active']} Active and "
+                       f"{counts['Scheduled']} Scheduled reservations hold resources")
+            set_pool_conditions(conditions, False, (Reason.IN_USE.value, message), generation,
+                                now)
+        else:
+            cap = status.get("capacity") or {}
+            cores = cap.get("core", {})
+            message = (f"{cores.get('free', 0)}/{cores.get('total', 0)} cores free; "
+                       f"{counts['Active']} Active, {counts['Scheduled']} Scheduled, "
+                       f"{counts['Pending']} Pending")
+            set_pool_conditions(conditions, True, None, generation, now, message)
+        status["conditions"] = conditions
+        status["message"] = message
+        return status
+
+    async def _handle_pool_deletion(self) -> None:
+        raw = self.pool_raw
+        if raw is None:
+            return
+        metadata = raw.get("metadata") or {}
+        finalizers = list(metadata.get("finalizers") or [])
+        path = pool_path(self.name)
+        uid = metadata.get("uid") or ""
+        if not self._pool_deleting:
+            if FINALIZER not in finalizers and not self._pool_finalizer_added:
+                try:
+                    self._pool_finalizer_added = await add_finalizer(
+                        self.ctl.api, path, uid, metadata)
+                except ApiError as exc:
+                    logger.warning("pool %s: could not add the finalizer: %s", self.name, exc)
+            return
+        holders = sum(1 for r in self.records.values()
+                      if r.phase in HOLDING_PHASES and not r.deleting)
+        if holders:
+            if not self._blocked_reported:
+                self._blocked_reported = True
+                self._post_pool("Warning", Reason.IN_USE.value,
+                                f"deletion blocked while {holders} reservations hold "
+                                "resources (Active or Scheduled)")
+                self._schedule_pool_status(immediately=True)
+            return
+        if FINALIZER in finalizers:
+            try:
+                await remove_finalizer(self.ctl.api, path, uid, finalizers)
+                metadata["finalizers"] = [f for f in finalizers if f != FINALIZER]
+            except ApiError as exc:
+                logger.warning("pool %s: could not remove the finalizer: %s", self.name, exc)
+
+
+def set_pool_conditions(conditions: list[dict[str, Any]], ready: bool,
+                        stalled: tuple[str, str] | None, generation: int, now: float,
+                        message: str = "") -> None:
+    if stalled:
+        reason, text = stalled
+        lifecycle.set_condition(conditions, ConditionType.READY.value, False, reason, text,
+                                generation, now)
+        lifecycle.set_condition(conditions, ConditionType.STALLED.value, True, reason, text,
+                                generation, now)
+    else:
+        lifecycle.set_condition(conditions, ConditionType.READY.value, ready,
+                                Reason.POOL_READY.value, message, generation, now)
+        lifecycle.set_condition(conditions, ConditionType.STALLED.value, False,
+                                Reason.POOL_READY.value, message, generation, now)
+    lifecycle.set_condition(conditions, ConditionType.RECONCILING.value, False,
+                            Reason.POOL_READY.value if not stalled else stalled[0],
+                            message or (stalled[1] if stalled else ""), generation, now)
+
+
+def _frees(before: Booking | None, after: Booking | None) -> bool:
+    """Did this decision give anything back (so that a later one could use it)?"""
+    if before is None:
+        return False
+    if after is None:
+        return True
+    if after is before:
+        return False
+    same_resources = after.R is before.R or after.R.dumps() == before.R.dumps()
+    if not same_resources or after.start != before.start:
+        return True
+    return (after.end or math.inf) < (before.end or math.inf)
+
+
+def _newer_version(known: str | None, seen: Any) -> str | None:
+    """The later of two resourceVersions (a stale watch event must not move it back)."""
+    if not isinstance(seen, str) or not seen:
+        return known
+    if known and known.isdigit() and seen.isdigit() and int(seen) < int(known):
+        return known
+    return seen
+
+
+def _clean(value: Any) -> Any:
+    """Drop None values (a JSON `add /status` replaces status whole, so absent = cleared)."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _without_times(status: dict[str, Any]) -> dict[str, Any]:
+    copy = dict(status)
+    copy["conditions"] = [{k: v for k, v in c.items() if k != "lastTransitionTime"}
+                          for c in status.get("conditions") or []]
+    return copy
+
+
+def _short(exc: BaseException) -> str:
+    if isinstance(exc, pydantic.ValidationError):
+        parts = []
+        for error in exc.errors()[:3]:
+            location = ".".join(str(item) for item in error.get("loc", ()))
+            parts.append(f"{location}: {error.get('msg')}" if location else str(error.get("msg")))
+        return "; ".join(parts)
+    return str(exc)[:500]
+
+
+def _created(metadata: dict[str, Any]) -> float:
+    stamp = metadata.get("creationTimestamp")
+    if isinstance(stamp, str):
+        try:
+            return parse_time(stamp)
+        except ValueError:
+            pass
+    return time.time()
+
+
+def _node_ranks(R: dict[str, Any]) -> dict[str, int]:
+    """Host name -> rank: names of the concatenated nodelist map onto the sorted ranks."""
+    execution = (R or {}).get("execution") or {}
+    ranks = IDset()
+    for entry in execution.get("R_lite") or []:
+        ranks = ranks | IDset(str(entry.get("rank", "")))
+    nodelist = execution.get("nodelist") or []
+    if not nodelist:
+        return {}
+    hosts = Hostlist(",".join(nodelist))
+    return {host: rank for host, rank in zip(hosts, ranks, strict=False)}

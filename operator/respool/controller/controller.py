@@ -1,0 +1,215 @@
+"""The operator's state: one `PoolActor` per pool, plus the Node and Namespace facts they use.
+
+Created by the kopf start-up handler, which lists pools, reservations, Nodes and Namespaces
+*before* kopf starts watching, and re-registers every committed grant (`Planner.restore`) -
+no decision is taken before that. Afterwards kopf's watch events are routed here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from respool.controller.actor import PoolActor, _created
+from respool.controller.events import EventPoster
+from respool.controller.finalizers import FINALIZER
+from respool.controller.kubeapi import ApiError, KubeApi, pool_path, reservation_path
+from respool.controller.lifecycle import Reservation
+
+logger = logging.getLogger(__name__)
+
+
+class Controller:
+    def __init__(self, api: KubeApi, *, namespaces: Iterable[str] = (),
+                 pool_status_interval: float = 1.0) -> None:
+        self.api = api
+        self.events = EventPoster(api)
+        self.namespaces = list(namespaces)  # empty: all namespaces
+        self.pool_status_interval = pool_status_interval
+        self.actors: dict[str, PoolActor] = {}
+        self.owner: dict[str, str] = {}  # reservation uid -> pool name
+        self.unhealthy_nodes: set[str] = set()
+        self.namespace_labels: dict[str, dict[str, str]] = {}
+        self.started = False
+        self._pruned = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """List everything, restore every pool's grants, then start the actors."""
+        began = time.monotonic()
+        self.events.start()
+        try:
+            pools = [p async for p in self.api.list_items(pool_path())]
+            reservations: list[dict[str, Any]] = []
+            for path in self._reservation_paths():
+                reservations.extend([r async for r in self.api.list_items(path)])
+        except ApiError as exc:
+            if exc.not_found:
+                raise RuntimeError(
+                    "the respool CRDs are not installed in this cluster: apply crds/ first "
+                    "(kubectl apply -f crds/, or `respool crds | kubectl apply -f -`)"
+                ) from exc
+            raise
+        try:
+            async for node in self.api.list_items("/api/v1/nodes"):
+                self._note_node(node)
+        except ApiError as exc:
+            logger.warning("cannot list Nodes (trackNodes will see none): %s", exc)
+        try:
+            async for namespace in self.api.list_items("/api/v1/namespaces"):
+                self._note_namespace(namespace)
+        except ApiError as exc:
+            logger.warning("cannot list Namespaces (namespaceSelector sees no labels): %s", exc)
+        for pool in pools:
+            name = (pool.get("metadata") or {}).get("name")
+            if name:
+                self._actor(name).pool_raw = pool
+        for raw in reservations:
+            record = _record(raw)
+            if record is None:
+                continue
+            pool_name = str(record.spec.get("pool") or "")
+            self.owner[record.uid] = pool_name
+            self._actor(pool_name).adopt(record)
+        restored = 0
+        for actor in self.actors.values():
+            actor.pool_dirty = True
+            actor._apply_pool(float(int(time.time())))  # restore before any decision
+            actor.pool_dirty = False
+            restored += len(actor.planner.bookings()) if actor.planner is not None else 0
+        for actor in self.actors.values():
+            actor.start()
+        self.started = True
+        logger.info("respool controller started: %d pools, %d reservations, %d grants restored "
+                    "in %.2fs", len(pools), len(reservations), restored,
+                    time.monotonic() - began)
+
+    async def stop(self) -> None:
+        for actor in self.actors.values():
+            await actor.stop()
+        await self.events.stop()
+        await self.api.close()
+
+    def _reservation_paths(self) -> list[str]:
+        if not self.namespaces:
+            return [reservation_path()]
+        return [reservation_path(namespace) for namespace in self.namespaces]
+
+    def _actor(self, pool: str) -> PoolActor:
+        actor = self.actors.get(pool)
+        if actor is None:
+            actor = PoolActor(pool, self)
+            self.actors[pool] = actor
+            if self.started:
+                actor.start()
+        return actor
+
+    # -- watch events ------------------------------------------------------------------------
+
+    def on_pool(self, event_type: str | None, raw: dict[str, Any]) -> None:
+        name = (raw.get("metadata") or {}).get("name")
+        if not name:
+            return
+        self._actor(name).pool_event(None if event_type == "DELETED" else raw)
+
+    def on_reservation(self, event_type: str | None, raw: dict[str, Any]) -> None:
+        metadata = raw.get("metadata") or {}
+        uid = metadata.get("uid")
+        if not uid:
+            return
+        pool = str((raw.get("spec") or {}).get("pool") or "")
+        previous = self.owner.get(uid)
+        if event_type == "DELETED":
+            self.owner.pop(uid, None)
+            self._actor(previous if previous is not None else pool).forget(uid)
+            return
+        if previous is not None and previous != pool:
+            # Moved to another pool (allowed before it is Active): the old pool lets go.
+            self._actor(previous).forget(uid)
+        self.owner[uid] = pool
+        self._actor(pool).reservation_event(raw, deleted=False)
+
+    def on_node(self, event_type: str | None, raw: dict[str, Any]) -> None:
+        before = set(self.unhealthy_nodes)
+        name = (raw.get("metadata") or {}).get("name")
+        if event_type == "DELETED":
+            self.unhealthy_nodes.discard(name or "")
+        else:
+            self._note_node(raw)
+        if self.unhealthy_nodes != before:
+            for actor in self.actors.values():
+                actor.nodes_changed()
+
+    def on_namespace(self, event_type: str | None, raw: dict[str, Any]) -> None:
+        if event_type == "DELETED":
+            self.namespace_labels.pop((raw.get("metadata") or {}).get("name") or "", None)
+        else:
+            self._note_namespace(raw)
+
+    def prune(self, pool_names: Iterable[str], reservation_uids: Iterable[str]) -> None:
+        """Once kopf's first listing is complete: drop what vanished between our listing and
+        kopf's (no DELETED event would ever tell us)."""
+        if self._pruned:
+            return
+        self._pruned = True
+        live_pools = set(pool_names)
+        live_uids = set(reservation_uids)
+        for uid in [u for u in self.owner if u not in live_uids]:
+            pool = self.owner.pop(uid)
+            self._actor(pool).forget(uid)
+        for name, actor in self.actors.items():
+            if actor.pool_raw is not None and name not in live_pools:
+                actor.pool_event(None)
+
+    def _note_node(self, node: dict[str, Any]) -> None:
+        name = (node.get("metadata") or {}).get("name")
+        if not name:
+            return
+        spec = node.get("spec") or {}
+        ready = False
+        for condition in (node.get("status") or {}).get("conditions") or []:
+            if condition.get("type") == "Ready":
+                ready = condition.get("status") == "True"
+        if spec.get("unschedulable") or not ready:
+            self.unhealthy_nodes.add(name)
+        else:
+            self.unhealthy_nodes.discard(name)
+
+    def _note_namespace(self, namespace: dict[str, Any]) -> None:
+        metadata = namespace.get("metadata") or {}
+        name = metadata.get("name")
+        if name:
+            self.namespace_labels[name] = dict(metadata.get("labels") or {})
+
+    async def wait_idle(self, timeout: float = 5.0) -> None:
+        """For tests and benchmarks: wait until no actor has work queued."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(not a.dirty and not a.gone and not a.pool_dirty for a in self.actors.values()):
+                return
+            await asyncio.sleep(0.05)
+
+
+def _record(raw: dict[str, Any]) -> Reservation | None:
+    metadata = raw.get("metadata") or {}
+    uid = metadata.get("uid")
+    if not uid:
+        return None
+    finalizers = list(metadata.get("finalizers") or [])
+    return Reservation(
+        uid=uid,
+        namespace=metadata.get("namespace") or "",
+        name=metadata.get("name") or "",
+        generation=int(metadata.get("generation") or 0),
+        spec=dict(raw.get("spec") or {}),
+        status=dict(raw.get("status") or {}),
+        created=_created(metadata),
+        deleting=bool(metadata.get("deletionTimestamp")),
+        has_finalizer=FINALIZER in finalizers,
+        finalizers=finalizers,
+        resource_version=metadata.get("resourceVersion"),
+    )

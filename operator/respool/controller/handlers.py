@@ -1,0 +1,142 @@
+"""The kopf registrations: thin, level-based triggers into `respool.controller.Controller`.
+
+Only `@kopf.on.event` handlers are used. They write nothing themselves (no progress or
+diff-base annotations, no return values, no kopf finalizers); the pool actors write status
+through the status subresource and manage the `respool.io/finalizer` finalizer. kopf's
+persistence identity is nevertheless pinned under `respool.io` once, so that a future handler
+that needs it never writes under kopf's default names.
+
+Two tiny indexes (pool names, reservation UIDs) make kopf hold every handler until its first
+listing is complete; the first handler call then drops what vanished between the
+controller's own start-up listing and kopf's.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from respool.controller.controller import Controller
+from respool.controller.finalizers import FINALIZER
+from respool.controller.kubeapi import GROUP, POOLS, RESERVATIONS, VERSION, KubeApi
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunOptions:
+    """Set by `respool run` before kopf starts."""
+
+    namespaces: list[str] = field(default_factory=list)
+    pool_status_interval: float = 1.0
+
+
+OPTIONS = RunOptions()
+_controller: Controller | None = None
+
+
+def controller() -> Controller:
+    if _controller is None:
+        raise RuntimeError("the respool controller has not started")
+    return _controller
+
+
+def connection_info(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo:
+    """In a Pod: its service account; elsewhere: the kubeconfig ($KUBECONFIG or ~/.kube)."""
+    info = kopf.login_with_service_account(settings=settings)
+    if info is None:
+        info = kopf.login_with_kubeconfig(settings=settings)
+    if info is None:
+        raise kopf.LoginError(
+            "no Kubernetes credentials: run in a Pod with a service account, or set KUBECONFIG")
+    return info
+
+
+@kopf.on.login()
+def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
+    return connection_info(settings)
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    global _controller
+    # Persistence identity, fixed once (never change these on a live operator).
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration")
+    # kopf would post an Event per handler run; our actors post one per decision instead.
+    settings.posting.enabled = False
+    settings.peering.standalone = True
+    settings.networking.connect_timeout = 10
+    settings.networking.request_timeout = 60
+    api = KubeApi(connection_info(settings))
+    ctl = Controller(api, namespaces=OPTIONS.namespaces,
+                     pool_status_interval=OPTIONS.pool_status_interval)
+    try:
+        await ctl.start()
+    except RuntimeError as exc:
+        await ctl.stop()
+        raise kopf.PermanentError(str(exc)) from exc
+    _controller = ctl
+
+
+@kopf.on.cleanup()
+async def cleanup(**_: Any) -> None:
+    global _controller
+    if _controller is not None:
+        await _controller.stop()
+        _controller = None
+
+
+@kopf.index(GROUP, VERSION, POOLS)
+def pool_names(name: str, **_: Any) -> dict[str, bool]:
+    return {name: True}
+
+
+@kopf.index(GROUP, VERSION, RESERVATIONS)
+def reservation_uids(uid: str, **_: Any) -> dict[str, bool]:
+    return {uid: True}
+
+
+def _prune(pool_names: kopf.Index[str, bool], reservation_uids: kopf.Index[str, bool]) -> None:
+    ctl = controller()
+    if not ctl._pruned:
+        ctl.prune(list(pool_names.keys()), list(reservation_uids.keys()))
+
+
+@kopf.on.event(GROUP, VERSION, POOLS)
+async def pool_event(event: dict[str, Any], pool_names: kopf.Index[str, bool],
+                     reservation_uids: kopf.Index[str, bool], **_: Any) -> None:
+    _prune(pool_names, reservation_uids)
+    controller().on_pool(event.get("type"), event.get("object") or {})
+
+
+@kopf.on.event(GROUP, VERSION, RESERVATIONS)
+async def reservation_event(event: dict[str, Any], pool_names: kopf.Index[str, bool],
+                            reservation_uids: kopf.Index[str, bool], **_: Any) -> None:
+    _prune(pool_names, reservation_uids)
+    controller().on_reservation(event.get("type"), event.get("object") or {})
+
+
+@kopf.on.event("", "v1", "nodes")
+async def node_event(event: dict[str, Any], **_: Any) -> None:
+    controller().on_node(event.get("type"), event.get("object") or {})
+
+
+@kopf.on.event("", "v1", "namespaces")
+async def namespace_event(event: dict[str, Any], pool_names: kopf.Index[str, bool],
+                          reservation_uids: kopf.Index[str, bool], **_: Any) -> None:
+    _prune(pool_names, reservation_uids)
+    controller().on_namespace(event.get("type"), event.get("object") or {})
+
+
+@kopf.on.probe(id="pools")
+def probe_pools(**_: Any) -> int:
+    return len(controller().actors) if _controller is not None else 0
+
+
+__all__ = ["OPTIONS", "KubeApi", "RunOptions", "controller"]

@@ -1,0 +1,193 @@
+"""A small async REST layer for the few Kubernetes calls the pool actors make themselves.
+
+kopf owns the watches; the actors need to write the status of *any* reservation of their pool
+(a release lets a Pending one in), post Events and edit finalizers. The sync `kubernetes`
+client would need threads and costs tens of MB of RSS, so this module talks to the API server
+with aiohttp (already a kopf dependency), using the same `kopf.ConnectionInfo` that kopf logged
+in with (see `respool.controller.handlers.login`).
+
+Only what the controller needs: GET/LIST (paginated), JSON merge-patch and JSON patch, POST.
+Transient failures (connection errors, 429, 5xx) are retried a few times with backoff; other
+HTTP errors surface as `ApiError` with the status code and the server's message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import aiohttp
+import kopf
+
+logger = logging.getLogger(__name__)
+
+GROUP = "respool.io"
+VERSION = "v1alpha1"
+POOLS = "resourcepools"
+RESERVATIONS = "resourcereservations"
+
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+_TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class ApiError(Exception):
+    """An HTTP error answer from the API server (after transient retries)."""
+
+    def __init__(self, status: int, message: str, reason: str = "") -> None:
+        super().__init__(f"HTTP {status} {reason}: {message}".strip())
+        self.status = status
+        self.message = message
+        self.reason = reason
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def conflict(self) -> bool:
+        # 409 Conflict (resourceVersion/UID preconditions), 422 for a failed JSON-patch `test`.
+        return self.status in (409, 422)
+
+
+def pool_path(name: str | None = None, *, status: bool = False) -> str:
+    path = f"/apis/{GROUP}/{VERSION}/{POOLS}"
+    if name is not None:
+        path += f"/{quote(name, safe='')}"
+        if status:
+            path += "/status"
+    return path
+
+
+def reservation_path(
+    namespace: str | None = None, name: str | None = None, *, status: bool = False
+) -> str:
+    if namespace is None:
+        return f"/apis/{GROUP}/{VERSION}/{RESERVATIONS}"
+    path = f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace, safe='')}/{RESERVATIONS}"
+    if name is not None:
+        path += f"/{quote(name, safe='')}"
+        if status:
+            path += "/status"
+    return path
+
+
+class KubeApi:
+    """One aiohttp session to the API server, built from kopf's connection info."""
+
+    def __init__(
+        self,
+        info: kopf.ConnectionInfo,
+        *,
+        max_connections: int = 64,
+        timeout: float = 30.0,
+        retries: int = 4,
+    ) -> None:
+        self.server = info.server.rstrip("/")
+        self.default_namespace = info.default_namespace or "default"
+        self._info = info
+        self._max_connections = max_connections
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._retries = retries
+        self._session: aiohttp.ClientSession | None = None
+
+    def _ensure_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            headers = dict(self._info.as_http_headers())
+            headers["User-Agent"] = "respool-operator"
+            headers["Accept"] = "application/json"
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    limit=self._max_connections, ssl=self._info.as_ssl_context()
+                ),
+                headers=headers,
+                timeout=self._timeout,
+                trust_env=self._info.trust_env,
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        content_type: str = "application/json",
+        params: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Send one request; retry transient failures; return the decoded JSON answer."""
+        session = self._ensure_session()
+        url = self.server + path
+        if params:
+            url += "?" + urlencode(params)
+        data = None if body is None else json.dumps(body, separators=(",", ":"))
+        headers = {"Content-Type": content_type} if data is not None else None
+        delay = 0.2
+        for attempt in range(self._retries + 1):
+            try:
+                async with session.request(method, url, data=data, headers=headers) as response:
+                    text = await response.text()
+                    if response.status < 400:
+                        return json.loads(text) if text else {}
+                    if response.status in _TRANSIENT_STATUSES and attempt < self._retries:
+                        retry_after = response.headers.get("Retry-After")
+                        wait = float(retry_after) if retry_after and retry_after.isdigit() else delay
+                        logger.debug("%s %s: HTTP %s, retrying in %.1fs", method, path,
+                                     response.status, wait)
+                        await asyncio.sleep(wait)
+                        delay = min(delay * 2, 5.0)
+                        continue
+                    raise _api_error(response.status, text)
+            except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+                if attempt >= self._retries:
+                    raise ApiError(0, f"{type(exc).__name__}: {exc}", "Unreachable") from exc
+                logger.debug("%s %s: %s, retrying in %.1fs", method, path, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        raise AssertionError("unreachable: the retry loop always returns or raises")
+
+    async def get(self, path: str) -> dict[str, Any]:
+        return await self.request("GET", path)
+
+    async def list_items(self, path: str, *, page_size: int = 500) -> AsyncIterator[dict[str, Any]]:
+        """Yield every item of a collection, paginated so a huge list never sits in one answer."""
+        token = ""
+        while True:
+            params = {"limit": str(page_size)}
+            if token:
+                params["continue"] = token
+            answer = await self.request("GET", path, params=params)
+            for item in answer.get("items") or []:
+                yield item
+            token = (answer.get("metadata") or {}).get("continue") or ""
+            if not token:
+                return
+
+    async def merge_patch(self, path: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        return await self.request("PATCH", path, body=patch, content_type=MERGE_PATCH)
+
+    async def json_patch(self, path: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+        return await self.request("PATCH", path, body=ops, content_type=JSON_PATCH)
+
+    async def post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return await self.request("POST", path, body=body)
+
+
+def _api_error(status: int, text: str) -> ApiError:
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        return ApiError(status, text.strip()[:500])
+    if isinstance(payload, dict):
+        return ApiError(status, str(payload.get("message", "")), str(payload.get("reason", "")))
+    return ApiError(status, text.strip()[:500])

@@ -1,0 +1,899 @@
+"""The reservation life cycle as plain functions: no kopf, no Kubernetes, no I/O.
+
+`decide(reservation, pool, planner, now)` looks at one reservation (its spec and its last
+committed status), the pool's context and the pool's `Planner`, changes the planner's booking
+for that reservation if the life cycle says so, and returns the status to commit plus the
+Events to post. The caller (the pool actor) owns the planner, serializes calls, writes the
+status (the commit point) and rolls the booking back if that write fails.
+
+Bookings in the planner are keyed by the reservation's UID; the IDs users see
+(`preReservationId`, `reservationId`) are minted here from the UID plus a counter kept in the
+reservation's own status, so a restarted operator can never mint a duplicate.
+
+Times are epoch seconds. Windows are whole seconds (`math.floor` of starts, `math.ceil` of
+lengths) so that what is written as RFC 3339 and read back after a restart is bit-identical.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pydantic
+
+from respool.api import (
+    ConditionType,
+    Phase,
+    PoolPolicy,
+    Reason,
+    ResourceReservationSpec,
+    format_time,
+    parse_duration,
+    parse_time,
+)
+from respool.pool import (
+    Booking,
+    Hostlist,
+    IDset,
+    InfeasibleRequest,
+    InsufficientResources,
+    Planner,
+    jobspec_from_shorthand,
+)
+
+ACTIVE = Phase.ACTIVE.value
+SCHEDULED = Phase.SCHEDULED.value
+PENDING = Phase.PENDING.value
+EXPIRED = Phase.EXPIRED.value
+FAILED = Phase.FAILED.value
+HOLDING_PHASES = frozenset({ACTIVE, SCHEDULED})
+TERMINAL_PHASES = frozenset({EXPIRED, FAILED})
+
+DEFAULT_DURATION = 3600.0
+DEFAULT_CLAIM_TIMEOUT = 300.0
+DEFAULT_MAX_RETRY = 5
+EXTENDED = "Extended"  # condition type: did the last change of the window's end succeed
+
+
+class SpecError(ValueError):
+    """The spec cannot be acted on; the message is written to status for a person to read."""
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    type: str  # "Normal" | "Warning"
+    reason: str
+    message: str
+
+
+@dataclass
+class Reservation:
+    """The actor's record of one ResourceReservation: spec from the watch, status as committed."""
+
+    uid: str
+    namespace: str
+    name: str
+    generation: int
+    spec: dict[str, Any]
+    status: dict[str, Any]
+    created: float = 0.0
+    deleting: bool = False
+    has_finalizer: bool = False
+    finalizers: list[str] = field(default_factory=list)
+    resource_version: str | None = None
+    # Fingerprint of the spec the current booking was planned for (memory only; after a
+    # restart it is unknown and the held booking is trusted).
+    planned_key: str | None = None
+
+    @property
+    def phase(self) -> str | None:
+        phase = self.status.get("phase")
+        return phase if isinstance(phase, str) else None
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Policy:
+    default_duration: float = DEFAULT_DURATION
+    max_duration: float | None = None
+    claim_timeout: float = DEFAULT_CLAIM_TIMEOUT
+
+    @classmethod
+    def from_model(cls, policy: PoolPolicy) -> Policy:
+        return cls(
+            default_duration=parse_duration(policy.default_duration),
+            max_duration=parse_duration(policy.max_duration) if policy.max_duration else None,
+            claim_timeout=parse_duration(policy.claim_timeout),
+        )
+
+
+@dataclass
+class PoolContext:
+    """What a decision needs to know about the pool besides its planner."""
+
+    name: str
+    exists: bool = True
+    ready: bool = True  # the pool's spec could be turned into a planner
+    problem: str = ""  # why not ready, for a person
+    policy: Policy = field(default_factory=Policy)
+    namespace_allowed: Callable[[str], bool] = lambda _namespace: True
+
+
+@dataclass
+class Outcome:
+    status: dict[str, Any]
+    events: list[EventSpec] = field(default_factory=list)
+    wake_at: float | None = None  # when this reservation needs looking at again
+    granted: bool = False  # became Active in this decision
+
+
+@dataclass(frozen=True)
+class ParsedSpec:
+    pool: str
+    mode: str
+    jobspec: dict[str, Any]
+    start: float | None
+    end: float | None
+    duration: float | None
+    next_available: bool
+    max_retry: int
+    max_wait: float | None
+    manual: bool
+    claimed: bool
+    config: dict[str, Any] | None
+    plan_key: str  # what a booking depends on; a change re-plans a Scheduled reservation
+
+
+def parse_spec(spec: Mapping[str, Any]) -> ParsedSpec:
+    """Validate a reservation spec with the API model and build its jobspec (SpecError if bad)."""
+    try:
+        model = ResourceReservationSpec.model_validate(dict(spec))
+    except pydantic.ValidationError as exc:
+        raise SpecError(_validation_message(exc)) from None
+    except ValueError as exc:
+        raise SpecError(str(exc)) from None
+    constraints = spec.get("constraints")
+    if constraints is not None and not isinstance(constraints, dict):
+        raise SpecError("spec.constraints must be an object")
+    try:
+        if model.resources is not None:
+            jobspec = _jobspec_from_vertices(spec["resources"], constraints)
+        else:
+            request = model.effective_request()
+            assert request is not None
+            jobspec = jobspec_from_shorthand(
+                nodes=request.nodes,
+                slots=request.slots,
+                cores_per_slot=request.cores_per_slot,
+                gpus_per_slot=request.gpus_per_slot,
+                exclusive=request.exclusive,
+                constraints=constraints,
+            )
+        start = _floor(parse_time(model.start_time)) if model.start_time else None
+        end = _floor(parse_time(model.end_time)) if model.end_time else None
+        duration = parse_duration(model.duration) if model.duration else None
+        max_wait = parse_duration(model.max_wait) if model.max_wait is not None else None
+    except ValueError as exc:
+        raise SpecError(str(exc)) from None
+    mode = str(model.mode.value)
+    plan_key = json.dumps(
+        [model.pool, mode, jobspec, start, end, duration], sort_keys=True, default=str
+    )
+    return ParsedSpec(
+        pool=model.pool,
+        mode=mode,
+        jobspec=jobspec,
+        start=start,
+        end=end,
+        duration=duration,
+        next_available=model.next_available,
+        max_retry=model.max_retry,
+        max_wait=max_wait,
+        manual=model.claim_policy.value == "Manual",
+        claimed=model.claimed,
+        config=model.config,
+        plan_key=plan_key,
+    )
+
+
+def _validation_message(exc: pydantic.ValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:3]:
+        location = ".".join(str(item) for item in error.get("loc", ()))
+        message = str(error.get("msg", "invalid"))
+        parts.append(f"spec.{location}: {message}" if location else message)
+    return "; ".join(parts) or "invalid spec"
+
+
+def _jobspec_from_vertices(
+    resources: list[dict[str, Any]], constraints: dict[str, Any] | None
+) -> dict[str, Any]:
+    """A jobspec v1 around user-given resource vertices; the task runs in the first slot."""
+    label = _first_slot_label(resources) or "task"
+    system: dict[str, Any] = {"duration": 0}
+    if constraints:
+        system["constraints"] = constraints
+    return {
+        "version": 1,
+        "resources": resources,
+        "tasks": [{"command": ["respool"], "slot": label, "count": {"per_slot": 1}}],
+        "attributes": {"system": system},
+    }
+
+
+def _first_slot_label(vertices: Any) -> str | None:
+    if not isinstance(vertices, list):
+        return None
+    for vertex in vertices:
+        if not isinstance(vertex, dict):
+            continue
+        if vertex.get("type") == "slot":
+            label = vertex.get("label")
+            return str(label) if label else "task"
+        found = _first_slot_label(vertex.get("with"))
+        if found:
+            return found
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def _floor(t: float) -> float:
+    return float(math.floor(t))
+
+
+def _ceil(t: float) -> float:
+    return float(math.ceil(t))
+
+
+def _time(value: Any) -> float | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError:
+        return None
+
+
+def _fmt(t: float | None) -> str | None:
+    return None if t is None else format_time(t)
+
+
+def _id_suffix(stem: str, value: Any) -> int:
+    if isinstance(value, str) and value.startswith(stem + "-"):
+        suffix = value[len(stem) + 1 :]
+        if suffix.isdigit():
+            return int(suffix)
+    return 0
+
+
+def mint_id(pool: str, uid: str, status: Mapping[str, Any], resource_version: str | None = None,
+            floor: int = 0) -> str:
+    """`<pool>-<12 hex of the UID>-<n>`: unique across objects (the UID) and never reused by
+    one object, also across restarts and after IDs were cleared from its status.
+
+    n is the object's resourceVersion as last seen (etcd revisions only grow, and the write
+    committing an ID always yields a larger one), or one more than any ID still in its status
+    when the resourceVersion is unknown. An ID minted but never committed is never seen, so
+    minting it again is harmless."""
+    stem = f"{pool}-{uid.replace('-', '')[:12]}"
+    highest = max(floor, *(_id_suffix(stem, status.get(key))
+                           for key in ("preReservationId", "reservationId")))
+    version = int(resource_version) if resource_version and resource_version.isdigit() else 0
+    return f"{stem}-{max(highest + 1, version)}"
+
+
+def ranks_of(R: Mapping[str, Any]) -> IDset:
+    ranks = IDset()
+    for entry in (R.get("execution") or {}).get("R_lite") or []:
+        ranks = ranks | IDset(str(entry.get("rank", "")))
+    return ranks
+
+
+def allocation_status(booking: Booking) -> dict[str, Any]:
+    R = booking.R.to_dict()
+    nodelist = (R.get("execution") or {}).get("nodelist") or []
+    hosts = Hostlist(",".join(nodelist)).encode() if nodelist else None
+    return {
+        "ranks": str(ranks_of(R)),
+        "nodelist": hosts,
+        "summary": booking.R.dumps(),
+        "R": R,
+    }
+
+
+def set_condition(
+    conditions: list[dict[str, Any]],
+    type_: str,
+    status: bool,
+    reason: str,
+    message: str,
+    generation: int,
+    now: float,
+) -> None:
+    """Set one kstatus-style condition in place, keeping lastTransitionTime if unchanged."""
+    value = "True" if status else "False"
+    for condition in conditions:
+        if condition.get("type") == type_:
+            if condition.get("status") != value:
+                condition["lastTransitionTime"] = format_time(now)
+            condition.update(
+                status=value, reason=reason, message=message[:1024], observedGeneration=generation
+            )
+            return
+    conditions.append(
+        {
+            "type": type_,
+            "status": value,
+            "reason": reason,
+            "message": message[:1024],
+            "observedGeneration": generation,
+            "lastTransitionTime": format_time(now),
+        }
+    )
+
+
+def drop_condition(conditions: list[dict[str, Any]], type_: str) -> None:
+    conditions[:] = [c for c in conditions if c.get("type") != type_]
+
+
+def _condition(conditions: list[dict[str, Any]], type_: str) -> dict[str, Any] | None:
+    for condition in conditions:
+        if condition.get("type") == type_:
+            return condition
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The decision
+
+
+class _Decider:
+    """One decision for one reservation; builds the new status step by step."""
+
+    def __init__(
+        self, rsv: Reservation, pool: PoolContext, planner: Planner | None, now: float
+    ) -> None:
+        self.rsv = rsv
+        self.pool = pool
+        self.planner = planner
+        self.now = now
+        old = rsv.status
+        self.old_phase = rsv.phase
+        self.status: dict[str, Any] = {
+            key: value for key, value in old.items() if key != "conditions"
+        }
+        self.conditions: list[dict[str, Any]] = [dict(c) for c in old.get("conditions") or []]
+        self.events: list[EventSpec] = []
+        self.wake_at: float | None = None
+        self.granted = False
+        self.status["observedGeneration"] = rsv.generation
+        if not self.status.get("firstRequestTime"):
+            self.status["firstRequestTime"] = format_time(now)
+        self.status.setdefault("retryCount", 0)
+        self._minted = 0  # highest suffix minted in this decision (IDs may be cleared meanwhile)
+
+    def mint(self) -> str:
+        stem = f"{self.pool.name}-{self.rsv.uid.replace('-', '')[:12]}"
+        floor = max(self._minted, *(_id_suffix(stem, self.rsv.status.get(key))
+                                    for key in ("preReservationId", "reservationId")))
+        minted = mint_id(self.pool.name, self.rsv.uid, self.status, self.rsv.resource_version,
+                         floor)
+        self._minted = _id_suffix(stem, minted)
+        return minted
+
+    # -- results -----------------------------------------------------------------------------
+
+    def outcome(self) -> Outcome:
+        self.status["conditions"] = self.conditions
+        return Outcome(self.status, self.events, self.wake_at, self.granted)
+
+    def event(self, reason: str, message: str, warning: bool = False) -> None:
+        self.events.append(EventSpec("Warning" if warning else "Normal", reason, message))
+
+    def wake(self, t: float | None) -> None:
+        if t is not None and (self.wake_at is None or t < self.wake_at):
+            self.wake_at = t
+
+    @property
+    def first_request(self) -> float:
+        value = _time(self.status.get("firstRequestTime"))
+        return value if value is not None else self.now
+
+    def _release(self) -> None:
+        if self.planner is not None:
+            self.planner.release(self.rsv.uid)
+
+    def _clear_hold(self) -> None:
+        self.status["preReservationId"] = None
+        self.status["preReservationExpires"] = None
+        self.status["allocated"] = None
+
+    def _kstatus(self, ready: bool, reconciling: tuple[str, str] | None,
+                 stalled: tuple[str, str] | None, ready_reason: str, message: str) -> None:
+        gen, now = self.rsv.generation, self.now
+        set_condition(self.conditions, ConditionType.READY.value, ready, ready_reason, message,
+                      gen, now)
+        if reconciling:
+            set_condition(self.conditions, ConditionType.RECONCILING.value, True, reconciling[0],
+                          reconciling[1], gen, now)
+        else:
+            set_condition(self.conditions, ConditionType.RECONCILING.value, False, ready_reason,
+                          message, gen, now)
+        if stalled:
+            set_condition(self.conditions, ConditionType.STALLED.value, True, stalled[0],
+                          stalled[1], gen, now)
+        else:
+            set_condition(self.conditions, ConditionType.STALLED.value, False, ready_reason,
+                          message, gen, now)
+        self.status["message"] = message
+
+    def _scheduled_condition(self, on: bool, reason: str, message: str) -> None:
+        set_condition(self.conditions, ConditionType.SCHEDULED.value, on, reason, message,
+                      self.rsv.generation, self.now)
+
+    # -- terminal states ---------------------------------------------------------------------
+
+    def fail(self, reason: str, message: str) -> Outcome:
+        self._release()
+        self._clear_hold()
+        self.status["phase"] = FAILED
+        self._scheduled_condition(False, reason, message)
+        drop_condition(self.conditions, ConditionType.RESOURCES_DEGRADED.value)
+        self._kstatus(False, None, (reason, message), reason, message)
+        if self.old_phase != FAILED or _reason(self.rsv.status, "Stalled") != reason:
+            self.event(reason, message, warning=True)
+        return self.outcome()
+
+    def expire(self) -> Outcome:
+        self._release()
+        self._clear_hold()
+        self.status["phase"] = EXPIRED
+        message = f"window ended at {self.status.get('endTime')}; resources returned to the pool"
+        self._scheduled_condition(False, Reason.EXPIRED.value, message)
+        drop_condition(self.conditions, ConditionType.RESOURCES_DEGRADED.value)
+        self._kstatus(False, None, None, Reason.EXPIRED.value, message)
+        self.event(Reason.EXPIRED.value, message)
+        return self.outcome()
+
+    def wait(self, reason: str, message: str, stalled: bool = False,
+             next_available: dict[str, Any] | None = None) -> Outcome:
+        """Pending: nothing held now; retried when capacity changes (or the pool appears)."""
+        self._release()
+        self._clear_hold()
+        self.status["phase"] = PENDING
+        if next_available is not None:
+            self.status["nextAvailable"] = next_available
+        self._scheduled_condition(False, reason, message)
+        if stalled:
+            self._kstatus(False, None, (reason, message), reason, message)
+        else:
+            self._kstatus(False, (reason, message), None, reason, message)
+        previous = _reason(self.rsv.status, "Stalled" if stalled else "Reconciling")
+        if self.old_phase != PENDING or previous != reason:
+            self.event(reason, message, warning=stalled)
+        return self.outcome()
+
+    # -- the main entry ----------------------------------------------------------------------
+
+    def decide(self) -> Outcome:
+        rsv, phase = self.rsv, self.old_phase
+        generation_changed = rsv.status.get("observedGeneration") != rsv.generation
+        if phase == EXPIRED:
+            self._release()
+            return self.outcome()
+        if phase == FAILED:
+            if not generation_changed:
+                self._release()
+                return self.outcome()
+            # A person changed a failed reservation's spec: start over.
+            self.status["retryCount"] = 0
+            self.status["firstRequestTime"] = format_time(self.now)
+            self.old_phase = None
+        try:
+            spec = parse_spec(rsv.spec)
+        except SpecError as exc:
+            return self.fail(Reason.INVALID_SPEC.value, f"invalid spec: {exc}")
+        if not self.pool.exists:
+            if self._max_wait_passed(spec):
+                return self._max_wait_failure(spec)
+            self.wake(self._max_wait_deadline(spec))
+            return self.wait(Reason.POOL_NOT_FOUND.value,
+                             f"ResourcePool {spec.pool!r} does not exist (yet); waiting for it",
+                             stalled=True)
+        if not self.pool.namespace_allowed(rsv.namespace):
+            return self.fail(Reason.NAMESPACE_NOT_ALLOWED.value,
+                             f"namespace {rsv.namespace!r} is not selected by the "
+                             f"namespaceSelector of ResourcePool {spec.pool!r}")
+        if not self.pool.ready or self.planner is None:
+            self.wake(self._max_wait_deadline(spec))
+            return self.wait(Reason.POOL_NOT_FOUND.value,
+                             f"ResourcePool {spec.pool!r} is not usable: {self.pool.problem}",
+                             stalled=True)
+        planner = self.planner
+        try:
+            request = planner.parse(spec.jobspec)
+            planner.check_feasibility(request)
+        except InfeasibleRequest as exc:
+            return self.fail(Reason.INFEASIBLE.value,
+                             f"the request can never fit ResourcePool {spec.pool!r}: {exc}")
+        except (ValueError, TypeError, KeyError, OSError) as exc:
+            return self.fail(Reason.INVALID_SPEC.value, f"invalid request: {exc}")
+        try:
+            length = self._length(spec)
+        except SpecError as exc:
+            return self.fail(Reason.INVALID_SPEC.value, str(exc))
+
+        booking = planner.get(rsv.uid)
+        if phase == ACTIVE:
+            if booking is None:
+                return self.fail(Reason.RESOURCES_LOST.value,
+                                 "the resources granted are no longer part of the pool")
+            return self._active(spec, booking, length, generation_changed)
+        if phase == SCHEDULED and booking is not None:
+            return self._scheduled(spec, request, booking, length)
+        if phase == SCHEDULED:
+            # The held window vanished (ranks removed or a conflict on restore): plan anew.
+            self.event(Reason.REPLANNED.value,
+                       "the window held is no longer available; planning a new one", True)
+            return self._plan(spec, request, length, count_retry=True)
+        return self._plan(spec, request, length, count_retry=True)
+
+    # -- windows -----------------------------------------------------------------------------
+
+    def _anchor(self, spec: ParsedSpec) -> float:
+        return spec.start if spec.start is not None else _floor(self.first_request)
+
+    def _length(self, spec: ParsedSpec) -> float:
+        """The window length asked for (whole seconds); a grant always holds this length."""
+        if spec.end is not None:
+            length = spec.end - self._anchor(spec)
+            if length <= 0:
+                raise SpecError(f"spec.endTime {format_time(spec.end)} is already in the past")
+        elif spec.duration is not None:
+            length = spec.duration
+        else:
+            length = self.pool.policy.default_duration
+        length = max(1.0, _ceil(length))
+        limit = self.pool.policy.max_duration
+        if limit is not None and length > limit:
+            raise SpecError(
+                f"the window asked for ({_human(length)}) is longer than the pool's "
+                f"policy.maxDuration ({_human(limit)})"
+            )
+        return length
+
+    def _max_wait_deadline(self, spec: ParsedSpec) -> float | None:
+        if spec.max_wait is None:
+            return None
+        return max(self.first_request, spec.start or 0.0) + spec.max_wait
+
+    def _max_wait_passed(self, spec: ParsedSpec) -> bool:
+        deadline = self._max_wait_deadline(spec)
+        return deadline is not None and self.now >= deadline
+
+    def _max_wait_failure(self, spec: ParsedSpec) -> Outcome:
+        return self.fail(
+            Reason.MAX_WAIT_EXCEEDED.value,
+            f"not granted, nor booked to start, within maxWait "
+            f"({_human(spec.max_wait or 0)}) of the first request",
+        )
+
+    # -- Pending: find a window --------------------------------------------------------------
+
+    def _plan(self, spec: ParsedSpec, request: Any, length: float, count_retry: bool) -> Outcome:
+        assert self.planner is not None
+        planner, uid, now = self.planner, self.rsv.uid, self.now
+        self._release()
+        self._clear_hold()
+        if self._max_wait_passed(spec):
+            return self._max_wait_failure(spec)
+        start = max(self._anchor(spec), _floor(now))
+        end = start + length
+        expiration = planner.expiration
+        if expiration and end > expiration:
+            return self.fail(
+                Reason.POOL_EXPIRED.value,
+                f"the window would end at {format_time(end)}, after the pool's expiration "
+                f"{format_time(expiration)}",
+            )
+        deadline = self._max_wait_deadline(spec)
+        booking: Booking | None = None
+        try:
+            booking = planner.reserve(uid, request, start, end, spec.mode)
+        except InsufficientResources:
+            booking = None
+        except InfeasibleRequest as exc:
+            return self.fail(Reason.INFEASIBLE.value, f"the request can never fit: {exc}")
+        available = booking is not None
+        if booking is None and spec.next_available:
+            booking = planner.reserve_earliest(uid, request, length, start, spec.mode,
+                                               deadline=deadline)
+        if booking is not None:
+            self.rsv.planned_key = spec.plan_key
+            self.status["nextAvailable"] = {
+                "available": available,
+                "availStart": format_time(booking.start),
+                "availEnd": _fmt(booking.end),
+            }
+            return self._hold(spec, booking)
+        # Nothing now (nor, with nextAvailable, within maxWait): a failed attempt.
+        earliest = planner.earliest(request, length, start, spec.mode)
+        next_available = {
+            "available": False,
+            "availStart": _fmt(earliest),
+            "availEnd": _fmt(None if earliest is None else earliest + length),
+        }
+        retries = int(self.status.get("retryCount") or 0) + (1 if count_retry else 0)
+        self.status["retryCount"] = retries
+        self.status["nextAvailable"] = next_available
+        if retries > spec.max_retry:
+            return self.fail(
+                Reason.RETRY_EXCEEDED.value,
+                f"not granted after {retries} attempts (maxRetry {spec.max_retry})",
+            )
+        if earliest is None:
+            why = "no window fits while the ranks it needs are down or before the pool expires"
+        elif not spec.next_available:
+            why = (f"the window asked for is busy (earliest fit {format_time(earliest)}; "
+                   "nextAvailable is false)")
+        else:
+            why = f"earliest fit {format_time(earliest)} starts after maxWait"
+        self.wake(deadline)
+        return self.wait(Reason.WAITING_FOR_CAPACITY.value,
+                         f"waiting for capacity on pool {spec.pool!r}: {why}; "
+                         f"attempt {retries} of {spec.max_retry + 1}",
+                         next_available=next_available)
+
+    def _hold(self, spec: ParsedSpec, booking: Booking) -> Outcome:
+        """A booking was just made: Active if it starts now and is claimed, else Scheduled."""
+        self.status["startTime"] = format_time(booking.start)
+        self.status["endTime"] = _fmt(booking.end)
+        self.status["allocated"] = allocation_status(booking)
+        if booking.start <= self.now and (not spec.manual or spec.claimed):
+            return self._activate(spec, booking)
+        pre_id = self.mint()
+        expires = booking.start + self.pool.policy.claim_timeout
+        self.status["preReservationId"] = pre_id
+        self.status["preReservationExpires"] = format_time(expires)
+        self.status["phase"] = SCHEDULED
+        what = booking.R.dumps()
+        window = f"{format_time(booking.start)} to {_fmt(booking.end)}"
+        if spec.manual:
+            message = (f"pre-reserved {what} on pool {spec.pool!r} from {window}; "
+                       f"set spec.claimed: true by {format_time(expires)}")
+            waiting = (Reason.WAITING_FOR_CLAIM.value if booking.start <= self.now
+                       else Reason.WAITING_FOR_START.value)
+        else:
+            message = f"pre-reserved {what} on pool {spec.pool!r} from {window}"
+            waiting = Reason.WAITING_FOR_START.value
+        self._scheduled_condition(True, Reason.WINDOW_BOOKED.value, message)
+        self._kstatus(False, (waiting, message), None, waiting, message)
+        self.event("Scheduled", f"{message} (id {pre_id})")
+        self.wake(booking.start if booking.start > self.now else None)
+        if spec.manual:
+            self.wake(expires)
+        return self.outcome()
+
+    def _activate(self, spec: ParsedSpec, booking: Booking) -> Outcome:
+        res_id = self.mint()
+        self.status["reservationId"] = res_id
+        self.status["preReservationId"] = None
+        self.status["preReservationExpires"] = None
+        self.status["phase"] = ACTIVE
+        self.status["startTime"] = format_time(booking.start)
+        self.status["endTime"] = _fmt(booking.end)
+        self.status["allocated"] = allocation_status(booking)
+        self.status["config"] = spec.config
+        message = (f"granted {booking.R.dumps()} on pool {spec.pool!r} until "
+                   f"{_fmt(booking.end)}")
+        self._scheduled_condition(False, Reason.CLAIMED.value, message)
+        self._kstatus(True, None, None, Reason.GRANTED.value, message)
+        self.event(Reason.GRANTED.value, f"{message} (id {res_id})")
+        self.granted = True
+        self._degraded(booking)
+        self.wake(booking.end)
+        return self.outcome()
+
+    # -- Scheduled ---------------------------------------------------------------------------
+
+    def _scheduled(self, spec: ParsedSpec, request: Any, booking: Booking,
+                   length: float) -> Outcome:
+        assert self.planner is not None
+        planner, now = self.planner, self.now
+        planned_key = self.rsv.planned_key
+        if planned_key is not None and planned_key != spec.plan_key:
+            self.event(Reason.REPLANNED.value, "the spec changed; planning the window anew")
+            return self._plan(spec, request, length, count_retry=False)
+        if planned_key is None:
+            self.rsv.planned_key = spec.plan_key
+        if _touches(booking, planner.down()):
+            self.event(Reason.REPLANNED.value,
+                       "ranks of the window held went down; planning a new window", True)
+            return self._plan(spec, request, length, count_retry=False)
+        expires = _time(self.status.get("preReservationExpires"))
+        if expires is None:
+            expires = booking.start + self.pool.policy.claim_timeout
+        # Move earlier when capacity freed and the start asked for has already passed.
+        wanted = max(self._anchor(spec), _floor(now))
+        if wanted < booking.start:
+            moved = self._move_earlier(spec, request, booking, length, wanted)
+            if moved is not None:
+                return moved
+        if booking.start <= now:
+            if not spec.manual or spec.claimed:
+                return self._activate(spec, booking)
+            if now >= expires:
+                return self._late_claim(spec, request, length, expires)
+            message = (f"window started at {format_time(booking.start)}; waiting for "
+                       f"spec.claimed: true until {format_time(expires)}")
+            self._kstatus(False, (Reason.WAITING_FOR_CLAIM.value, message), None,
+                          Reason.WAITING_FOR_CLAIM.value, message)
+            self.wake(expires)
+            return self.outcome()
+        self.wake(booking.start)
+        if spec.manual:
+            self.wake(expires)
+        return self.outcome()
+
+    def _move_earlier(self, spec: ParsedSpec, request: Any, booking: Booking, length: float,
+                      wanted: float) -> Outcome | None:
+        assert self.planner is not None
+        planner, uid = self.planner, self.rsv.uid
+        planner.release(uid)
+        moved: Booking | None = None
+        try:
+            moved = planner.reserve_earliest(uid, request, length, wanted, spec.mode,
+                                             deadline=booking.start - 1)
+        except (InsufficientResources, InfeasibleRequest, ValueError):
+            moved = None
+        if moved is None:
+            planner.restore(uid, booking.R.to_dict(), booking.start, booking.end, booking.mode)
+            return None
+        self.event("Moved", f"capacity freed: window moved from {format_time(booking.start)} "
+                            f"to {format_time(moved.start)}")
+        self.status["nextAvailable"] = {
+            "available": moved.start <= wanted,
+            "availStart": format_time(moved.start),
+            "availEnd": _fmt(moved.end),
+        }
+        return self._hold(spec, moved)
+
+    def _late_claim(self, spec: ParsedSpec, request: Any, length: float,
+                    expires: float) -> Outcome:
+        self.event(Reason.CLAIM_EXPIRED.value,
+                   f"not claimed by {format_time(expires)}: the window is lost; planning anew",
+                   warning=True)
+        self._release()
+        retries = int(self.status.get("retryCount") or 0) + 1
+        self.status["retryCount"] = retries
+        if retries > spec.max_retry:
+            return self.fail(Reason.RETRY_EXCEEDED.value,
+                             f"claim deadline missed; {retries} failed attempts "
+                             f"(maxRetry {spec.max_retry})")
+        return self._plan(spec, request, length, count_retry=False)
+
+    # -- Active ------------------------------------------------------------------------------
+
+    def _active(self, spec: ParsedSpec, booking: Booking, length: float,
+                generation_changed: bool) -> Outcome:
+        assert self.planner is not None
+        if generation_changed:
+            held_start = _time(self.status.get("startTime")) or booking.start
+            wanted_end = held_start + length
+            if booking.end is not None and wanted_end != booking.end:
+                outcome = self._change_end(booking, wanted_end)
+                if outcome is not None:
+                    return outcome
+                booking = self.planner.get(self.rsv.uid) or booking
+            if spec.config != self.status.get("config"):
+                self.status["config"] = spec.config
+        if booking.end is not None and self.now >= booking.end:
+            return self.expire()
+        self._degraded(booking)
+        self.wake(booking.end)
+        return self.outcome()
+
+    def _change_end(self, booking: Booking, wanted_end: float) -> Outcome | None:
+        assert self.planner is not None
+        gen, now = self.rsv.generation, self.now
+        if wanted_end <= now:
+            self.status["endTime"] = format_time(max(booking.start + 1, now))
+            return self.expire()
+        try:
+            self.planner.extend(self.rsv.uid, wanted_end)
+        except (InsufficientResources, ValueError) as exc:
+            message = f"cannot move the end to {format_time(wanted_end)}: {exc}"
+            set_condition(self.conditions, EXTENDED, False, Reason.EXTENSION_DENIED.value,
+                          message, gen, now)
+            self.event(Reason.EXTENSION_DENIED.value, message, warning=True)
+            return None
+        verb = "extended" if booking.end is None or wanted_end > booking.end else "shortened"
+        message = f"{verb} to {format_time(wanted_end)}"
+        self.status["endTime"] = format_time(wanted_end)
+        set_condition(self.conditions, EXTENDED, True, Reason.EXTENDED.value, message, gen, now)
+        set_condition(self.conditions, ConditionType.READY.value, True, Reason.GRANTED.value,
+                      f"granted until {format_time(wanted_end)}", gen, now)
+        self.event(Reason.EXTENDED.value, message)
+        return None
+
+    def _degraded(self, booking: Booking) -> None:
+        assert self.planner is not None
+        down = _touched(booking, self.planner.down())
+        previous = _condition(self.conditions, ConditionType.RESOURCES_DEGRADED.value)
+        was_degraded = previous is not None and previous.get("status") == "True"
+        if down:
+            message = f"ranks {down} of this reservation are down"
+            set_condition(self.conditions, ConditionType.RESOURCES_DEGRADED.value, True,
+                          Reason.RESOURCES_DEGRADED.value, message, self.rsv.generation,
+                          self.now)
+            if not was_degraded:
+                self.event(Reason.RESOURCES_DEGRADED.value, message, warning=True)
+        elif was_degraded:
+            set_condition(self.conditions, ConditionType.RESOURCES_DEGRADED.value, False,
+                          Reason.RESOURCES_HEALTHY.value, "all ranks are up again",
+                          self.rsv.generation, self.now)
+            self.event(Reason.RESOURCES_HEALTHY.value, "all ranks of this reservation are up")
+
+
+def _touched(booking: Booking, down: IDset) -> IDset:
+    return ranks_of(booking.R.to_dict()) & down
+
+
+def _touches(booking: Booking, down: IDset) -> bool:
+    return bool(down) and bool(_touched(booking, down))
+
+
+def _reason(status: Mapping[str, Any], type_: str) -> str | None:
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == type_ and condition.get("status") == "True":
+            reason = condition.get("reason")
+            return str(reason) if reason else None
+    return None
+
+
+def _human(seconds: float) -> str:
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "")
+    text += f"{secs}s" if secs or not text else ""
+    return text
+
+
+def decide(rsv: Reservation, pool: PoolContext, planner: Planner | None, now: float) -> Outcome:
+    """Advance one reservation's life cycle at time `now` (see the module docstring)."""
+    return _Decider(rsv, pool, planner, now).decide()
+
+
+def release(rsv: Reservation, planner: Planner | None) -> Booking | None:
+    """Free whatever the reservation holds (it is being deleted)."""
+    if planner is None:
+        return None
+    return planner.release(rsv.uid)
+
+
+def restore(rsv: Reservation, planner: Planner) -> str | None:
+    """Re-register a committed grant after a restart; returns an error message on failure."""
+    if rsv.phase not in HOLDING_PHASES or rsv.deleting:
+        return None
+    allocated = rsv.status.get("allocated") or {}
+    R = allocated.get("R")
+    start = _time(rsv.status.get("startTime"))
+    end = _time(rsv.status.get("endTime"))
+    if not R or start is None:
+        return "status says it holds resources but status.allocated.R or startTime is missing"
+    mode = (rsv.spec or {}).get("mode") or "exclusive"
+    try:
+        planner.restore(rsv.uid, R, start, end, mode)
+    except (ValueError, KeyError, TypeError, OSError) as exc:
+        return str(exc)
+    return None

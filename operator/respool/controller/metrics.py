@@ -1,0 +1,55 @@
+"""Prometheus metrics of the operator (served by `respool run --metrics-port`)."""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RESERVATIONS = Gauge(
+    "respool_reservations",
+    "ResourceReservations by pool and phase.",
+    ["pool", "phase"],
+)
+POOL_CAPACITY = Gauge(
+    "respool_pool_capacity",
+    "Pool capacity now, per resource type (core, gpu, node) and state "
+    "(total, allocated, down, free).",
+    ["pool", "resource", "state"],
+)
+GRANT_SECONDS = Histogram(
+    "respool_request_to_grant_seconds",
+    "Time from a reservation's creation to it becoming Active.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400),
+)
+DECISION_SECONDS = Histogram(
+    "respool_decision_seconds",
+    "Time spent on one allocation decision (engine + life cycle, no API calls).",
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
+)
+STATUS_WRITES = Counter(
+    "respool_status_writes_total",
+    "Status writes by kind and result.",
+    ["kind", "result"],
+)
+EVENTS_POSTED = Counter(
+    "respool_events_total",
+    "Kubernetes Events posted, by type and reason.",
+    ["type", "reason"],
+)
+RESTORED = Counter(
+    "respool_restored_bookings_total",
+    "Grants re-registered from reservation status at start-up or after a pool change.",
+    ["result"],
+)
+
+
+def forget_pool(pool: str) -> None:
+    """Drop the label sets of a deleted pool so that stale series disappear."""
+    for phase in ("Pending", "Scheduled", "Active", "Expired", "Failed"):
+        with contextlib.suppress(KeyError):
+            RESERVATIONS.remove(pool, phase)
+    for resource in ("core", "gpu", "node"):
+        for state in ("total", "allocated", "down", "free"):
+            with contextlib.suppress(KeyError):
+                POOL_CAPACITY.remove(pool, resource, state)

@@ -1,0 +1,388 @@
+"""The reservation life cycle (respool.controller.lifecycle) on the real engine, no Kubernetes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from respool.api import format_time, parse_time
+from respool.controller.lifecycle import (
+    Policy,
+    PoolContext,
+    Reservation,
+    decide,
+    mint_id,
+    restore,
+)
+from respool.pool import Planner
+
+T0 = 1_900_000_000.0  # a fixed "now"
+R = {
+    "version": 1,
+    "execution": {
+        "R_lite": [{"rank": "0-1", "children": {"core": "0-3", "gpu": "0"}}],
+        "nodelist": ["node[0-1]"],
+    },
+}
+
+
+def planner() -> Planner:
+    return Planner(R)
+
+
+def pool(**kwargs: Any) -> PoolContext:
+    return PoolContext(name="rack", **kwargs)
+
+
+_counter = 0
+
+
+def rsv(spec: dict[str, Any] | None = None, **status: Any) -> Reservation:
+    global _counter
+    _counter += 1
+    full = {"pool": "rack", "request": {"slots": 1, "coresPerSlot": 4}, "duration": "1h"}
+    full.update(spec or {})
+    return Reservation(uid=f"0000000{_counter}-aaaa-bbbb-cccc-dddddddddddd", namespace="team",
+                       name=f"r{_counter}", generation=1, spec=full, status=dict(status))
+
+
+def apply(r: Reservation, ctx: PoolContext, p: Planner | None, now: float) -> Any:
+    outcome = decide(r, ctx, p, now)
+    r.status = {k: v for k, v in outcome.status.items() if v is not None}
+    return outcome
+
+
+def condition(r: Reservation, type_: str) -> dict[str, Any]:
+    for c in r.status.get("conditions", []):
+        if c["type"] == type_:
+            return c
+    raise AssertionError(f"no {type_} condition in {r.status}")
+
+
+def reasons(outcome: Any) -> list[str]:
+    return [e.reason for e in outcome.events]
+
+
+def test_fits_now_is_active_with_allocation_and_ready() -> None:
+    p, ctx, r = planner(), pool(), rsv()
+    outcome = apply(r, ctx, p, T0)
+    st = r.status
+    assert st["phase"] == "Active"
+    assert st["reservationId"].startswith("rack-") and st["reservationId"].endswith("-1")
+    assert "preReservationId" not in st
+    assert st["startTime"] == format_time(T0) and st["endTime"] == format_time(T0 + 3600)
+    assert st["allocated"]["summary"] == "rank0/core[0-3]"
+    assert st["allocated"]["ranks"] == "0" and st["allocated"]["nodelist"] == "node0"
+    assert condition(r, "Ready")["status"] == "True"
+    assert condition(r, "Stalled")["status"] == "False"
+    assert condition(r, "Reconciling")["status"] == "False"
+    assert st["observedGeneration"] == 1
+    assert reasons(outcome) == ["Granted"] and outcome.granted
+    assert outcome.wake_at == T0 + 3600
+    assert p.get(r.uid) is not None
+    # Deciding again changes nothing and grants nothing twice.
+    again = apply(r, ctx, p, T0 + 1)
+    assert again.events == [] and r.status["reservationId"] == st["reservationId"]
+    assert len(p.bookings()) == 1
+
+
+def test_expires_at_end_time_and_returns_resources() -> None:
+    p, ctx, r = planner(), pool(), rsv()
+    apply(r, ctx, p, T0)
+    outcome = apply(r, ctx, p, T0 + 3600)
+    assert r.status["phase"] == "Expired"
+    assert "allocated" not in r.status
+    assert condition(r, "Ready")["status"] == "False"
+    assert reasons(outcome) == ["Expired"]
+    assert p.bookings() == []
+
+
+def test_exclusive_blocks_and_shared_overlaps() -> None:
+    p, ctx = planner(), pool()
+    whole = {"request": {"nodes": 2, "slots": 1, "coresPerSlot": 4}, "nextAvailable": False}
+    a = rsv({**whole, "mode": "shared"})
+    b = rsv({**whole, "mode": "shared"})
+    c = rsv({**whole, "mode": "exclusive"})
+    apply(a, ctx, p, T0)
+    apply(b, ctx, p, T0)
+    apply(c, ctx, p, T0)
+    assert a.status["phase"] == "Active" and b.status["phase"] == "Active"
+    assert c.status["phase"] == "Pending"
+    assert condition(c, "Reconciling")["reason"] == "WaitingForCapacity"
+    assert c.status["retryCount"] == 1
+    assert c.status["nextAvailable"]["available"] is False
+    assert c.status["nextAvailable"]["availStart"] == format_time(T0 + 3600)
+
+
+def test_fits_later_is_scheduled_then_claimed_at_start() -> None:
+    p, ctx = planner(), pool()
+    blocker = rsv({"request": {"nodes": 2, "coresPerSlot": 4}})
+    apply(blocker, ctx, p, T0)
+    later = rsv({"request": {"nodes": 1, "coresPerSlot": 4}, "duration": "30m"})
+    outcome = apply(later, ctx, p, T0 + 10)
+    st = later.status
+    assert st["phase"] == "Scheduled"
+    assert st["preReservationId"].endswith("-1") and "reservationId" not in st
+    assert st["startTime"] == format_time(T0 + 3600)
+    assert st["endTime"] == format_time(T0 + 3600 + 1800)  # the length is kept when moved
+    assert st["preReservationExpires"] == format_time(T0 + 3600 + 300)
+    assert st["nextAvailable"] == {"available": False, "availStart": format_time(T0 + 3600),
+                                   "availEnd": format_time(T0 + 5400)}
+    assert condition(later, "Scheduled")["status"] == "True"
+    assert condition(later, "Ready")["status"] == "False"
+    assert condition(later, "Reconciling")["reason"] == "WaitingForStart"
+    assert st["allocated"]["summary"]
+    assert outcome.wake_at == T0 + 3600
+    apply(blocker, ctx, p, T0 + 3600)
+    outcome = apply(later, ctx, p, T0 + 3600)
+    assert later.status["phase"] == "Active"
+    assert later.status["reservationId"].endswith("-2")
+    assert "preReservationId" not in later.status
+    assert reasons(outcome) == ["Granted"]
+
+
+def test_manual_claim_waits_even_when_window_starts_now() -> None:
+    p, ctx = planner(), pool(policy=Policy(claim_timeout=60))
+    r = rsv({"claimPolicy": "Manual", "config": {"k": "v"}})
+    outcome = apply(r, ctx, p, T0)
+    assert r.status["phase"] == "Scheduled"
+    assert condition(r, "Reconciling")["reason"] == "WaitingForClaim"
+    assert outcome.wake_at == T0 + 60
+    r.spec = {**r.spec, "claimed": True}
+    r.generation = 2
+    outcome = apply(r, ctx, p, T0 + 5)
+    assert r.status["phase"] == "Active"
+    assert r.status["config"] == {"k": "v"}
+    assert r.status["startTime"] == format_time(T0)
+
+
+def test_manual_late_claim_replans_and_counts_a_retry() -> None:
+    p, ctx = planner(), pool(policy=Policy(claim_timeout=60))
+    r = rsv({"claimPolicy": "Manual"})
+    apply(r, ctx, p, T0)
+    first_id = r.status["preReservationId"]
+    outcome = apply(r, ctx, p, T0 + 61)
+    assert "ClaimExpired" in reasons(outcome)
+    assert r.status["phase"] == "Scheduled"
+    assert r.status["retryCount"] == 1
+    assert r.status["preReservationId"] != first_id
+    assert r.status["startTime"] == format_time(T0 + 61)
+
+
+def test_manual_late_claims_end_in_retry_exceeded() -> None:
+    p, ctx = planner(), pool(policy=Policy(claim_timeout=10))
+    r = rsv({"claimPolicy": "Manual", "maxRetry": 1})
+    apply(r, ctx, p, T0)
+    apply(r, ctx, p, T0 + 11)
+    assert r.status["phase"] == "Scheduled"
+    apply(r, ctx, p, T0 + 22)
+    assert r.status["phase"] == "Failed"
+    assert condition(r, "Stalled")["reason"] == "RetryExceeded"
+    assert p.bookings() == []
+
+
+def test_retry_exceeded_after_max_retry_failed_attempts() -> None:
+    p, ctx = planner(), pool()
+    apply(rsv({"request": {"nodes": 2, "coresPerSlot": 4}}), ctx, p, T0)
+    r = rsv({"nextAvailable": False, "maxRetry": 2})
+    for attempt in (1, 2):
+        apply(r, ctx, p, T0 + attempt)
+        assert r.status["phase"] == "Pending" and r.status["retryCount"] == attempt
+    outcome = apply(r, ctx, p, T0 + 3)
+    assert r.status["phase"] == "Failed"
+    assert condition(r, "Stalled")["reason"] == "RetryExceeded"
+    assert [e.type for e in outcome.events] == ["Warning"]
+
+
+def test_max_wait_exceeded() -> None:
+    p, ctx = planner(), pool()
+    apply(rsv({"request": {"nodes": 2, "coresPerSlot": 4}}), ctx, p, T0)
+    r = rsv({"maxWait": "10m", "maxRetry": 100})  # nextAvailable: true, but 1h away
+    outcome = apply(r, ctx, p, T0)
+    assert r.status["phase"] == "Pending"
+    assert outcome.wake_at == T0 + 600
+    apply(r, ctx, p, T0 + 600)
+    assert r.status["phase"] == "Failed"
+    assert condition(r, "Stalled")["reason"] == "MaxWaitExceeded"
+
+
+def test_infeasible_fails() -> None:
+    p, ctx, r = planner(), pool(), rsv({"request": {"slots": 1, "coresPerSlot": 64}})
+    outcome = apply(r, ctx, p, T0)
+    assert r.status["phase"] == "Failed"
+    assert condition(r, "Stalled")["reason"] == "Infeasible"
+    assert condition(r, "Stalled")["status"] == "True"
+    assert r.status["message"]
+    assert reasons(outcome) == ["Infeasible"]
+
+
+def test_pool_not_found_waits_stalled_then_proceeds() -> None:
+    r = rsv()
+    apply(r, pool(exists=False, ready=False), None, T0)
+    assert r.status["phase"] == "Pending"
+    assert condition(r, "Stalled")["reason"] == "PoolNotFound"
+    p = planner()
+    apply(r, pool(), p, T0 + 5)
+    assert r.status["phase"] == "Active"
+
+
+def test_namespace_not_allowed() -> None:
+    r = rsv()
+    apply(r, pool(namespace_allowed=lambda ns: ns == "other"), planner(), T0)
+    assert r.status["phase"] == "Failed"
+    assert condition(r, "Stalled")["reason"] == "NamespaceNotAllowed"
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"mode": "sometimes"},
+        {"request": {"slots": 0}},
+        {"duration": "forever"},
+        {"request": {"slots": 1}, "resources": [{"type": "core", "count": 1}]},
+    ],
+)
+def test_bad_input_fails_with_invalid_spec(spec: dict[str, Any]) -> None:
+    r = rsv(spec)
+    outcome = apply(r, pool(), planner(), T0)
+    assert r.status["phase"] == "Failed"
+    assert condition(r, "Stalled")["reason"] == "InvalidSpec"
+    assert r.status["message"].startswith("invalid spec")
+    assert [e.type for e in outcome.events] == ["Warning"]
+
+
+def test_policy_max_duration() -> None:
+    r = rsv({"duration": "3h"})
+    apply(r, pool(policy=Policy(max_duration=7200)), planner(), T0)
+    assert r.status["phase"] == "Failed"
+    assert "maxDuration" in r.status["message"]
+
+
+def test_default_duration_from_policy() -> None:
+    r = rsv()
+    del r.spec["duration"]
+    apply(r, pool(policy=Policy(default_duration=600)), planner(), T0)
+    assert r.status["endTime"] == format_time(T0 + 600)
+
+
+def test_pool_expiration_refuses_windows_past_it() -> None:
+    p = planner()
+    p.set_expiration(T0 + 1800)
+    r = rsv()
+    apply(r, pool(), p, T0)
+    assert r.status["phase"] == "Failed"
+    assert condition(r, "Stalled")["reason"] == "PoolExpired"
+
+
+def test_extension_allowed_and_denied() -> None:
+    p, ctx = planner(), pool()
+    r = rsv({"request": {"nodes": 1, "coresPerSlot": 4}})
+    apply(r, ctx, p, T0)
+    r.spec = {**r.spec, "duration": "2h"}
+    r.generation = 2
+    outcome = apply(r, ctx, p, T0 + 10)
+    assert r.status["endTime"] == format_time(T0 + 7200)
+    assert condition(r, "Extended")["status"] == "True"
+    assert "Extended" in reasons(outcome)
+    # Someone books the other node from 2h on; the first one cannot grow into its own node's
+    # later window only if that node is taken: book both nodes from 2h.
+    later = rsv({"request": {"nodes": 2, "coresPerSlot": 4}, "startTime": format_time(T0 + 7200)})
+    apply(later, ctx, p, T0 + 20)
+    assert later.status["phase"] == "Scheduled"
+    r.spec = {**r.spec, "duration": "3h"}
+    r.generation = 3
+    outcome = apply(r, ctx, p, T0 + 30)
+    assert r.status["phase"] == "Active"
+    assert r.status["endTime"] == format_time(T0 + 7200)
+    assert condition(r, "Extended")["status"] == "False"
+    assert condition(r, "Extended")["reason"] == "ExtensionDenied"
+
+
+def test_scheduled_moves_earlier_when_capacity_frees() -> None:
+    p, ctx = planner(), pool()
+    blocker = rsv({"request": {"nodes": 2, "coresPerSlot": 4}})
+    apply(blocker, ctx, p, T0)
+    waiting = rsv({"request": {"nodes": 1, "coresPerSlot": 4}})
+    apply(waiting, ctx, p, T0)
+    assert waiting.status["phase"] == "Scheduled"
+    p.release(blocker.uid)  # as a deletion would
+    outcome = apply(waiting, ctx, p, T0 + 100)
+    assert "Moved" in reasons(outcome)
+    assert waiting.status["phase"] == "Active"
+    assert waiting.status["startTime"] == format_time(T0 + 100)
+
+
+def test_down_rank_degrades_active_and_replans_scheduled() -> None:
+    p, ctx = planner(), pool()
+    active = rsv({"request": {"nodes": 1, "coresPerSlot": 4}})
+    apply(active, ctx, p, T0)
+    rank = active.status["allocated"]["ranks"]
+    p.mark_down(rank)
+    outcome = apply(active, ctx, p, T0 + 1)
+    assert condition(active, "ResourcesDegraded")["status"] == "True"
+    assert "ResourcesDegraded" in reasons(outcome)
+    assert active.status["phase"] == "Active"
+    p.mark_up(rank)
+    apply(active, ctx, p, T0 + 2)
+    assert condition(active, "ResourcesDegraded")["status"] == "False"
+
+    future = rsv({"request": {"nodes": 1, "coresPerSlot": 4},
+                  "startTime": format_time(T0 + 7200)})
+    apply(future, ctx, p, T0)
+    held = future.status["allocated"]["ranks"]
+    p.mark_down(held)
+    apply(future, ctx, p, T0 + 3)
+    assert future.status["phase"] == "Scheduled"
+    assert future.status["allocated"]["ranks"] != held
+
+
+def test_removed_ranks_lose_active_holders() -> None:
+    p, ctx = planner(), pool()
+    r = rsv()
+    apply(r, ctx, p, T0)
+    smaller = Planner({"version": 1, "execution": {
+        "R_lite": [{"rank": "5", "children": {"core": "0-3"}}], "nodelist": ["node5"]}})
+    assert restore(r, smaller) is not None  # not part of the pool any more
+    apply(r, ctx, smaller, T0 + 1)
+    assert r.status["phase"] == "Failed"
+    assert condition(r, "Stalled")["reason"] == "ResourcesLost"
+
+
+def test_restore_round_trip_keeps_the_exact_grant() -> None:
+    p, ctx = planner(), pool()
+    a, b = rsv(), rsv({"startTime": format_time(T0 + 7200), "request": {"nodes": 2,
+                                                                          "coresPerSlot": 4}})
+    apply(a, ctx, p, T0 + 0.6)
+    apply(b, ctx, p, T0 + 0.6)
+    fresh = planner()
+    assert restore(a, fresh) is None and restore(b, fresh) is None
+    for r in (a, b):
+        original, restored = p.get(r.uid), fresh.get(r.uid)
+        assert original is not None and restored is not None
+        assert (restored.start, restored.end, restored.mode) == (
+            original.start, original.end, original.mode)
+        assert restored.R.dumps() == original.R.dumps()
+        assert parse_time(r.status["startTime"]) == restored.start
+
+
+def test_ids_are_unique_and_never_reused() -> None:
+    uid = "12345678-9abc-def0-1234-56789abcdef0"
+    first = mint_id("rack", uid, {})
+    second = mint_id("rack", uid, {"preReservationId": first})
+    third = mint_id("rack", uid, {"reservationId": second})
+    assert len({first, second, third}) == 3
+    assert mint_id("rack", "ffffffff-9abc-def0-1234-56789abcdef0", {}) != first
+
+
+def test_failed_reservation_starts_over_when_its_spec_changes() -> None:
+    p, ctx = planner(), pool()
+    r = rsv({"request": {"slots": 1, "coresPerSlot": 64}})
+    apply(r, ctx, p, T0)
+    assert r.status["phase"] == "Failed"
+    apply(r, ctx, p, T0 + 1)  # same generation: stays Failed, no new events
+    assert r.status["phase"] == "Failed"
+    r.spec = {**r.spec, "request": {"slots": 1, "coresPerSlot": 2}}
+    r.generation = 2
+    apply(r, ctx, p, T0 + 2)
+    assert r.status["phase"] == "Active"
