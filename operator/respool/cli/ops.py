@@ -484,10 +484,13 @@ def _reserve(args: argparse.Namespace) -> int:
         name=args.name,
         claim_policy="Manual" if args.manual_claim else "Auto",
     )
-    print(f"resourcereservation.respool.io/{created.name} created in namespace {created.namespace}", file=sys.stderr)
     if not args.wait:
-        _emit(created, args.output)
+        if args.output == "text":
+            print(f"resourcereservation.respool.io/{created.name} created in namespace {created.namespace}")
+        else:
+            _emit(created, args.output)
         return 0
+    print(f"resourcereservation.respool.io/{created.name} created in namespace {created.namespace}", file=sys.stderr)
     print(
         f"waiting up to {format_duration(timeout)} for {created.name} to become Active ...",
         file=sys.stderr, flush=True,

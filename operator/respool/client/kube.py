@@ -67,9 +67,10 @@ def connect(kubeconfig: str | None = None, context: str | None = None) -> Connec
     namespace = "default"
     try:
         if path is not None:
-            for single in path.split(os.pathsep):
-                if single and not os.path.exists(os.path.expanduser(single)):
-                    raise ClusterUnreachable(f"kubeconfig {single!r} does not exist")
+            if not any(
+                os.path.exists(os.path.expanduser(single)) for single in path.split(os.pathsep) if single
+            ):
+                raise ClusterUnreachable(f"kubeconfig {path!r} does not exist")
             k8s_config.load_kube_config(
                 config_file=path, context=context, client_configuration=configuration,
                 persist_config=False,
@@ -303,33 +304,32 @@ class KubeAPI:
             watcher = k8s_watch.Watch()
             try:
                 with self.errors(namespace=namespace):
-                    for event in watcher.stream(
-                        self.custom.list_namespaced_custom_object,
-                        GROUP, VERSION, namespace, RESERVATIONS,
-                        field_selector=f"metadata.name={name}",
-                        resource_version=version,
-                        timeout_seconds=max(1, math.ceil(remaining)),
-                        _request_timeout=remaining + 5.0,
-                    ):
-                        kind = event.get("type")
-                        obj = event.get("object")
-                        if kind == "DELETED":
-                            raise ReservationNotFound(
-                                f"ResourceReservation {namespace}/{name} was deleted"
-                            )
-                        if kind in ("ADDED", "MODIFIED") and isinstance(obj, dict):
-                            current = obj
-                            if on_change is not None:
-                                on_change(current)
-                            if done(current):
-                                return current
-                        if time.monotonic() >= deadline:
-                            break
-            except ApiException as exc:
-                if exc.status != 410:
-                    raise
-            except urllib3.exceptions.ReadTimeoutError:
-                pass
+                    try:
+                        for event in watcher.stream(
+                            self.custom.list_namespaced_custom_object,
+                            GROUP, VERSION, namespace, RESERVATIONS,
+                            field_selector=f"metadata.name={name}",
+                            resource_version=version,
+                            timeout_seconds=max(1, math.ceil(remaining)),
+                            _request_timeout=remaining + 5.0,
+                        ):
+                            kind = event.get("type")
+                            obj = event.get("object")
+                            if kind == "DELETED":
+                                raise ReservationNotFound(
+                                    f"ResourceReservation {namespace}/{name} was deleted"
+                                )
+                            if kind in ("ADDED", "MODIFIED") and isinstance(obj, dict):
+                                current = obj
+                                if on_change is not None:
+                                    on_change(current)
+                                if done(current):
+                                    return current
+                            if time.monotonic() >= deadline:
+                                break
+                    except ApiException as exc:
+                        if exc.status != 410:  # 410: our version expired; re-read below
+                            raise
             finally:
                 watcher.stop()
             # The watch ended (server timeout, expired version): re-read and go on.

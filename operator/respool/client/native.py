@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -166,29 +167,30 @@ class RespoolClient:
             if on_change is not None:
                 on_change(Reservation.from_object(obj))
 
+        deadline = time.monotonic() + timeout
+
+        def timed_out() -> ReservationTimeout:
+            current = self.get(name)
+            return ReservationTimeout(
+                f"ResourceReservation {self.namespace}/{name} not granted within "
+                f"{timeout:g}s: {current.describe_state()}"
+            )
+
         first = self.api.wait_reservation(
             self.namespace, name, evaluated, min(timeout, self.operator_timeout), report
         )
         if first is None:
-            current = self.get(name)
             if timeout > self.operator_timeout:
                 raise OperatorNotResponding(
                     f"the respool operator did not evaluate ResourceReservation "
                     f"{self.namespace}/{name} within {self.operator_timeout:g}s; is it running?"
                 )
-            raise ReservationTimeout(
-                f"ResourceReservation {self.namespace}/{name} not granted within "
-                f"{timeout:g}s: {current.describe_state()}"
-            )
+            raise timed_out()
         found = first if _finished(first) else self.api.wait_reservation(
-            self.namespace, name, _finished, max(0.0, timeout - self.operator_timeout), report
+            self.namespace, name, _finished, max(0.0, deadline - time.monotonic()), report
         )
         if found is None:
-            current = self.get(name)
-            raise ReservationTimeout(
-                f"ResourceReservation {self.namespace}/{name} not granted within "
-                f"{timeout:g}s: {current.describe_state()}"
-            )
+            raise timed_out()
         result = Reservation.from_object(found)
         if result.active:
             return result
