@@ -1,10 +1,186 @@
-"""`respool dev` sub-commands (placeholder until its area lands: registers nothing)."""
+"""`respool dev up|down|status|kubeconfig|bin|build` — the embedded local control plane.
+
+Progress and errors go to stderr; stdout carries only what scripts consume (a path, JSON),
+so ``export KUBECONFIG=$(respool dev kubeconfig)`` and ``PATH=$(respool dev bin):$PATH`` work.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+import time
 from typing import Any
 
+from respool.devcluster import shared
+from respool.devcluster.build import BINARIES, cached_bin_dir, ensure_binaries
+from respool.devcluster.errors import DevClusterError
 
-def register(sub: "argparse._SubParsersAction[Any]") -> None:
-    """Add this module's sub-commands to the `respool` parser; each sets `handler=`."""
+EXIT_NOT_RUNNING = 3
+
+
+def _error(message: str) -> int:
+    print(f"respool dev: error: {message}", file=sys.stderr)
+    return 1
+
+
+def _up(args: argparse.Namespace) -> int:
+    result = shared.up(api_port=args.port, start_timeout=args.timeout)
+    plane = result.plane
+    verb = "already running" if result.reused else f"started in {result.seconds:.1f}s"
+    print(f"respool dev: control plane {verb}: {plane.server}", file=sys.stderr)
+    print(
+        "respool dev: use it with\n"
+        f"  export KUBECONFIG={plane.kubeconfig}\n"
+        f"  export PATH={plane.bin_dir}:$PATH\n"
+        "  kubectl get namespaces",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _down(_args: argparse.Namespace) -> int:
+    if shared.down():
+        print("respool dev: control plane stopped and cleaned up", file=sys.stderr)
+    else:
+        print("respool dev: no control plane was running", file=sys.stderr)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    plane = shared.current()
+    report: dict[str, Any] = {"running": False, "home": str(shared.dev_home())}
+    if plane is not None and plane.state is not None:
+        alive = plane.processes_alive()
+        ready = all(alive.values()) and plane.readyz()
+        state = plane.state
+        report.update(
+            running=ready,
+            server=state.server,
+            kubeconfig=str(plane.kubeconfig),
+            bin_dir=state.bin_dir,
+            processes={
+                "etcd": {"pid": state.etcd_pid, "alive": alive["etcd"], "port": state.etcd_port},
+                "kube-apiserver": {
+                    "pid": state.apiserver_pid,
+                    "alive": alive["kube-apiserver"],
+                    "port": state.api_port,
+                },
+            },
+            etcd_data=state.etcd_data,
+            versions=state.versions,
+            uptime_seconds=round(time.time() - state.started_at),
+            ready_seconds=state.ready_seconds,
+        )
+    if args.json:
+        print(json.dumps(report, indent=2))
+    elif report["running"]:
+        print(f"running   {report['server']}")
+        print(f"kubeconfig {report['kubeconfig']}")
+        print(f"bin        {report['bin_dir']}")
+        for name, process in report["processes"].items():
+            print(f"{name:<15} pid {process['pid']} port {process['port']}")
+        print(f"versions   {', '.join(f'{k} {v}' for k, v in report['versions'].items())}")
+        print(f"uptime     {report['uptime_seconds']}s")
+    elif plane is not None:
+        dead = [name for name, proc in report["processes"].items() if not proc["alive"]]
+        why = f"{', '.join(dead)} not running" if dead else "kube-apiserver not ready"
+        print(f"unhealthy ({why}); `respool dev up` restarts it, `respool dev down` cleans up")
+    else:
+        print("stopped (start it with `respool dev up`)")
+    return 0 if report["running"] else EXIT_NOT_RUNNING
+
+
+def _kubeconfig(_args: argparse.Namespace) -> int:
+    plane = shared.current()
+    if plane is None or not plane.kubeconfig.exists():
+        print(
+            "respool dev: error: no control plane is running; start it with `respool dev up`",
+            file=sys.stderr,
+        )
+        return EXIT_NOT_RUNNING
+    print(plane.kubeconfig)
+    return 0
+
+
+def _bin(args: argparse.Namespace) -> int:
+    directory = cached_bin_dir() if args.no_build else ensure_binaries()
+    if directory is None:
+        print(
+            "respool dev: error: the binaries are not built yet; run `respool dev build`",
+            file=sys.stderr,
+        )
+        return 1
+    print(directory)
+    return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    directory = ensure_binaries(rebuild=args.rebuild)
+    info_path = directory / "build-info.json"
+    if info_path.exists():
+        info = json.loads(info_path.read_text())
+        for step in info.get("steps", []):
+            print(
+                f"respool dev: {', '.join(step['binaries'])}: built in {step['build_seconds']}s "
+                f"(peak RSS {step['max_rss_mib']:.0f} MiB)",
+                file=sys.stderr,
+            )
+    print(directory)
+    return 0
+
+
+def _guarded(handler: Any) -> Any:
+    """Turn a DevClusterError into its message and exit status 1 instead of a traceback."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return int(handler(args))
+        except DevClusterError as error:
+            return _error(str(error))
+
+    return run
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    """Add ``respool dev ...`` to the `respool` parser."""
+    dev = sub.add_parser(
+        "dev",
+        help="the embedded local Kubernetes control plane (etcd + kube-apiserver)",
+        description=(
+            "Build (once, cached) kube-apiserver, kubectl, etcd and helm from Go modules and run "
+            "a local control plane on loopback for trying respool and for its tests."
+        ),
+    )
+    commands = dev.add_subparsers(dest="dev_command", metavar="COMMAND", required=True)
+
+    up = commands.add_parser("up", help="start the control plane (or reuse the running one)")
+    up.add_argument("--port", type=int, default=None, help="kube-apiserver port (default: a free one)")
+    up.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds to wait for readiness (default 120)"
+    )
+    up.set_defaults(handler=_guarded(_up))
+
+    down = commands.add_parser("down", help="stop the control plane and remove its data")
+    down.set_defaults(handler=_guarded(_down))
+
+    status = commands.add_parser(
+        "status", help=f"show whether it runs (exit 0) or not (exit {EXIT_NOT_RUNNING})"
+    )
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(handler=_guarded(_status))
+
+    kubeconfig = commands.add_parser("kubeconfig", help="print the kubeconfig's path")
+    kubeconfig.set_defaults(handler=_guarded(_kubeconfig))
+
+    bin_parser = commands.add_parser(
+        "bin", help=f"print the directory holding {', '.join(BINARIES)} (builds them if needed)"
+    )
+    bin_parser.add_argument(
+        "--no-build", action="store_true", help="fail instead of building when not cached"
+    )
+    bin_parser.set_defaults(handler=_guarded(_bin))
+
+    build = commands.add_parser("build", help="build (or verify the cache of) the binaries only")
+    build.add_argument("--rebuild", action="store_true", help="rebuild even when cached")
+    build.set_defaults(handler=_guarded(_build))

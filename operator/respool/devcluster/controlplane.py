@@ -1,0 +1,563 @@
+"""A real local Kubernetes control plane: etcd + kube-apiserver on loopback.
+
+``ControlPlane(workdir)`` starts an independent control plane whose files live in ``workdir``
+(kubeconfig, token file, service-account key, serving certificate, logs, ``state.json``) and
+whose etcd data lives on tmpfs (``/dev/shm``) when there is one. What a bare control plane does
+*not* do: there is no kube-controller-manager and no scheduler, so namespaces stay Terminating
+after deletion, ownerReference garbage collection never runs, no default ServiceAccount appears
+and no Pod runs. Tests must not wait on any of these.
+
+Access: a bearer token for user ``admin`` in group ``system:masters`` (static token file),
+authorization by RBAC, and service-account issuer/keys so that TokenRequest mints tokens that
+RBAC then judges like any other identity.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from respool.devcluster.build import ensure_binaries, stderr_progress
+from respool.devcluster.errors import DevClusterError, PortInUseError, StartError
+from respool.devcluster.keys import bearer_token, rsa_private_key_pem
+from respool.devcluster.versions import DEFAULT_VERSIONS, Versions
+
+STATE_FILE = "state.json"
+ETCD_DATA_PREFIX = "respool-etcd-"
+ADMIN_USER = "admin"
+SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
+_ADDRESS_IN_USE = ("address already in use", "bind: address in use")
+_PR_SET_PDEATHSIG = 1
+
+
+def _default_etcd_root() -> Path | None:
+    """tmpfs for etcd's data when writable (fast, and nothing left on disk); else None."""
+    shm = Path("/dev/shm")
+    return shm if shm.is_dir() and os.access(shm, os.W_OK) else None
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def check_port_free(port: int) -> None:
+    """PortInUseError (with what to do) unless ``port`` on 127.0.0.1 can be bound."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise PortInUseError(
+                    f"port {port} on 127.0.0.1 is already in use by another process "
+                    f"(see `ss -ltnp 'sport = :{port}'`). Stop that process, choose another port, "
+                    "or leave the port out to let respool pick a free one."
+                ) from error
+            raise
+
+
+def pid_alive(pid: int, must_contain: str | None = None) -> bool:
+    """Whether ``pid`` runs (not a zombie) and, if given, its command line contains a marker.
+
+    The marker (a path unique to this control plane) guards against a recycled pid: we never
+    signal a process that is not ours.
+    """
+    if pid <= 0:
+        return False
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    if "\nState:\tZ" in status:
+        return False
+    return must_contain is None or must_contain in cmdline
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _die_with_parent(parent_pid: int) -> Callable[[], None]:
+    """preexec_fn: the child gets SIGKILL when the process that started it dies.
+
+    SIGKILL, not SIGTERM: kube-apiserver's graceful shutdown can wait indefinitely once etcd
+    is gone, and neither process holds state worth flushing (etcd's data is thrown away; the
+    next start sweeps its directory).
+    """
+
+    def apply() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return apply
+
+
+def sweep_stale_etcd_data(root: Path) -> list[Path]:
+    """Remove etcd data dirs under ``root`` left by control planes that were killed.
+
+    A data dir belongs to a live control plane while the etcd pid recorded in it runs with that
+    directory on its command line; young dirs are left alone (their owner may be starting).
+    """
+    removed: list[Path] = []
+    if not root.is_dir():
+        return removed
+    now = time.time()
+    for entry in root.glob(f"{ETCD_DATA_PREFIX}*"):
+        try:
+            if now - entry.stat().st_mtime < 120:
+                continue
+            pid = int((entry / "pid").read_text().strip() or 0)
+        except (OSError, ValueError):
+            pid = 0
+        if not pid_alive(pid, str(entry)):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
+
+
+@dataclass
+class PlaneState:
+    """What ``state.json`` records, so another process can find, check and stop the plane."""
+
+    workdir: str
+    bin_dir: str
+    server: str
+    api_port: int
+    etcd_port: int
+    etcd_peer_port: int
+    etcd_data: str
+    etcd_pid: int
+    apiserver_pid: int
+    started_at: float
+    ready_seconds: float
+    versions: dict[str, str]
+
+
+class ControlPlane:
+    """etcd + kube-apiserver with their files in ``workdir``.
+
+    ``start()`` returns once ``/readyz`` answers; ``stop()`` ends both processes and removes
+    the etcd data. ``die_with_parent=True`` (used by tests) makes both processes receive
+    SIGKILL when the starting process dies, even by SIGKILL; without it they outlive the
+    starter (``respool dev up``) and are found again through ``state.json``.
+    """
+
+    def __init__(
+        self,
+        workdir: Path | str,
+        *,
+        bin_dir: Path | str | None = None,
+        versions: Versions = DEFAULT_VERSIONS,
+        api_port: int | None = None,
+        etcd_data_root: Path | str | None = None,
+        die_with_parent: bool = False,
+        start_timeout: float = 120.0,
+        name: str = "respool",
+        progress: Callable[[str], None] = stderr_progress,
+    ) -> None:
+        self.workdir = Path(workdir).resolve()
+        self._bin_dir = Path(bin_dir) if bin_dir is not None else None
+        self.versions = versions
+        self.requested_api_port = api_port
+        self.etcd_data_root = Path(etcd_data_root) if etcd_data_root else _default_etcd_root()
+        self.die_with_parent = die_with_parent
+        self.start_timeout = start_timeout
+        self.name = name
+        self.progress = progress
+        self.state: PlaneState | None = None
+        self._processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    # -- files ------------------------------------------------------------------------------
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.workdir / "kubeconfig"
+
+    @property
+    def ca_file(self) -> Path:
+        # kube-apiserver writes its self-signed serving cert followed by its CA here.
+        return self.workdir / "certs" / "apiserver.crt"
+
+    @property
+    def token_file(self) -> Path:
+        return self.workdir / "tokens.csv"
+
+    @property
+    def sa_key_file(self) -> Path:
+        return self.workdir / "service-account.key"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.workdir / "logs"
+
+    @property
+    def bin_dir(self) -> Path:
+        if self._bin_dir is None:
+            self._bin_dir = ensure_binaries(self.versions, progress=self.progress)
+        return self._bin_dir
+
+    @property
+    def server(self) -> str:
+        if self.state is None:
+            raise DevClusterError(f"the control plane in {self.workdir} is not started")
+        return self.state.server
+
+    @property
+    def token(self) -> str:
+        for line in self.token_file.read_text().splitlines():
+            token, user, *_rest = line.split(",")
+            if user == ADMIN_USER:
+                return token
+        raise DevClusterError(f"{self.token_file} has no token for {ADMIN_USER}")
+
+    def env(self, base: dict[str, str] | None = None) -> dict[str, str]:
+        """``base`` (default: this process's environment) with KUBECONFIG and PATH set for it."""
+        env = dict(os.environ if base is None else base)
+        env["KUBECONFIG"] = str(self.kubeconfig)
+        env["PATH"] = os.pathsep.join([str(self.bin_dir), env.get("PATH", "")])
+        return env
+
+    def _prepare_files(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "certs").mkdir(exist_ok=True)
+        self.log_dir.mkdir(exist_ok=True)
+        if not self.sa_key_file.exists():
+            self._write_private(self.sa_key_file, rsa_private_key_pem())
+        if not self.token_file.exists():
+            self._write_private(
+                self.token_file, f'{bearer_token()},{ADMIN_USER},{ADMIN_USER},"system:masters"\n'.encode()
+            )
+
+    @staticmethod
+    def _write_private(path: Path, content: bytes) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+
+    def _write_kubeconfig(self, server: str) -> None:
+        # JSON strings are valid YAML scalars: paths with spaces stay safe without a YAML library.
+        def quote(value: str) -> str:
+            return json.dumps(value)
+
+        text = f"""apiVersion: v1
+kind: Config
+clusters:
+- name: {quote(self.name)}
+  cluster:
+    server: {quote(server)}
+    certificate-authority: {quote(str(self.ca_file))}
+users:
+- name: {quote(self.name + "-admin")}
+  user:
+    token: {quote(self.token)}
+contexts:
+- name: {quote(self.name)}
+  context:
+    cluster: {quote(self.name)}
+    user: {quote(self.name + "-admin")}
+    namespace: default
+current-context: {quote(self.name)}
+"""
+        tmp = self.kubeconfig.with_suffix(".tmp")
+        self._write_private(tmp, text.encode())
+        tmp.replace(self.kubeconfig)
+
+    # -- processes --------------------------------------------------------------------------
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        log_path = self.log_dir / f"{name}.log"
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+                # Own session: a Ctrl-C in the terminal reaches the starter, which stops the
+                # plane in order, instead of killing etcd under a running apiserver.
+                start_new_session=True,
+                preexec_fn=_die_with_parent(os.getpid()) if self.die_with_parent else None,
+            )
+        self._processes[name] = process
+        return process
+
+    def _etcd_args(self, data_dir: Path, client_port: int, peer_port: int) -> list[str]:
+        client = f"http://127.0.0.1:{client_port}"
+        peer = f"http://127.0.0.1:{peer_port}"
+        return [
+            str(self.bin_dir / "etcd"),
+            f"--name={self.name}",
+            f"--data-dir={data_dir}",
+            f"--listen-client-urls={client}",
+            f"--advertise-client-urls={client}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster={self.name}={peer}",
+            # Test data on tmpfs: durability buys nothing, fsync costs a lot.
+            "--unsafe-no-fsync=true",
+            "--log-level=warn",
+        ]
+
+    def _apiserver_args(self, api_port: int, etcd_port: int) -> list[str]:
+        return [
+            str(self.bin_dir / "kube-apiserver"),
+            f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+            f"--cert-dir={self.workdir / 'certs'}",
+            f"--secure-port={api_port}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+            "--allow-privileged=true",
+            # Nothing creates the `default` ServiceAccount without controller-manager; the
+            # admission plugin would then refuse every Pod.
+            "--disable-admission-plugins=ServiceAccount",
+            "--authorization-mode=RBAC",
+            f"--token-auth-file={self.token_file}",
+            f"--service-account-issuer=https://127.0.0.1:{api_port}",
+            f"--service-account-key-file={self.sa_key_file}",
+            f"--service-account-signing-key-file={self.sa_key_file}",
+            "--profiling=false",
+        ]
+
+    def _stop_process(self, pid: int, marker: str, name: str, grace: float = 15.0) -> None:
+        process = self._processes.pop(name, None)
+        if not pid_alive(pid, marker):
+            if process is not None:
+                process.poll()
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if process is not None and process.poll() is not None:
+                return
+            if not pid_alive(pid, marker):
+                return
+            time.sleep(0.1)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        if process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=5)
+
+    # -- readiness --------------------------------------------------------------------------
+
+    def _http_get(self, url: str, timeout: float = 5.0) -> tuple[int, str]:
+        request = urllib.request.Request(url)
+        context: ssl.SSLContext | None = None
+        if url.startswith("https:"):
+            context = ssl.create_default_context(cafile=str(self.ca_file))
+            request.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
+                return int(response.status), response.read().decode(errors="replace")
+        except urllib.error.HTTPError as error:
+            return int(error.code), error.read().decode(errors="replace")
+
+    def readyz(self, timeout: float = 5.0) -> bool:
+        """Whether kube-apiserver answers ``/readyz`` with 200 right now."""
+        if self.state is None or not self.ca_file.exists():
+            return False
+        try:
+            status, _body = self._http_get(f"{self.state.server}/readyz", timeout=timeout)
+        except (OSError, ssl.SSLError):
+            return False
+        return status == 200
+
+    def _wait(
+        self,
+        what: str,
+        probe: Callable[[], bool],
+        process_name: str,
+        deadline: float,
+    ) -> None:
+        log_path = self.log_dir / f"{process_name}.log"
+        process = self._processes[process_name]
+        last_note = time.monotonic()
+        while True:
+            if process.poll() is not None:
+                log = _tail(log_path)
+                if any(marker in log for marker in _ADDRESS_IN_USE):
+                    raise PortInUseError(f"{process_name} could not bind its port: {log}")
+                raise StartError(
+                    f"{process_name} exited with status {process.returncode} while starting. "
+                    f"Last lines of {log_path}:\n{log}"
+                )
+            with contextlib.suppress(OSError, ssl.SSLError):
+                if probe():
+                    return
+            now = time.monotonic()
+            if now > deadline:
+                raise StartError(
+                    f"{what} not ready after {self.start_timeout:.0f}s. The machine may be "
+                    f"overloaded; retry, or raise the timeout. Last lines of {log_path}:\n"
+                    f"{_tail(log_path)}"
+                )
+            if now - last_note > 15:
+                self.progress(f"waiting for {what} ({now - deadline + self.start_timeout:.0f}s)")
+                last_note = now
+            time.sleep(0.2)
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def start(self) -> ControlPlane:
+        """Start etcd and kube-apiserver; return once ``/readyz`` is 200.
+
+        Free ports are chosen at random; if another process grabs one between choosing and
+        binding, the start is retried on new ports (a requested ``api_port`` is not changed).
+        """
+        if self.state is not None and self.is_running():
+            return self
+        if self.requested_api_port is not None:
+            check_port_free(self.requested_api_port)
+        bin_dir = self.bin_dir  # builds on first use, before any process starts
+        self._prepare_files()
+        attempts = 1 if self.requested_api_port is not None else 3
+        for attempt in range(1, attempts + 1):
+            try:
+                self._start_once(bin_dir)
+                return self
+            except PortInUseError:
+                self.stop()
+                if attempt == attempts:
+                    raise
+                self.progress("a port was taken while starting; retrying on other ports")
+            except BaseException:
+                self.stop()
+                raise
+        raise AssertionError("unreachable")
+
+    def _start_once(self, bin_dir: Path) -> None:
+        started = time.monotonic()
+        deadline = started + self.start_timeout
+        data_root = self.etcd_data_root or self.workdir
+        if self.etcd_data_root is not None:
+            sweep_stale_etcd_data(self.etcd_data_root)
+        data_home = Path(tempfile.mkdtemp(prefix=ETCD_DATA_PREFIX, dir=data_root))
+        etcd_port, etcd_peer_port = free_port(), free_port()
+        while etcd_peer_port == etcd_port:
+            etcd_peer_port = free_port()
+        api_port = self.requested_api_port or free_port()
+        while api_port in (etcd_port, etcd_peer_port):
+            api_port = free_port()
+        server = f"https://127.0.0.1:{api_port}"
+        self.state = PlaneState(
+            workdir=str(self.workdir),
+            bin_dir=str(bin_dir),
+            server=server,
+            api_port=api_port,
+            etcd_port=etcd_port,
+            etcd_peer_port=etcd_peer_port,
+            etcd_data=str(data_home),
+            etcd_pid=0,
+            apiserver_pid=0,
+            started_at=time.time(),
+            ready_seconds=0.0,
+            versions={
+                "kubernetes": self.versions.kubernetes,
+                "etcd": self.versions.etcd,
+                "helm": self.versions.helm,
+            },
+        )
+        etcd = self._spawn("etcd", self._etcd_args(data_home / "data", etcd_port, etcd_peer_port))
+        self.state.etcd_pid = etcd.pid
+        (data_home / "pid").write_text(f"{etcd.pid}\n")
+        self._save_state()
+        self._wait(
+            "etcd",
+            lambda: self._http_get(f"http://127.0.0.1:{etcd_port}/health", 2.0)[0] == 200,
+            "etcd",
+            deadline,
+        )
+        # A serving cert from an earlier run is reused by kube-apiserver; it only names
+        # 127.0.0.1, never the port, so it stays valid.
+        apiserver = self._spawn("kube-apiserver", self._apiserver_args(api_port, etcd_port))
+        self.state.apiserver_pid = apiserver.pid
+        self._save_state()
+        self._wait("kube-apiserver /readyz", self.readyz, "kube-apiserver", deadline)
+        self._write_kubeconfig(server)
+        self.state.ready_seconds = round(time.monotonic() - started, 2)
+        self._save_state()
+
+    def _save_state(self) -> None:
+        assert self.state is not None
+        tmp = self.workdir / (STATE_FILE + ".tmp")
+        tmp.write_text(json.dumps(asdict(self.state), indent=2) + "\n")
+        tmp.replace(self.workdir / STATE_FILE)
+
+    @classmethod
+    def load(cls, workdir: Path | str, **kwargs: Any) -> ControlPlane | None:
+        """The control plane recorded in ``workdir/state.json`` (running or not), or None."""
+        path = Path(workdir) / STATE_FILE
+        try:
+            raw = json.loads(path.read_text())
+            state = PlaneState(**raw)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError) as error:
+            raise DevClusterError(
+                f"{path} is unreadable ({error}); stop any leftover etcd/kube-apiserver and "
+                f"remove {workdir} to start over"
+            ) from error
+        plane = cls(workdir, bin_dir=state.bin_dir, **kwargs)
+        plane.state = state
+        return plane
+
+    def processes_alive(self) -> dict[str, bool]:
+        if self.state is None:
+            return {"etcd": False, "kube-apiserver": False}
+        return {
+            "etcd": pid_alive(self.state.etcd_pid, self.state.etcd_data),
+            "kube-apiserver": pid_alive(self.state.apiserver_pid, str(self.token_file)),
+        }
+
+    def is_running(self) -> bool:
+        """Both processes alive and ``/readyz`` 200."""
+        return all(self.processes_alive().values()) and self.readyz()
+
+    def stop(self) -> None:
+        """Stop kube-apiserver, then etcd; remove the etcd data. Safe to call repeatedly."""
+        state = self.state
+        if state is None:
+            for name in list(self._processes):
+                process = self._processes.pop(name)
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+            return
+        self._stop_process(state.apiserver_pid, str(self.token_file), "kube-apiserver")
+        self._stop_process(state.etcd_pid, state.etcd_data, "etcd")
+        shutil.rmtree(state.etcd_data, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            (self.workdir / STATE_FILE).unlink()
+        self.state = None
+
+    def __enter__(self) -> ControlPlane:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()

@@ -1,0 +1,107 @@
+"""The user's one shared control plane behind ``respool dev up|down|status``.
+
+It lives in ``${XDG_CACHE_HOME:-~/.cache}/respool/dev/`` (``$RESPOOL_DEV_HOME`` overrides, which
+the tests use to exercise the command without touching the user's plane). Its processes outlive
+the command that started them; ``state.json`` there is how later commands find them. A file
+lock makes concurrent ``up``/``down`` calls take turns instead of starting two planes.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from respool.devcluster.build import stderr_progress
+from respool.devcluster.controlplane import ControlPlane
+from respool.devcluster.versions import cache_home
+
+DEV_HOME_ENV = "RESPOOL_DEV_HOME"
+#: Context and cluster name in the shared plane's kubeconfig.
+CONTEXT_NAME = "respool-dev"
+
+
+def dev_home() -> Path:
+    override = os.environ.get(DEV_HOME_ENV)
+    return Path(override) if override else cache_home() / "dev"
+
+
+@contextmanager
+def _locked(progress: Callable[[str], None]) -> Iterator[Path]:
+    home = dev_home()
+    home.mkdir(parents=True, exist_ok=True)
+    with (home / ".lock").open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress("another `respool dev` command is running; waiting for it")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield home
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@dataclass
+class UpResult:
+    plane: ControlPlane
+    reused: bool
+    seconds: float
+
+
+def up(
+    *,
+    api_port: int | None = None,
+    start_timeout: float = 120.0,
+    progress: Callable[[str], None] = stderr_progress,
+) -> UpResult:
+    """Start the shared control plane, or reuse it when it is already running and ready."""
+    started = time.monotonic()
+    with _locked(progress) as home:
+        existing = ControlPlane.load(home, name=CONTEXT_NAME, progress=progress)
+        if existing is not None:
+            if existing.is_running():
+                if api_port is not None and existing.state and existing.state.api_port != api_port:
+                    progress(
+                        f"already running on port {existing.state.api_port}, not {api_port}; "
+                        "run `respool dev down` first to move it"
+                    )
+                return UpResult(existing, reused=True, seconds=time.monotonic() - started)
+            progress("found a stopped or unhealthy control plane; cleaning it up and starting anew")
+            existing.stop()
+        plane = ControlPlane(
+            home,
+            api_port=api_port,
+            start_timeout=start_timeout,
+            name=CONTEXT_NAME,
+            progress=progress,
+        )
+        plane.start()
+        return UpResult(plane, reused=False, seconds=time.monotonic() - started)
+
+
+def down(progress: Callable[[str], None] = stderr_progress) -> bool:
+    """Stop the shared control plane and remove its files; False if there was none."""
+    with _locked(progress) as home:
+        plane = ControlPlane.load(home, name=CONTEXT_NAME, progress=progress)
+        found = plane is not None
+        if plane is not None:
+            plane.stop()
+        for entry in home.iterdir():
+            if entry.name == ".lock":
+                continue
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+        return found
+
+
+def current(progress: Callable[[str], None] = stderr_progress) -> ControlPlane | None:
+    """The shared control plane as recorded on disk (running or not), or None."""
+    return ControlPlane.load(dev_home(), name=CONTEXT_NAME, progress=progress)

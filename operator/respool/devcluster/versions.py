@@ -1,0 +1,60 @@
+"""The versions of the binaries the dev cluster builds, and where they are cached."""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Kubernetes release whose kube-apiserver and kubectl are built (its go.mod says go 1.26).
+KUBERNETES_VERSION = "v1.36.3"
+#: etcd server release (3.6 is what upstream tests Kubernetes 1.34+ against).
+ETCD_VERSION = "v3.6.16"
+#: Helm 3 release (v3.21 needs go 1.26).
+HELM_VERSION = "v3.21.4"
+
+
+@dataclass(frozen=True)
+class Versions:
+    """One set of binary versions; together with the Go version and CPU it names a cache entry."""
+
+    kubernetes: str = KUBERNETES_VERSION
+    etcd: str = ETCD_VERSION
+    helm: str = HELM_VERSION
+
+    def cache_key(self, go_version: str, goarch: str) -> str:
+        """Directory name of the cached binaries, e.g.
+        ``k8s-v1.36.3_etcd-v3.6.16_helm-v3.21.4_go1.26.8_amd64``."""
+        return f"{self.key_prefix()}_{go_version}_{goarch}"
+
+    def key_prefix(self) -> str:
+        return f"k8s-{self.kubernetes}_etcd-{self.etcd}_helm-{self.helm}"
+
+    @property
+    def kubernetes_minor(self) -> int:
+        return int(self.kubernetes.lstrip("v").split(".")[1])
+
+    @property
+    def staging_version(self) -> str:
+        """The tag of k8s.io/<staging module> that belongs to this Kubernetes release:
+        Kubernetes v1.Y.Z ships its staging repositories as v0.Y.Z."""
+        _major, minor, patch = self.kubernetes.lstrip("v").split(".", 2)
+        return f"v0.{minor}.{patch}"
+
+
+DEFAULT_VERSIONS = Versions()
+
+
+def cache_home() -> Path:
+    """``$XDG_CACHE_HOME/respool`` (default ``~/.cache/respool``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "respool"
+
+
+def host_goarch() -> str:
+    """The GOARCH naming this machine's CPU (used when Go itself is not installed)."""
+    machine = platform.machine().lower()
+    return {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(
+        machine, machine
+    )

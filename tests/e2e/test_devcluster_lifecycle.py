@@ -1,0 +1,162 @@
+"""Life cycle of real control planes: `respool dev up/status/kubeconfig/bin/down`, and
+test-owned planes dying with the process that started them.
+
+These start their own control planes (not the session's), so they exercise the same code path
+a user and the pytest fixture take, from cold process start to clean shutdown.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from respool.devcluster import BINARIES, DEFAULT_VERSIONS
+from respool.devcluster.controlplane import pid_alive
+
+pytestmark = pytest.mark.e2e
+
+
+def _respool(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "respool.cli.main", "dev", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _wait_gone(pids: list[int], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(pid_alive(pid) for pid in pids):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"processes still alive after {timeout}s: {[p for p in pids if pid_alive(p)]}")
+
+
+def test_dev_commands_full_cycle(tmp_path: Path) -> None:
+    env = dict(os.environ, RESPOOL_DEV_HOME=str(tmp_path / "dev"))
+    try:
+        first = _respool("up", env=env)
+        assert first.returncode == 0, first.stderr
+        assert "started in" in first.stderr
+
+        status = _respool("status", "--json", env=env)
+        assert status.returncode == 0, status.stdout + status.stderr
+        report = json.loads(status.stdout)
+        assert report["running"] is True
+        assert report["versions"]["kubernetes"] == DEFAULT_VERSIONS.kubernetes
+        pids = [process["pid"] for process in report["processes"].values()]
+        assert report["etcd_data"].startswith("/dev/shm/") or not Path("/dev/shm").is_dir()
+
+        # Idempotent: a second `up` reuses the running plane.
+        again = _respool("up", env=env)
+        assert again.returncode == 0, again.stderr
+        assert "already running" in again.stderr
+        report_again = json.loads(_respool("status", "--json", env=env).stdout)
+        assert [p["pid"] for p in report_again["processes"].values()] == pids
+
+        kubeconfig = _respool("kubeconfig", env=env)
+        assert kubeconfig.returncode == 0
+        kubeconfig_path = Path(kubeconfig.stdout.strip())
+        assert kubeconfig_path == tmp_path / "dev" / "kubeconfig"
+
+        bin_dir = Path(_respool("bin", env=env).stdout.strip())
+        assert all(os.access(bin_dir / name, os.X_OK) for name in BINARIES)
+
+        kubectl_env = dict(env, KUBECONFIG=str(kubeconfig_path))
+        namespaces = subprocess.run(
+            [str(bin_dir / "kubectl"), "get", "namespace", "default", "-o", "name"],
+            capture_output=True,
+            text=True,
+            env=kubectl_env,
+            timeout=60,
+            check=False,
+        )
+        assert namespaces.returncode == 0, namespaces.stderr
+        assert namespaces.stdout.strip() == "namespace/default"
+        helm = subprocess.run(
+            [str(bin_dir / "helm"), "list", "--all-namespaces"],
+            capture_output=True,
+            text=True,
+            env=kubectl_env,
+            timeout=60,
+            check=False,
+        )
+        assert helm.returncode == 0, helm.stderr
+
+        down = _respool("down", env=env)
+        assert down.returncode == 0
+        assert "stopped" in down.stderr
+        _wait_gone(pids)
+        assert not Path(report["etcd_data"]).exists()
+        after = _respool("status", env=env)
+        assert after.returncode == 3
+        assert "stopped" in after.stdout
+    finally:
+        _respool("down", env=env)
+
+
+def test_dev_up_restarts_a_plane_whose_processes_died(tmp_path: Path) -> None:
+    env = dict(os.environ, RESPOOL_DEV_HOME=str(tmp_path / "dev"))
+    try:
+        assert _respool("up", env=env).returncode == 0
+        report = json.loads(_respool("status", "--json", env=env).stdout)
+        apiserver_pid = report["processes"]["kube-apiserver"]["pid"]
+        os.kill(apiserver_pid, signal.SIGKILL)
+        _wait_gone([apiserver_pid])
+
+        broken = _respool("status", env=env)
+        assert broken.returncode == 3
+        assert "unhealthy (kube-apiserver not running)" in broken.stdout
+
+        restarted = _respool("up", env=env)
+        assert restarted.returncode == 0, restarted.stderr
+        assert "cleaning it up and starting anew" in restarted.stderr
+        assert json.loads(_respool("status", "--json", env=env).stdout)["running"] is True
+        # The etcd of the broken plane was stopped, not leaked.
+        _wait_gone([report["processes"]["etcd"]["pid"]])
+    finally:
+        _respool("down", env=env)
+
+
+def test_test_owned_plane_dies_with_its_parent(tmp_path: Path) -> None:
+    """A pytest session killed with SIGKILL must not leave etcd/kube-apiserver behind."""
+    script = textwrap.dedent(
+        f"""
+        import json, sys, time
+        from respool.devcluster import ControlPlane
+        plane = ControlPlane({str(tmp_path / "plane")!r}, die_with_parent=True)
+        plane.start()
+        print(json.dumps([plane.state.etcd_pid, plane.state.apiserver_pid, plane.state.etcd_data]), flush=True)
+        time.sleep(600)
+        """
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        line = parent.stdout.readline()
+        assert line, "the child did not start its control plane"
+        etcd_pid, apiserver_pid, etcd_data = json.loads(line)
+        assert pid_alive(etcd_pid) and pid_alive(apiserver_pid)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=10)
+        _wait_gone([etcd_pid, apiserver_pid])
+        # Nobody was left to remove etcd's tmpfs data; the next start's sweep would, after a
+        # grace period. Remove it here so the test leaves nothing behind.
+        shutil.rmtree(etcd_data)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
