@@ -249,7 +249,7 @@ def test_schema_defaults_match_the_models() -> None:
         "exclusive": False,
     }
     policy = _schema(pool_crd())["properties"]["spec"]["properties"]["policy"]
-    assert policy["default"] == {}
+    assert policy["default"] == {"defaultDuration": "1h", "claimTimeout": "5m"}
     defaults = ResourcePoolSpec.model_validate(
         {
             "resources": {
@@ -269,14 +269,15 @@ def test_recursive_types_are_unrolled_and_bounded() -> None:
         level = level["properties"]["and"]["items"]
         assert "ranks" in level["properties"]
     leaf_and = level["properties"]["and"]
-    assert leaf_and["maxItems"] == 1 and leaf_and["items"] == {"type": "object"}
+    assert leaf_and["maxItems"] == 1
+    assert leaf_and["items"] == {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
     assert "nest" in leaf_and["x-kubernetes-validations"][0]["message"]
     vertex = spec["resources"]["items"]
     for _ in range(3):
         assert vertex["x-kubernetes-validations"], "levels 1-3 carry the shape rules"
         vertex = vertex["properties"]["with"]["items"]
     assert "x-kubernetes-validations" not in vertex
-    assert vertex["properties"]["with"]["items"] == {"type": "object"}
+    assert vertex["properties"]["with"]["items"]["x-kubernetes-preserve-unknown-fields"] is True
 
 
 def test_immutability_rules_cover_the_design_fields() -> None:

@@ -165,7 +165,9 @@ class _Converter:
                 "type": "array",
                 "description": node.get("description"),
                 "maxItems": 1,
-                "items": {"type": "object"},
+                # Kept (not pruned) so that strict clients get the message below rather than
+                # "unknown field"; size(self) == 0 never looks inside.
+                "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
                 "x-kubernetes-validations": [{"rule": "size(self) == 0", "message": message}],
             }.items()
             if value is not None

@@ -430,7 +430,9 @@ class ResourcePoolSpec(WireModel):
     policy: PoolPolicy = Field(
         default_factory=PoolPolicy,
         description="Defaults and limits for reservations.",
-        json_schema_extra={"default": {}},
+        # The full default, not {}: the API server checks a default against the CEL rules as
+        # it stands, before the nested defaults would fill it in.
+        json_schema_extra={"default": PoolPolicy().to_wire()},
     )
 
     @model_validator(mode="after")
