@@ -1,0 +1,211 @@
+"""The Helm chart with the real helm and API server: lint, render, schema, server-side dry run.
+
+helm comes from the project's build (``control_plane.bin_dir``), the same one `respool dev`
+uses. Rendering is offline; the dry runs go to the session's private API server.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from respool.api.crds import generate
+from respool.cli.main import build_parser
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "respool"
+ALL_OPTIONS = [
+    "--set",
+    "metrics.serviceMonitor.enabled=true",
+    "--set",
+    "podDisruptionBudget.enabled=true",
+    "--set",
+    "argocd.configMap.create=true",
+    "--set",
+    "operator.watchNamespaces={team-a,team-b}",
+    "--set",
+    "operator.logLevel=debug",
+    "--set",
+    "image.digest=sha256:" + "a" * 64,
+    "--set",
+    "podAnnotations.example\\.com/note=hello",
+]
+
+
+def helm(bin_dir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    completed = subprocess.run(
+        [str(bin_dir / "helm"), *args], capture_output=True, text=True, timeout=120, check=False
+    )
+    if check and completed.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed:\n{completed.stderr}{completed.stdout}")
+    return completed
+
+
+def render(bin_dir: Path, *options: str, namespace: str = "respool-system") -> list[dict[str, Any]]:
+    text = helm(bin_dir, "template", "rp", str(CHART), "--namespace", namespace, *options).stdout
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def by_kind(documents: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {d["kind"]: d for d in documents}
+
+
+def test_helm_lint_strict(control_plane: Any) -> None:
+    result = helm(control_plane.bin_dir, "lint", "--strict", str(CHART))
+    assert "0 chart(s) failed" in result.stdout
+    helm(control_plane.bin_dir, "lint", "--strict", str(CHART), *ALL_OPTIONS)
+
+
+def test_default_render_has_the_expected_objects(control_plane: Any) -> None:
+    kinds = sorted(d["kind"] for d in render(control_plane.bin_dir))
+    assert kinds == sorted(
+        ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service"]
+    )
+    all_kinds = sorted(d["kind"] for d in render(control_plane.bin_dir, *ALL_OPTIONS))
+    assert all_kinds == sorted([*kinds, "ServiceMonitor", "PodDisruptionBudget", "ConfigMap"])
+
+
+def test_chart_crds_render_identical_to_the_generated_ones(control_plane: Any) -> None:
+    documents = render(control_plane.bin_dir, "--include-crds")
+    crds = [d for d in documents if d["kind"] == "CustomResourceDefinition"]
+    assert crds == generate()
+
+
+def _container(deployment: dict[str, Any]) -> dict[str, Any]:
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def test_deployment_is_hardened_and_probed(control_plane: Any) -> None:
+    deployment = by_kind(render(control_plane.bin_dir))["Deployment"]
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    container = _container(deployment)
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"healthz": 8080, "metrics": 9090}
+    assert f"--liveness=http://0.0.0.0:{ports['healthz']}/healthz" in container["args"]
+    assert f"--metrics-port={ports['metrics']}" in container["args"]
+
+
+@pytest.mark.parametrize("options", [[], ALL_OPTIONS], ids=["defaults", "all-options"])
+def test_rendered_arguments_are_accepted_by_respool_run(
+    control_plane: Any, options: list[str]
+) -> None:
+    deployment = by_kind(render(control_plane.bin_dir, *options))["Deployment"]
+    args = build_parser().parse_args(_container(deployment)["args"])
+    assert args.command == "run"
+    if options:
+        assert args.namespace == ["team-a", "team-b"] and args.verbose
+
+
+def test_services_and_monitor_point_at_the_pod(control_plane: Any) -> None:
+    objects = by_kind(render(control_plane.bin_dir, *ALL_OPTIONS))
+    pod_labels = objects["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    service = objects["Service"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert service["spec"]["ports"][0]["targetPort"] == "metrics"
+    monitor = objects["ServiceMonitor"]
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+    pdb = objects["PodDisruptionBudget"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    image = _container(objects["Deployment"])["image"]
+    assert image == "ghcr.io/respool/respool@sha256:" + "a" * 64
+    config = objects["ConfigMap"]["data"]
+    assert set(config) == {
+        "resource.customizations.health.respool.io_ResourcePool",
+        "resource.customizations.health.respool.io_ResourceReservation",
+    }
+
+
+def test_cluster_role_is_the_kustomize_one_and_least_privilege(control_plane: Any) -> None:
+    role = by_kind(render(control_plane.bin_dir))["ClusterRole"]
+    kustomize = next(
+        d
+        for d in yaml.safe_load_all((ROOT / "manifests" / "rbac.yaml").read_text())
+        if d and d["kind"] == "ClusterRole"
+    )
+    assert role["rules"] == kustomize["rules"]
+    for rule in role["rules"]:
+        assert "*" not in rule["verbs"] and "*" not in rule["resources"]
+        assert "*" not in rule.get("apiGroups", [])
+        assert "secrets" not in rule["resources"]
+    writes = {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+        if verb in {"create", "update", "patch", "delete", "deletecollection"}
+    }
+    assert writes == {
+        ("respool.io", "resourcepools", "patch"),
+        ("respool.io", "resourcereservations", "patch"),
+        ("respool.io", "resourcepools/status", "patch"),
+        ("respool.io", "resourcereservations/status", "patch"),
+        ("", "events", "create"),
+        ("", "events", "patch"),
+    }
+
+
+def test_kustomize_deployment_matches_the_chart(control_plane: Any) -> None:
+    chart = _container(by_kind(render(control_plane.bin_dir))["Deployment"])
+    kustomize_deployment = yaml.safe_load((ROOT / "manifests" / "deployment.yaml").read_text())
+    kustomize = _container(kustomize_deployment)
+    for key in ("securityContext", "livenessProbe", "ports", "resources", "env", "volumeMounts"):
+        assert kustomize[key] == chart[key], key
+    assert kustomize["args"] == [a for a in chart["args"] if not a.startswith("--pool-status")]
+    chart_pod = by_kind(render(control_plane.bin_dir))["Deployment"]["spec"]["template"]["spec"]
+    assert (
+        kustomize_deployment["spec"]["template"]["spec"]["securityContext"]
+        == chart_pod["securityContext"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("option", "complaint"),
+    [
+        ("replicaCount=2", "replicaCount"),
+        ("securityContext.readOnlyRootFilesystem=false", "readOnlyRootFilesystem"),
+        ("securityContext.allowPrivilegeEscalation=true", "allowPrivilegeEscalation"),
+        ("podSecurityContext.runAsNonRoot=false", "runAsNonRoot"),
+        ("image.pullPolicy=Sometimes", "pullPolicy"),
+        ("operator.logFormat=xml", "logFormat"),
+        ("metrics.port=70000", "port"),
+        ("imageDigest=sha256:x", "imageDigest"),
+        ("operator.watchNamespaces={Bad_NS}", "watchNamespaces"),
+    ],
+)
+def test_values_schema_refuses_bad_values(control_plane: Any, option: str, complaint: str) -> None:
+    result = helm(control_plane.bin_dir, "template", "rp", str(CHART), "--set", option, check=False)
+    assert result.returncode != 0, f"{option} accepted"
+    assert complaint in result.stderr
+
+
+def test_rendered_chart_passes_server_side_dry_run(
+    control_plane: Any, kubectl: Any, namespace: str
+) -> None:
+    documents = render(control_plane.bin_dir, "--include-crds", *ALL_OPTIONS, namespace=namespace)
+    # No Prometheus Operator here: its ServiceMonitor kind does not exist on this API server.
+    # The ConfigMap for Argo CD goes to the argocd namespace, which does not exist either.
+    checked = [d for d in documents if d["kind"] not in {"ServiceMonitor", "ConfigMap"}]
+    stream = "\n---\n".join(json.dumps(d) for d in checked)
+    result = kubectl("apply", "--server-side", "--dry-run=server", "-f", "-", input=stream)
+    for document in checked:
+        assert document["metadata"]["name"] in result.stdout

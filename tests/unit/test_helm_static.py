@@ -1,0 +1,145 @@
+"""Static checks of what ships: chart metadata and values schema, kustomize base, Dockerfile.
+
+Rendering, linting and server-side dry runs need the helm/kubectl binaries and a cluster; they
+are in tests/e2e/test_helm_*.py and tests/e2e/test_install_*.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib.metadata import PackageNotFoundError, distribution
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "respool"
+
+
+def _schema_covers(values: Any, schema: dict[str, Any], path: str = "") -> list[str]:
+    """Paths of values the schema does not describe."""
+    missing: list[str] = []
+    if not isinstance(values, dict) or schema.get("type") != "object":
+        return missing
+    if "properties" not in schema and "additionalProperties" not in schema:
+        return missing  # a free-form object (e.g. affinity), validated by Kubernetes
+    properties = schema.get("properties", {})
+    for key, value in values.items():
+        if key in properties:
+            missing += _schema_covers(value, properties[key], f"{path}.{key}")
+        elif not isinstance(schema.get("additionalProperties"), dict):
+            missing.append(f"{path}.{key}")
+    return missing
+
+
+def test_values_schema_describes_every_value() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert schema["additionalProperties"] is False
+    assert _schema_covers(values, schema) == []
+    assert set(schema["properties"]) - {"global"} == set(values)
+
+
+def test_chart_metadata() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["apiVersion"] == "v2" and chart["name"] == "respool"
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    version = re.search(r'^version = "([^"]+)"', pyproject, re.M)
+    assert version is not None and chart["appVersion"] == version[1]
+
+
+def test_chart_defaults_are_hardened() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["replicaCount"] == 1
+    assert values["podSecurityContext"]["runAsNonRoot"] is True
+    assert values["podSecurityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    container = values["securityContext"]
+    assert container["readOnlyRootFilesystem"] is True
+    assert container["allowPrivilegeEscalation"] is False
+    assert container["capabilities"] == {"drop": ["ALL"]}
+    assert values["resources"]["requests"] and values["resources"]["limits"]
+
+
+def _runtime_closure() -> dict[str, str]:
+    """Name -> installed version of every package `respool` needs at run time."""
+    seen: dict[str, str] = {}
+
+    def walk(requirement: Requirement) -> None:
+        name = re.sub(r"[-_.]+", "-", requirement.name).lower()
+        if name in seen:
+            return
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+            return
+        try:
+            dist = distribution(requirement.name)
+        except PackageNotFoundError:
+            pytest.fail(f"{requirement.name} is required at run time but not installed")
+        seen[name] = dist.version
+        for text in dist.requires or []:
+            walk(Requirement(text))
+
+    for text in distribution("respool").requires or []:
+        requirement = Requirement(text)
+        if requirement.marker is not None and "extra" in str(requirement.marker):
+            continue
+        walk(requirement)
+    return seen
+
+
+def _dockerfile_pins() -> dict[str, str]:
+    text = (ROOT / "Dockerfile").read_text()
+    return {
+        re.sub(r"[-_.]+", "-", name).lower(): version
+        for name, version in re.findall(r"^\s+([A-Za-z0-9_.-]+)==([^\s\\]+)", text, re.M)
+    }
+
+
+def test_dockerfile_pins_exactly_the_runtime_closure_we_test_with() -> None:
+    assert _dockerfile_pins() == _runtime_closure()
+
+
+def test_dockerfile_runs_respool_as_non_root() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^FROM \$\{PYTHON_IMAGE\}$", text, re.M)
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim", text, re.M)
+    assert re.search(r"^USER 65532:65532$", text, re.M)
+    assert re.search(r'^ENTRYPOINT \["respool"\]$', text, re.M)
+    assert 'CMD ["run"' in text
+    assert "pip install --no-deps /src" in text
+    ignore = (ROOT / ".dockerignore").read_text().split()
+    assert ignore[:1] == ["*"] or "*" in ignore
+
+
+def test_kustomization_lists_the_base() -> None:
+    kustomization = yaml.safe_load((ROOT / "manifests" / "kustomization.yaml").read_text())
+    assert kustomization["namespace"] == "respool-system"
+    for resource in kustomization["resources"]:
+        assert (ROOT / "manifests" / resource).is_file(), resource
+    kinds = {
+        d["kind"]
+        for r in kustomization["resources"]
+        for d in yaml.safe_load_all((ROOT / "manifests" / r).read_text())
+        if d
+    }
+    assert kinds == {
+        "Namespace",
+        "CustomResourceDefinition",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "Service",
+    }
+    assert not any("examples" in r for r in kustomization["resources"])
+
+
+def test_no_wildcards_no_secrets_in_any_role() -> None:
+    templates = (CHART / "templates" / "rbac.yaml").read_text()
+    for text in (templates, (ROOT / "manifests" / "rbac.yaml").read_text()):
+        assert '"*"' not in text and "'*'" not in text and "- *" not in text
+        assert "secrets" not in text
+        assert "cluster-admin" not in text
