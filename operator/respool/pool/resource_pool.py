@@ -736,6 +736,11 @@ class ResourcePool:
             self._core_alloc[index] = 0
             self._gpu_alloc[index] = 0
             del self._index[self._ranks[index]]
+        for job in self._jobs.values():
+            # gone with the rank: nothing is left to free there, and a final free's R
+            # (which cannot name a removed rank) must still match what the job holds
+            for index in [i for i in job.grant if (mask >> i) & 1]:
+                del job.grant[index]
         keep = ~mask
         self._present &= keep
         self._up &= keep
