@@ -1,0 +1,113 @@
+"""`kubectl apply -k manifests/` installs respool: the kustomize base on the real API server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from respool.api.crds import generate
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_kustomize_build_renders_the_base(kubectl: Any) -> None:
+    documents = [
+        d for d in yaml.safe_load_all(kubectl("kustomize", str(ROOT / "manifests")).stdout) if d
+    ]
+    kinds = sorted(d["kind"] for d in documents)
+    assert kinds == sorted(
+        [
+            "Namespace",
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Deployment",
+            "Service",
+        ]
+    )
+    namespaced = [d for d in documents if d["kind"] in {"ServiceAccount", "Deployment", "Service"}]
+    assert {d["metadata"]["namespace"] for d in namespaced} == {"respool-system"}
+    binding = next(d for d in documents if d["kind"] == "ClusterRoleBinding")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "respool", "namespace": "respool-system"}
+    ]
+    deployment = next(d for d in documents if d["kind"] == "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "ghcr.io/respool/respool:0.1.0"
+    crds = [d for d in documents if d["kind"] == "CustomResourceDefinition"]
+    # kustomize adds only the part-of label; the schemas are the generated ones.
+    assert [c["spec"] for c in crds] == [c["spec"] for c in generate()]
+
+
+def test_kubectl_apply_k_installs_everything(kubectl: Any) -> None:
+    result = kubectl("apply", "-k", str(ROOT / "manifests"))
+    for expected in (
+        "namespace/respool-system",
+        "customresourcedefinition.apiextensions.k8s.io/resourcepools.respool.io",
+        "customresourcedefinition.apiextensions.k8s.io/resourcereservations.respool.io",
+        "serviceaccount/respool",
+        "clusterrole.rbac.authorization.k8s.io/respool",
+        "clusterrolebinding.rbac.authorization.k8s.io/respool",
+        "service/respool-metrics",
+        "deployment.apps/respool",
+    ):
+        assert expected in result.stdout, result.stdout
+    try:
+        deployment = json.loads(
+            kubectl("get", "deployment", "respool", "-n", "respool-system", "-o", "json").stdout
+        )
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == "respool"
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        # The service account may do exactly what the operator needs: spot-check both ways.
+        who = "--as=system:serviceaccount:respool-system:respool"
+        allowed = [
+            ("patch", "resourcereservations.respool.io/status"),
+            ("watch", "resourcepools.respool.io"),
+            ("create", "events"),
+            ("list", "nodes"),
+            ("watch", "namespaces"),
+            ("list", "customresourcedefinitions.apiextensions.k8s.io"),
+        ]
+        denied = [
+            ("get", "secrets"),
+            ("create", "resourcereservations.respool.io"),
+            ("delete", "resourcepools.respool.io"),
+            ("update", "resourcepools.respool.io"),
+            ("patch", "nodes"),
+            ("create", "pods"),
+            ("patch", "customresourcedefinitions.apiextensions.k8s.io"),
+        ]
+
+        def can(verb: str, resource: str) -> str:
+            name, _, sub = resource.partition("/")
+            extra = [f"--subresource={sub}"] if sub else []
+            result = kubectl("auth", "can-i", verb, name, *extra, "-A", who, check=False)
+            return str(result.stdout.strip())
+
+        for verb, resource in allowed:
+            assert can(verb, resource) == "yes", f"{verb} {resource} refused"
+        for verb, resource in denied:
+            assert can(verb, resource) == "no", f"{verb} {resource} allowed"
+        assert can("update", "resourcereservations.respool.io/status") == "no"
+        # Applying again changes nothing (idempotent install).
+        again = kubectl("apply", "-k", str(ROOT / "manifests")).stdout
+        assert "configured" not in again, again
+    finally:
+        # The CRDs stay (other tests of this session use them); everything else goes.
+        kubectl(
+            "delete",
+            "deployment/respool",
+            "service/respool-metrics",
+            "serviceaccount/respool",
+            "-n",
+            "respool-system",
+            "--wait=false",
+            check=False,
+        )
+        kubectl("delete", "clusterrolebinding/respool", "clusterrole/respool", check=False)
