@@ -464,6 +464,39 @@ MIXED_R = {
 }
 
 
+def brute_capacity(planner: Planner, t: float) -> dict[str, dict[str, int]]:
+    """capacity(t) computed the slow way, rank by rank, from the bookings."""
+    topology = planner.pool.to_resource_set()
+    down = set(planner.down())
+    held: dict[int, tuple[set[int], set[int]]] = {}
+    for booking in planner.bookings():
+        if booking.covers(t):
+            rs = booking.R.to_resource_set()
+            for rank in rs.ranks:
+                cores, gpus = held.setdefault(rank, (set(), set()))
+                cores |= set(rs.cores(rank))
+                gpus |= set(rs.gpus(rank))
+    result = {
+        k: {"total": 0, "allocated": 0, "down": 0, "free": 0} for k in ("core", "gpu", "node")
+    }
+    for rank in topology.ranks:
+        cores, gpus = held.get(rank, (set(), set()))
+        per_kind = {
+            "core": (len(topology.cores(rank)), len(cores)),
+            "gpu": (len(topology.gpus(rank)), len(gpus)),
+            "node": (1, 1 if cores or gpus else 0),
+        }
+        for kind, (total, used) in per_kind.items():
+            entry = result[kind]
+            entry["total"] += total
+            entry["allocated"] += used
+            if rank in down:
+                entry["down"] += total
+            else:
+                entry["free"] += total - used
+    return result
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from([make_R(ranks=4, cores=4, gpus=2), MIXED_R]), operations)
 def test_random_bookings_never_overlap_an_exclusive_booking(
@@ -528,6 +561,8 @@ def test_random_bookings_never_overlap_an_exclusive_booking(
             for b in bookings[i + 1 :]:
                 if "exclusive" in (a.mode, b.mode) and overlaps(a, b):
                     assert not shares_an_id(a, b), (a, b)
+    for t in (0.0, 5.0, 17.5, 40.0):
+        assert planner.capacity(t) == brute_capacity(planner, t)
     # the surviving bookings restore cleanly into a fresh planner, in any order
     for b in reversed(planner.bookings()):
         shadow.restore(b.id, b.R.to_dict(), b.start, b.end, b.mode)

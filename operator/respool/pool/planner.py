@@ -549,37 +549,49 @@ class Planner:
         return ResourceSet(rv1)
 
     def capacity(self, t: float) -> dict[str, dict[str, int]]:
-        """Totals per type at ``t``: total, allocated, down, free (free excludes down)."""
+        """Totals per type at ``t``: total, allocated, down, free (free excludes down).
+
+        Node ``allocated`` counts ranks with anything allocated at ``t``; node ``free``
+        counts up ranks with nothing allocated. Cost: the pool's capacity classes plus
+        the ranks bookings touch at ``t``, not every rank.
+        """
         moment = _check_number(t, "t")
         pool = self.pool
-        held = self._held_at(moment)
         present, up = pool._present, pool._up
-        result = {
-            kind: {"total": 0, "allocated": 0, "down": 0, "free": 0}
+        down_mask = present & ~up
+        totals = {"core": 0, "gpu": 0, "node": 0}
+        downs = {"core": 0, "gpu": 0, "node": 0}
+        buckets = pool._ensure_total_buckets()
+        for key in pool._total_keys:
+            members = buckets[key] & present
+            count = members.bit_count()
+            down_count = (members & down_mask).bit_count()
+            totals["core"] += -key[0] * count
+            totals["gpu"] += -key[1] * count
+            totals["node"] += count
+            downs["core"] += -key[0] * down_count
+            downs["gpu"] += -key[1] * down_count
+            downs["node"] += down_count
+        used = {"core": 0, "gpu": 0, "node": 0}
+        used_up = {"core": 0, "gpu": 0, "node": 0}
+        for index, (cores, gpus) in self._held_at(moment).items():
+            ncores, ngpus = cores.bit_count(), gpus.bit_count()
+            if not (ncores or ngpus):
+                continue
+            counts = {"core": ncores, "gpu": ngpus, "node": 1}
+            for kind, value in counts.items():
+                used[kind] += value
+                if (up >> index) & 1:
+                    used_up[kind] += value
+        return {
+            kind: {
+                "total": totals[kind],
+                "allocated": used[kind],
+                "down": downs[kind],
+                "free": totals[kind] - downs[kind] - used_up[kind],
+            }
             for kind in ("core", "gpu", "node")
         }
-        for index in pool._indices(present):
-            is_up = bool((up >> index) & 1)
-            cores, gpus = held.get(index, (0, 0))
-            ncores, ngpus = pool._ncores[index], pool._ngpus[index]
-            used_cores, used_gpus = cores.bit_count(), gpus.bit_count()
-            for kind, total, used in (("core", ncores, used_cores), ("gpu", ngpus, used_gpus)):
-                entry = result[kind]
-                entry["total"] += total
-                entry["allocated"] += used
-                if is_up:
-                    entry["free"] += total - used
-                else:
-                    entry["down"] += total
-            node = result["node"]
-            node["total"] += 1
-            if used_cores or used_gpus:
-                node["allocated"] += 1
-            if not is_up:
-                node["down"] += 1
-            elif not (used_cores or used_gpus):
-                node["free"] += 1
-        return result
 
     def next_event(self, after: float) -> float | None:
         """The next booking start or end strictly after ``after``."""

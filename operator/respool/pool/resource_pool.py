@@ -149,6 +149,38 @@ class ResourcePool:
     InfeasibleRequest = InfeasibleRequest
     InsufficientResources = InsufficientResources
 
+    # every grant is a ResourcePool and a planner may hold tens of thousands of them
+    __slots__ = (
+        "_buckets",
+        "_constraint_cache",
+        "_core_alloc",
+        "_core_total",
+        "_expiration",
+        "_generation",
+        "_gpu_alloc",
+        "_gpu_total",
+        "_has_nodelist",
+        "_host_masks",
+        "_hostnames",
+        "_idle",
+        "_index",
+        "_jobs",
+        "_keys",
+        "_ncores",
+        "_ngpus",
+        "_nslots",
+        "_present",
+        "_props",
+        "_rank_key",
+        "_ranks",
+        "_scheduling",
+        "_starttime",
+        "_total_buckets",
+        "_total_keys",
+        "_up",
+        "log",
+    )
+
     # topology (index space)
     _ranks: list[int]
     _index: dict[int, int]
