@@ -116,9 +116,12 @@ def _bin(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
+    cached = None if args.rebuild else cached_bin_dir()
     directory = ensure_binaries(rebuild=args.rebuild)
     info_path = directory / "build-info.json"
-    if info_path.exists():
+    if cached == directory:
+        print(f"respool dev: binaries already built, reusing {directory}", file=sys.stderr)
+    elif info_path.exists():
         info = json.loads(info_path.read_text())
         for step in info.get("steps", []):
             print(

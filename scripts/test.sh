@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The README's test command: from a fresh clone, set everything up and run every check.
+#
+#   bash scripts/test.sh [pytest arguments, default: tests/]
+#
+# Steps: .venv + editable install, build/reuse the control-plane binaries, ruff, mypy, pytest
+# over tests/ (the e2e tests start a private, real etcd + kube-apiserver). Every step runs even
+# when an earlier one failed, so one run reports everything; the exit status is non-zero if any
+# step failed. A control plane that cannot start makes the e2e tests ERROR, never skip.
+set -uo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+
+set -e
+respool_setup
+set +e
+
+failed=()
+run_step() {
+    local name="$1"; shift
+    say "$name: $*"
+    if ! "$@"; then
+        failed+=("$name")
+        say "$name FAILED"
+    fi
+}
+
+run_step ruff "$VENV_BIN/ruff" check .
+run_step mypy "$VENV_BIN/mypy"
+# Arguments replace the default selection (e.g. `bash scripts/test.sh tests/unit -x`).
+if [ "$#" -eq 0 ]; then set -- tests/; fi
+run_step pytest "$VENV_BIN/python" -m pytest "$@"
+
+if [ "${#failed[@]}" -ne 0 ]; then
+    say "failed steps: ${failed[*]}"
+    exit 1
+fi
+say "all checks passed"
