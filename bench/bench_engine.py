@@ -49,12 +49,13 @@ def timed(fn: Callable[[], None]) -> float:
         gc.enable()
 
 
-def bench_pool(ranks: int, count: int) -> dict[str, float]:
+def bench_pool(ranks: int, count: int, repeats: int = 3) -> dict[str, float]:
     """Allocs/s and frees/s for 1-core and exclusive-node requests on a busy pool.
 
     Half the ranks carry a 1-core job throughout, so the indexes are in a realistic
     mixed state. Each request type runs ``count`` allocations in batches (alloc a batch,
-    then free it), timing allocs and frees separately.
+    then free it), timing allocs and frees separately; the best of ``repeats`` rounds
+    counts (the machine is shared, so the best round is the least disturbed one).
     """
     results: dict[str, float] = {}
     start = time.perf_counter()
@@ -70,21 +71,25 @@ def bench_pool(ranks: int, count: int) -> dict[str, float]:
         ("core1", one_core, min(count, ranks * 64 // 2)),
         ("excl", exclusive, min(count, ranks // 2)),
     ):
-        alloc_s = free_s = 0.0
-        done = 0
-        while done < count:
-            size = min(batch, count - done)
-            jobids = [(name, done + i) for i in range(size)]
-            grants: list[ResourcePool] = []
-            alloc_s += timed(lambda: grants.extend(pool.alloc(j, request) for j in jobids))  # noqa: B023
-            # correctness: the pool's allocated cores are exactly the sum of the grants,
-            # so no core was granted twice
-            granted = sum(grant.count("core") for grant in grants)
-            assert pool.copy_allocated().ncores == warm_cores + granted, "core granted twice"
-            free_s += timed(lambda: [pool.free(j) for j in jobids])  # noqa: B023
-            done += size
-        results[f"{name}_alloc_per_s"] = count / alloc_s
-        results[f"{name}_free_per_s"] = count / free_s
+        best_alloc_s = best_free_s = float("inf")
+        for _ in range(repeats):
+            alloc_s = free_s = 0.0
+            done = 0
+            while done < count:
+                size = min(batch, count - done)
+                jobids = [(name, done + i) for i in range(size)]
+                grants: list[ResourcePool] = []
+                alloc_s += timed(lambda: grants.extend(pool.alloc(j, request) for j in jobids))  # noqa: B023
+                # correctness: the pool's allocated cores are exactly the sum of the
+                # grants, so no core was granted twice
+                granted = sum(grant.count("core") for grant in grants)
+                assert pool.copy_allocated().ncores == warm_cores + granted, "granted twice"
+                free_s += timed(lambda: [pool.free(j) for j in jobids])  # noqa: B023
+                done += size
+            best_alloc_s = min(best_alloc_s, alloc_s)
+            best_free_s = min(best_free_s, free_s)
+        results[f"{name}_alloc_per_s"] = count / best_alloc_s
+        results[f"{name}_free_per_s"] = count / best_free_s
     return results
 
 

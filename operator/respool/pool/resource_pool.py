@@ -162,7 +162,6 @@ class ResourcePool:
         "_has_nodelist",
         "_host_masks",
         "_hostnames",
-        "_idle",
         "_index",
         "_jobs",
         "_keys",
@@ -196,7 +195,6 @@ class ResourcePool:
     _core_alloc: list[int]
     _gpu_alloc: list[int]
     _up: int
-    _idle: int
     _jobs: dict[Hashable, _Job]
     _generation: int
     _starttime: float
@@ -275,7 +273,6 @@ class ResourcePool:
         self._core_alloc = [0] * count
         self._gpu_alloc = [0] * count
         self._up = self._present
-        self._idle = self._present
         self._jobs = {}
         self._generation = 0
         self._starttime = 0.0
@@ -324,13 +321,17 @@ class ResourcePool:
             self._total_keys = sorted(buckets)
         return self._total_buckets
 
+    def _idle_mask(self) -> int:
+        """Ranks with nothing allocated: their free key equals their capacity class."""
+        totals = self._ensure_total_buckets()
+        free_buckets = self._ensure_buckets()
+        idle = 0
+        for key, members in totals.items():
+            idle |= members & free_buckets.get(key, 0)
+        return idle
+
     def _refresh(self, index: int) -> None:
         """Re-file rank ``index`` after its allocation changed."""
-        bit = 1 << index
-        if self._core_alloc[index] or self._gpu_alloc[index]:
-            self._idle &= ~bit
-        else:
-            self._idle |= bit & self._present
         buckets = self._buckets
         if buckets is None:
             return
@@ -341,6 +342,7 @@ class ResourcePool:
         old = self._rank_key[index]
         if old == key:
             return
+        bit = 1 << index
         if old is not None:
             remaining = buckets[old] ^ bit
             if remaining:
@@ -446,15 +448,15 @@ class ResourcePool:
         ) -> Iterator[tuple[int, int, int]]:
             core_total, gpu_total = self._core_total, self._gpu_total
             if idle_only:
-                buckets = self._ensure_total_buckets()
-                keys = self._total_keys
-                usable = eligible & self._idle
-                for key in keys:
+                # an idle rank is one whose free key equals its capacity class
+                totals = self._ensure_total_buckets()
+                free_buckets = self._ensure_buckets()
+                for key in self._total_keys:
                     if -key[0] < need_cores:
                         break
                     if -key[1] < need_gpus:
                         continue
-                    members = buckets[key] & usable
+                    members = totals[key] & free_buckets.get(key, 0) & eligible
                     while members:
                         low = members & -members
                         members ^= low
@@ -776,7 +778,6 @@ class ResourcePool:
         keep = ~mask
         self._present &= keep
         self._up &= keep
-        self._idle &= keep
         self._props = {name: m & keep for name, m in self._props.items() if m & keep}
         self._constraint_cache.clear()
         self._generation += 1
@@ -866,7 +867,7 @@ class ResourcePool:
 
     def copy_allocated(self) -> ResourceSet:
         """Ranks with anything allocated (down ones too), showing only the allocated IDs."""
-        mask = self._present & ~self._idle
+        mask = self._present & ~self._idle_mask()
         return ResourceSet(
             self._rv1_view(
                 mask,
@@ -953,7 +954,6 @@ class ResourcePool:
         other._core_alloc = list(self._core_alloc)
         other._gpu_alloc = list(self._gpu_alloc)
         other._up = self._up
-        other._idle = self._idle
         other._jobs = {
             jobid: _Job(job.end, job.result, dict(job.grant)) for jobid, job in self._jobs.items()
         }
