@@ -12,9 +12,12 @@ from respool.client.objects import reservation_body, spec_from_config
 NOW = 1_795_000_000.0
 
 
-def test_default_config_asks_for_one_node() -> None:
-    assert spec_from_config(None) == {"request": {"nodes": 1}}
-    assert spec_from_config({}) == {"request": {"nodes": 1}}
+def test_default_config_asks_for_one_whole_node() -> None:
+    assert spec_from_config(None) == {"request": {"nodes": 1, "exclusive": True}}
+    assert spec_from_config({"config": {"a": 1}}) == {
+        "request": {"nodes": 1, "exclusive": True},
+        "config": {"a": 1},
+    }
 
 
 def test_shorthand_keys_in_both_spellings_become_the_request() -> None:
@@ -24,7 +27,9 @@ def test_shorthand_keys_in_both_spellings_become_the_request() -> None:
 
 def test_whole_fields_pass_through() -> None:
     config = {
-        "resources": [{"type": "slot", "count": 1, "label": "task", "with": [{"type": "core", "count": 2}]}],
+        "resources": [
+            {"type": "slot", "count": 1, "label": "task", "with": [{"type": "core", "count": 2}]}
+        ],
         "constraints": {"properties": ["a100"]},
         "config": {"firmware": "v2"},
     }
@@ -45,12 +50,14 @@ def test_bad_configs_are_rejected_clearly(config: object, message: str) -> None:
 
 
 def test_body_for_now_sends_a_duration_and_validates_against_the_api_model() -> None:
-    body = reservation_body("rack-a", duration=5400, start=NOW + 0.5, now=NOW, claim_policy="Manual", max_wait=90)
+    body = reservation_body(
+        "rack-a", duration=5400, start=NOW + 0.5, now=NOW, claim_policy="Manual", max_wait=90
+    )
     assert body["metadata"] == {"generateName": "rack-a-"}
     assert body["spec"] == {
         "pool": "rack-a",
         "mode": "exclusive",
-        "request": {"nodes": 1},
+        "request": {"nodes": 1, "exclusive": True},
         "duration": "1h30m",
         "nextAvailable": True,
         "maxWait": "1m30s",
@@ -61,7 +68,13 @@ def test_body_for_now_sends_a_duration_and_validates_against_the_api_model() -> 
 
 def test_body_for_a_future_window_sends_start_and_end() -> None:
     body = reservation_body(
-        "rack-a", duration=600, start=NOW + 3600, now=NOW, mode="shared", next_available=False, name="x"
+        "rack-a",
+        duration=600,
+        start=NOW + 3600,
+        now=NOW,
+        mode="shared",
+        next_available=False,
+        name="x",
     )
     spec = body["spec"]
     assert body["metadata"] == {"name": "x"}
@@ -72,7 +85,8 @@ def test_body_for_a_future_window_sends_start_and_end() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"duration": 0}, {"duration": 60, "mode": "loose"}, {"duration": 60, "claim_policy": "Later"}]
+    "kwargs",
+    [{"duration": 0}, {"duration": 60, "mode": "loose"}, {"duration": 60, "claim_policy": "Later"}],
 )
 def test_body_rejects_bad_arguments(kwargs: dict[str, object]) -> None:
     with pytest.raises(InvalidConfigRequest):
@@ -94,7 +108,13 @@ def test_reservation_view_reads_status() -> None:
         },
     }
     view = Reservation.from_object(obj)
-    assert (view.namespace, view.name, view.pool, view.mode, view.phase) == ("team-a", "r1", "rack-a", "shared", "Active")
+    assert (view.namespace, view.name, view.pool, view.mode, view.phase) == (
+        "team-a",
+        "r1",
+        "rack-a",
+        "shared",
+        "Active",
+    )
     assert view.reservation_id == "rack-a-7" and view.pre_reservation_id is None
     assert view.start == NOW and view.end == NOW + 3600
     assert view.nodes == ["node0", "node1"]

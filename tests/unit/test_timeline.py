@@ -54,6 +54,14 @@ def test_shared_overlap_down_ranks_and_open_end() -> None:
     assert any("open-ended" in line for line in lines)
 
 
+def test_a_handover_inside_one_column_is_not_shown_as_sharing() -> None:
+    first = Booking("a/first", frozenset({0}), NOW - 60, NOW + 0.8 * HOUR)
+    second = Booking("a/second", frozenset({0}), NOW + 0.8 * HOUR, NOW + 2 * HOUR)
+    rows = grid(render_timeline(range(1), [first, second], now=NOW, hours=4, width=8, utc=True))
+    # column 1 covers [30m, 60m): first holds 18 minutes of it, second 12
+    assert rows["0"] == "AABB...."
+
+
 def test_axis_marks_the_hours_at_their_columns() -> None:
     lines = render_timeline(range(1), [], now=NOW, hours=4, width=24, utc=True)
     header = lines[0]

@@ -12,9 +12,11 @@ import json
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import urllib3
 import yaml
 
 from respool.api import format_duration, parse_time
@@ -107,7 +109,11 @@ def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse
 
     def run(args: argparse.Namespace) -> int:
         try:
-            return handler(args)
+            with warnings.catch_warnings():
+                # A kubeconfig with insecure-skip-tls-verify is the user's explicit choice;
+                # like kubectl, do not nag about it on every request.
+                warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+                return handler(args)
         except RespoolError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

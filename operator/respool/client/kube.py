@@ -266,16 +266,24 @@ class KubeAPI:
         return True
 
     def find_reservation(self, namespace: str, name_or_id: str) -> Object | None:
-        """The reservation named `name_or_id`, or holding it as pre-reservation/reservation ID."""
+        """The reservation named `name_or_id`, or holding it as pre-reservation/reservation ID.
+
+        One already being deleted (released, waiting for the operator's finalizer) counts as
+        gone.
+        """
         try:
-            return self.get_reservation(namespace, name_or_id)
+            found = self.get_reservation(namespace, name_or_id)
         except ReservationNotFound:
-            pass
-        for item in self.list_reservations(namespace):
-            status = item.get("status") or {}
-            if name_or_id in (status.get("preReservationId"), status.get("reservationId")):
-                return item
-        return None
+            found = None
+        if found is None:
+            for item in self.list_reservations(namespace):
+                status = item.get("status") or {}
+                if name_or_id in (status.get("preReservationId"), status.get("reservationId")):
+                    found = item
+                    break
+        if found is None or (found.get("metadata") or {}).get("deletionTimestamp"):
+            return None
+        return found
 
     def wait_reservation(
         self,

@@ -90,7 +90,7 @@ class KubernetesATSClient:
     """The ATS client for respool: `resource_name` names a ResourcePool.
 
     ``resource_config`` may carry a request (``{"nodes": 2, "gpusPerSlot": 1}``, or
-    ``request``/``resources``/``constraints``/``config`` given whole); the default is one node.
+    ``request``/``resources``/``constraints``/``config`` given whole); the default is one whole node.
     """
 
     def __init__(

@@ -25,6 +25,7 @@ _REQUEST_KEYS = {
     "exclusive": "exclusive",
 }
 _SPEC_KEYS = ("request", "resources", "constraints", "config")
+ONE_WHOLE_NODE = {"nodes": 1, "exclusive": True}
 # A start this close to now is sent as "now", so the operator's clock decides it.
 NOW_TOLERANCE = 1.0
 
@@ -35,10 +36,10 @@ def spec_from_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
     Accepted keys: the `spec.request` shorthand (``nodes``, ``slots``, ``coresPerSlot``,
     ``gpusPerSlot``, ``exclusive``; snake_case too), or ``request``/``resources`` given whole,
     plus ``constraints`` and ``config`` (free-form, echoed back when granted). Nothing asked:
-    one node.
+    one whole node (an ATS resource is the hardware, not a core of it).
     """
     if config is None:
-        return {"request": {"nodes": 1}}
+        return {"request": dict(ONE_WHOLE_NODE)}
     if not isinstance(config, Mapping):
         raise InvalidConfigRequest(f"resource_config must be a mapping, got {config!r}")
     unknown = sorted(str(key) for key in config if key not in _REQUEST_KEYS and key not in _SPEC_KEYS)
@@ -57,7 +58,7 @@ def spec_from_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
             )
         spec["request"] = shorthand
     if "request" not in spec and "resources" not in spec:
-        spec["request"] = {"nodes": 1}
+        spec["request"] = dict(ONE_WHOLE_NODE)
     return spec
 
 

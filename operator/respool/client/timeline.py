@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 SYMBOLS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 FREE = "."
@@ -99,6 +100,22 @@ def _axis(now: float, step: float, width: int, utc: bool) -> str:
     return "".join(line).rstrip()
 
 
+def _end(booking: Booking) -> float:
+    return float("inf") if booking.end is None else booking.end
+
+
+def _share(booking: Booking, begin: float, finish: float) -> float:
+    """How much of ``[begin, finish)`` the booking covers."""
+    return min(_end(booking), finish) - max(booking.start, begin)
+
+
+def _concurrent(bookings: Sequence[Booking]) -> bool:
+    """Do any two of these bookings hold at the same time? (If two overlap, so do two that
+    are neighbours in start order, so checking neighbours is enough.)"""
+    ordered = sorted(bookings, key=lambda b: b.start)
+    return any(later.start < _end(earlier) for earlier, later in pairwise(ordered))
+
+
 def render_timeline(
     ranks: Sequence[int],
     bookings: Sequence[Booking],
@@ -124,13 +141,15 @@ def render_timeline(
         cells = []
         for slot in range(width):
             begin = now + slot * step
-            covering = [b for b in by_rank.get(rank, ()) if b.covers(begin, begin + step)]
+            finish = begin + step
+            covering = [b for b in by_rank.get(rank, ()) if b.covers(begin, finish)]
             if not covering:
                 cells.append(DOWN if rank in down else FREE)
-            elif len(covering) == 1:
-                cells.append(symbols[covering[0]])
-            else:
+            elif _concurrent(covering):
                 cells.append(OVERLAP)
+            else:
+                # One holder hands over to the next inside this slot: show who holds most of it.
+                cells.append(symbols[max(covering, key=lambda b: _share(b, begin, finish))])
         return "".join(cells)
 
     groups: list[tuple[list[int], str]] = []
