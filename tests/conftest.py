@@ -59,13 +59,19 @@ def _needs_cluster(item: pytest.Item) -> bool:
     return bool(_CLUSTER_FIXTURES & set(getattr(item, "fixturenames", ())))
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselection looks at the markers
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    needing = [item for item in items if _needs_cluster(item)]
-    for item in needing:
-        item.add_marker(pytest.mark.e2e)
-    # Build the binaries here, outside any test's timeout, when selected tests need them and
-    # they are not cached yet (a cold build takes many minutes). Failures surface in the fixture.
-    if needing and not config.option.collectonly and cached_bin_dir() is None:
+    for item in items:
+        if _needs_cluster(item):
+            item.add_marker(pytest.mark.e2e)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # Build the binaries here, outside any test's timeout, when the selected tests need them
+    # and they are not cached yet (a cold build takes many minutes). Failures surface again,
+    # as errors, in the fixture.
+    needing = any(_needs_cluster(item) for item in session.items)
+    if needing and not session.config.option.collectonly and cached_bin_dir() is None:
         print("\nrespool: building the control-plane binaries (first run only)", file=sys.stderr)
         try:
             ensure_binaries()
@@ -109,10 +115,13 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]
         # If pytest is killed outright, etcd and kube-apiserver go with it.
         die_with_parent=True,
     )
+    failure = None
     try:
         plane.start()
     except DevClusterError as error:
-        pytest.fail(f"the local control plane could not start:\n{error}", pytrace=False)
+        failure = str(error)
+    if failure is not None:  # outside the except block: one message, no exception chain
+        pytest.fail(f"the local control plane could not start:\n{failure}", pytrace=False)
     try:
         yield Cluster(
             kubeconfig=plane.kubeconfig,
