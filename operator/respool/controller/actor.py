@@ -24,7 +24,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -87,6 +87,7 @@ class PoolActor:
         self._pool_deleting = False
         self._blocked_reported = False
         self._selector: dict[str, Any] | None = None
+        self._finalizer_check: set[str] = set()
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._uncommitted: list[_Pending] = []
@@ -170,10 +171,15 @@ class PoolActor:
         if changed:
             self.dirty.add(uid)
             self.kick()
+        elif record.phase in HOLDING_PHASES and not record.has_finalizer and not deleting:
+            self._finalizer_check.add(uid)  # someone removed it: put it back
+            self.kick()
 
     def adopt(self, record: Reservation) -> None:
         """A record found by the start-up listing (restored before any decision)."""
         self.records[record.uid] = record
+        if record.phase in HOLDING_PHASES and not record.has_finalizer and not record.deleting:
+            self._finalizer_check.add(record.uid)
         if (record.status.get("observedGeneration") != record.generation
                 or not record.status.get("phase") or record.deleting):
             self.dirty.add(record.uid)
@@ -223,8 +229,12 @@ class PoolActor:
         if self.gone:
             gone, self.gone = self.gone, {}
             for record in gone.values():
-                if lifecycle.release(record, self.planner) is not None:
+                released = lifecycle.release(record, self.planner)
+                if released is not None:
                     self.capacity_changed = True
+                    self._post_rsv(record, "Normal", "Released",
+                                   f"deleted: released {released.R.dumps()} on pool "
+                                   f"{self.name!r}")
         due = {uid for uid, t in self.wake_at.items() if t <= now}
         work = (self.dirty | due) & self.records.keys()
         self.dirty.clear()
@@ -242,17 +252,26 @@ class PoolActor:
             await self._decide_all(self._ordered(uid for uid in (r.uid for r in waiting)),
                                    float(math.floor(time.time())), done)
         await self._flush()
+        if self._finalizer_check:
+            check, self._finalizer_check = self._finalizer_check, set()
+            await self._sync_finalizers([self.records[uid] for uid in check
+                                         if uid in self.records])
         if self.capacity_changed:
             self.kick()  # more freed during the last round: another pass soon
         await self._maybe_write_pool_status()
 
     def _ordered(self, uids: Iterable[str]) -> list[Reservation]:
-        """Deletions and Active first (they free capacity), then Scheduled, then FIFO."""
-        rank = {ACTIVE: 1, SCHEDULED: 2}
+        """Deletions and Active ones first (they free capacity), then everything waiting in
+        the order it was first requested (FIFO: a Scheduled one moving earlier does not jump
+        ahead of an older Pending one)."""
         records = [self.records[uid] for uid in uids if uid in self.records]
-        return sorted(records, key=lambda r: (0 if r.deleting else rank.get(r.phase or "", 3),
-                                             r.status.get("firstRequestTime") or "~",
-                                             r.created, r.name))
+
+        def key(record: Reservation) -> tuple[int, float, str]:
+            group = 0 if record.deleting else 1 if record.phase == ACTIVE else 2
+            first = _time_or(record.status.get("firstRequestTime"), record.created)
+            return group, first, record.name
+
+        return sorted(records, key=key)
 
     async def _decide_all(self, records: list[Reservation], now: float, done: set[str]) -> None:
         for record in records:
@@ -320,8 +339,7 @@ class PoolActor:
         # Roll back in reverse order so that each restore finds its resources as they were.
         for pending in reversed(failures):
             self._rollback(pending)
-        finalizer_work = [p for p in batch if p not in failures]
-        await self._sync_finalizers(finalizer_work)
+        await self._sync_finalizers([p.rsv for p in batch if p not in failures])
 
     async def _write(self, pending: _Pending) -> dict[str, Any]:
         record = pending.rsv
@@ -382,11 +400,10 @@ class PoolActor:
                              "write: %s", self.name, record.key, exc)
         self.capacity_changed = True
 
-    async def _sync_finalizers(self, batch: list[_Pending]) -> None:
+    async def _sync_finalizers(self, records: list[Reservation]) -> None:
         """Hold our finalizer exactly while a reservation holds resources."""
-        jobs = []
-        for pending in batch:
-            record = pending.rsv
+        jobs: list[Awaitable[Any]] = []
+        for record in records:
             holding = record.phase in HOLDING_PHASES
             if holding and not record.has_finalizer and not record.deleting:
                 jobs.append(self._add_rsv_finalizer(record))
@@ -403,6 +420,7 @@ class PoolActor:
         path = reservation_path(record.namespace, record.name)
         metadata = {"finalizers": record.finalizers,
                     "resourceVersion": record.resource_version}
+        # (A stale resourceVersion only costs a re-read: the patch is conditional on it.)
         if await add_finalizer(self.ctl.api, path, record.uid, metadata):
             record.has_finalizer = True
 
@@ -441,7 +459,7 @@ class PoolActor:
         except (pydantic.ValidationError, ValueError) as exc:
             self._set_pool_problem(f"invalid spec: {_short(exc)}", generation)
             return
-        R = spec_raw.get("resources")
+        R: dict[str, Any] = spec_raw.get("resources") or {}
         R_key = json.dumps(R, sort_keys=True)
         if R_key != self._R_key:
             try:
@@ -723,6 +741,15 @@ def _short(exc: BaseException) -> str:
             parts.append(f"{location}: {error.get('msg')}" if location else str(error.get("msg")))
         return "; ".join(parts)
     return str(exc)[:500]
+
+
+def _time_or(value: Any, default: float) -> float:
+    if isinstance(value, str) and value:
+        try:
+            return parse_time(value)
+        except ValueError:
+            pass
+    return default
 
 
 def _created(metadata: dict[str, Any]) -> float:

@@ -20,10 +20,11 @@ from typing import Any
 import kopf
 
 from respool.controller.controller import Controller
-from respool.controller.finalizers import FINALIZER
 from respool.controller.kubeapi import GROUP, POOLS, RESERVATIONS, VERSION, KubeApi
 
 logger = logging.getLogger(__name__)
+
+KOPF_FINALIZER = "respool.io/kopf"  # never set by these handlers; see startup()
 
 
 @dataclass
@@ -63,8 +64,10 @@ def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     global _controller
-    # Persistence identity, fixed once (never change these on a live operator).
-    settings.persistence.finalizer = FINALIZER
+    # Persistence identity, fixed once (never change these on a live operator). kopf's own
+    # finalizer must differ from ours: kopf strips its finalizer from objects for which no
+    # handler needs one - all of ours, since we only watch events - so it would take ours too.
+    settings.persistence.finalizer = KOPF_FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration")
@@ -109,29 +112,26 @@ def _prune(pool_names: kopf.Index[str, bool], reservation_uids: kopf.Index[str, 
 
 
 @kopf.on.event(GROUP, VERSION, POOLS)
-async def pool_event(event: dict[str, Any], pool_names: kopf.Index[str, bool],
-                     reservation_uids: kopf.Index[str, bool], **_: Any) -> None:
-    _prune(pool_names, reservation_uids)
-    controller().on_pool(event.get("type"), event.get("object") or {})
+async def pool_event(event: kopf.RawEvent, **kwargs: Any) -> None:
+    _prune(kwargs["pool_names"], kwargs["reservation_uids"])
+    controller().on_pool(event.get("type"), dict(event.get("object") or {}))
 
 
 @kopf.on.event(GROUP, VERSION, RESERVATIONS)
-async def reservation_event(event: dict[str, Any], pool_names: kopf.Index[str, bool],
-                            reservation_uids: kopf.Index[str, bool], **_: Any) -> None:
-    _prune(pool_names, reservation_uids)
-    controller().on_reservation(event.get("type"), event.get("object") or {})
+async def reservation_event(event: kopf.RawEvent, **kwargs: Any) -> None:
+    _prune(kwargs["pool_names"], kwargs["reservation_uids"])
+    controller().on_reservation(event.get("type"), dict(event.get("object") or {}))
 
 
 @kopf.on.event("", "v1", "nodes")
-async def node_event(event: dict[str, Any], **_: Any) -> None:
-    controller().on_node(event.get("type"), event.get("object") or {})
+async def node_event(event: kopf.RawEvent, **_: Any) -> None:
+    controller().on_node(event.get("type"), dict(event.get("object") or {}))
 
 
 @kopf.on.event("", "v1", "namespaces")
-async def namespace_event(event: dict[str, Any], pool_names: kopf.Index[str, bool],
-                          reservation_uids: kopf.Index[str, bool], **_: Any) -> None:
-    _prune(pool_names, reservation_uids)
-    controller().on_namespace(event.get("type"), event.get("object") or {})
+async def namespace_event(event: kopf.RawEvent, **kwargs: Any) -> None:
+    _prune(kwargs["pool_names"], kwargs["reservation_uids"])
+    controller().on_namespace(event.get("type"), dict(event.get("object") or {}))
 
 
 @kopf.on.probe(id="pools")

@@ -176,7 +176,7 @@ class KubeApi:
     async def merge_patch(self, path: str, patch: Mapping[str, Any]) -> dict[str, Any]:
         return await self.request("PATCH", path, body=patch, content_type=MERGE_PATCH)
 
-    async def json_patch(self, path: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+    async def json_patch(self, path: str, ops: list[Any]) -> dict[str, Any]:
         return await self.request("PATCH", path, body=ops, content_type=JSON_PATCH)
 
     async def post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:

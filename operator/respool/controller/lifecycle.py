@@ -408,6 +408,9 @@ class _Decider:
         value = _time(self.status.get("firstRequestTime"))
         return value if value is not None else self.now
 
+    def _booking(self) -> Booking | None:
+        return self.planner.get(self.rsv.uid) if self.planner is not None else None
+
     def _release(self) -> None:
         if self.planner is not None:
             self.planner.release(self.rsv.uid)
@@ -501,7 +504,31 @@ class _Decider:
         try:
             spec = parse_spec(rsv.spec)
         except SpecError as exc:
+            if phase == ACTIVE and self._booking() is not None:
+                # What was granted stays granted; the change cannot be applied.
+                message = f"spec change ignored: {exc}"
+                set_condition(self.conditions, EXTENDED, False, Reason.INVALID_SPEC.value,
+                              message, rsv.generation, self.now)
+                self.event(Reason.INVALID_SPEC.value, message, warning=True)
+                return self.outcome()
             return self.fail(Reason.INVALID_SPEC.value, f"invalid spec: {exc}")
+        if phase == ACTIVE:
+            # Granted already: pool membership, selectors and feasibility were judged then.
+            booking = self._booking()
+            if booking is None:
+                return self.fail(Reason.RESOURCES_LOST.value,
+                                 "the resources granted are no longer part of the pool")
+            try:
+                length: float | None = self._length(spec)
+            except SpecError as exc:
+                length = None
+                if generation_changed:
+                    message = f"cannot change the window: {exc}"
+                    set_condition(self.conditions, EXTENDED, False,
+                                  Reason.EXTENSION_DENIED.value, message, rsv.generation,
+                                  self.now)
+                    self.event(Reason.EXTENSION_DENIED.value, message, warning=True)
+            return self._active(spec, booking, length, generation_changed)
         if not self.pool.exists:
             if self._max_wait_passed(spec):
                 return self._max_wait_failure(spec)
@@ -533,11 +560,6 @@ class _Decider:
             return self.fail(Reason.INVALID_SPEC.value, str(exc))
 
         booking = planner.get(rsv.uid)
-        if phase == ACTIVE:
-            if booking is None:
-                return self.fail(Reason.RESOURCES_LOST.value,
-                                 "the resources granted are no longer part of the pool")
-            return self._active(spec, booking, length, generation_changed)
         if phase == SCHEDULED and booking is not None:
             return self._scheduled(spec, request, booking, length)
         if phase == SCHEDULED:
@@ -783,10 +805,10 @@ class _Decider:
 
     # -- Active ------------------------------------------------------------------------------
 
-    def _active(self, spec: ParsedSpec, booking: Booking, length: float,
+    def _active(self, spec: ParsedSpec, booking: Booking, length: float | None,
                 generation_changed: bool) -> Outcome:
         assert self.planner is not None
-        if generation_changed:
+        if generation_changed and length is not None:
             held_start = _time(self.status.get("startTime")) or booking.start
             wanted_end = held_start + length
             if booking.end is not None and wanted_end != booking.end:
@@ -794,8 +816,8 @@ class _Decider:
                 if outcome is not None:
                     return outcome
                 booking = self.planner.get(self.rsv.uid) or booking
-            if spec.config != self.status.get("config"):
-                self.status["config"] = spec.config
+        if generation_changed and spec.config != self.status.get("config"):
+            self.status["config"] = spec.config
         if booking.end is not None and self.now >= booking.end:
             return self.expire()
         self._degraded(booking)
