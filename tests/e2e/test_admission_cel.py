@@ -39,11 +39,20 @@ GOOD_RESERVATION_SPEC: dict[str, Any] = {
 }
 
 
+def stop_shared_operator(request: pytest.FixtureRequest) -> None:
+    """Stop the session's shared operator, if the operator fixtures run one (tests/e2e/conftest.py)."""
+    try:
+        slot = request.getfixturevalue("_operator_slot")
+    except pytest.FixtureLookupError:
+        return
+    slot.stop_current()
+
+
 @pytest.fixture(scope="module")
-def crds(kubectl: Any, _operator_slot: Any) -> None:
+def crds(kubectl: Any, request: pytest.FixtureRequest) -> None:
     """The CRDs installed, and no operator running: the immutability test plays the operator
     (writes status.phase itself) and must not race one."""
-    _operator_slot.stop_current()
+    stop_shared_operator(request)
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
     for crd in generate():
         kubectl(

@@ -31,11 +31,20 @@ def install_crds(kubectl: Any) -> None:
         )
 
 
+def stop_shared_operator(request: pytest.FixtureRequest) -> None:
+    """Stop the session's shared operator, if the operator fixtures run one (tests/e2e/conftest.py)."""
+    try:
+        slot = request.getfixturevalue("_operator_slot")
+    except pytest.FixtureLookupError:
+        return
+    slot.stop_current()
+
+
 @pytest.fixture(scope="module")
-def crds(kubectl: Any, _operator_slot: Any) -> list[dict[str, Any]]:
+def crds(kubectl: Any, request: pytest.FixtureRequest) -> list[dict[str, Any]]:
     """The CRDs installed, and no operator running: these tests write status themselves, as
     the operator would, and must not race one (the shared operator restarts on next use)."""
-    _operator_slot.stop_current()
+    stop_shared_operator(request)
     install_crds(kubectl)
     return generate()
 

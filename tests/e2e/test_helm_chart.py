@@ -160,7 +160,6 @@ def test_cluster_role_is_the_kustomize_one_and_least_privilege(control_plane: An
         ("respool.io", "resourcepools/status", "patch"),
         ("respool.io", "resourcereservations/status", "patch"),
         ("", "events", "create"),
-        ("", "events", "patch"),
     }
 
 

@@ -1,0 +1,444 @@
+"""Least privilege, proven: the operator runs with nothing but the Helm chart's identity.
+
+The chart is installed with `helm install`; a token for its ServiceAccount is minted with
+TokenRequest (`kubectl create token`); `respool run` runs locally with a kubeconfig holding only
+that token, and drives reservations through grant, scheduling, expiry and release. Any call the
+chart's ClusterRole does not allow shows up as a 403 in the operator's log and fails the test.
+
+A second identity with only namespaced rights, in a namespace a pool's namespaceSelector does
+not select, may create reservations but gets nothing from that pool, and cannot grant itself
+anything by writing status.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "respool"
+GROUP_VERSION = "respool.io/v1alpha1"
+
+
+def stop_shared_operator(request: pytest.FixtureRequest) -> None:
+    """Never two writers for one pool: stop the session's shared operator if one runs."""
+    try:
+        slot = request.getfixturevalue("_operator_slot")
+    except pytest.FixtureLookupError:
+        return
+    slot.stop_current()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def kubeconfig_for_token(admin_kubeconfig: Path, token: str, path: Path) -> Path:
+    """A kubeconfig for the same cluster whose only credential is ``token``."""
+    config = yaml.safe_load(admin_kubeconfig.read_text())
+    context_name = config["current-context"]
+    context = next(c for c in config["contexts"] if c["name"] == context_name)["context"]
+    cluster = next(c for c in config["clusters"] if c["name"] == context["cluster"])
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [cluster],
+                "users": [{"name": "limited", "user": {"token": token}}],
+                "contexts": [
+                    {"name": "limited", "context": {"cluster": cluster["name"], "user": "limited"}}
+                ],
+                "current-context": "limited",
+            }
+        )
+    )
+    path.chmod(0o600)
+    return path
+
+
+class LimitedOperator:
+    """`respool run` with a kubeconfig of its own; the log is kept for the 403 check."""
+
+    def __init__(self, kubeconfig: Path, log_path: Path, base_env: dict[str, str]) -> None:
+        self.env = {**base_env, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"}
+        self.log_path = log_path
+        self.liveness_port = _free_port()
+        self.metrics_port = _free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 90.0) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "respool.cli.main",
+                "run",
+                f"--liveness=http://127.0.0.1:{self.liveness_port}/healthz",
+                f"--metrics-port={self.metrics_port}",
+                "--pool-status-interval=0.2",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"the operator exited early:\n{self.log()[-4000:]}")
+            try:
+                url = f"http://127.0.0.1:{self.liveness_port}/healthz"
+                with urllib.request.urlopen(url, timeout=2) as answer:
+                    if answer.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError(f"the operator did not become live:\n{self.log()[-4000:]}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+Kubectl = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
+def _get(kubectl: Kubectl, *ref: str) -> dict[str, Any]:
+    return dict(json.loads(kubectl("get", *ref, "-o", "json").stdout))
+
+
+def wait_for(
+    what: str, probe: Callable[[], Any], timeout: float = 60.0, interval: float = 0.3
+) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}; last seen: {last!r}")
+
+
+def phase_of(kubectl: Kubectl, namespace: str, name: str) -> str | None:
+    status = _get(kubectl, "rsv", name, "-n", namespace).get("status") or {}
+    return status.get("phase")
+
+
+@pytest.fixture
+def installed_chart(
+    control_plane: Any, kubectl: Kubectl, kube_env: dict[str, str], request: pytest.FixtureRequest
+) -> Iterator[tuple[str, str]]:
+    """(namespace, service account) of a fresh `helm install` of the chart."""
+    stop_shared_operator(request)
+    suffix = secrets.token_hex(3)
+    namespace, release = f"respool-rbac-{suffix}", f"rbac-{suffix}"
+    kubectl("create", "namespace", namespace)
+    install = subprocess.run(
+        [
+            str(control_plane.bin_dir / "helm"),
+            "install",
+            release,
+            str(CHART),
+            "--namespace",
+            namespace,
+            "--set",
+            "metrics.enabled=true",
+        ],
+        capture_output=True,
+        text=True,
+        env=kube_env,
+        timeout=180,
+        check=False,
+    )
+    assert install.returncode == 0, install.stderr
+    assert "kubectl wait --for=condition=Ready" in install.stdout  # NOTES.txt rendered
+    account = f"{release}-respool"
+    try:
+        yield namespace, account
+    finally:
+        subprocess.run(
+            [str(control_plane.bin_dir / "helm"), "uninstall", release, "--namespace", namespace],
+            capture_output=True,
+            text=True,
+            env=kube_env,
+            timeout=120,
+            check=False,
+        )
+        kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def _reservation(name: str, namespace: str, spec: dict[str, Any]) -> str:
+    return json.dumps(
+        {
+            "apiVersion": GROUP_VERSION,
+            "kind": "ResourceReservation",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": spec,
+        }
+    )
+
+
+def test_operator_runs_with_only_the_chart_identity(
+    control_plane: Any,
+    kubectl: Kubectl,
+    kube_env: dict[str, str],
+    installed_chart: tuple[str, str],
+    tmp_path: Path,
+) -> None:
+    chart_namespace, account = installed_chart
+    suffix = secrets.token_hex(3)
+
+    # The chart's identity, and nothing else.
+    token = kubectl(
+        "create", "token", account, "-n", chart_namespace, "--duration=1h"
+    ).stdout.strip()
+    operator_config = kubeconfig_for_token(
+        control_plane.kubeconfig, token, tmp_path / "operator.kubeconfig"
+    )
+    as_operator = {**kube_env, "KUBECONFIG": str(operator_config)}
+    who = subprocess.run(
+        [str(control_plane.bin_dir / "kubectl"), "auth", "whoami", "-o", "json"],
+        capture_output=True,
+        text=True,
+        env=as_operator,
+        timeout=30,
+        check=True,
+    )
+    assert json.loads(who.stdout)["status"]["userInfo"]["username"] == (
+        f"system:serviceaccount:{chart_namespace}:{account}"
+    )
+
+    # A team namespace the pool selects, a tenant namespace it does not.
+    team, tenant = f"team-{suffix}", f"tenant-{suffix}"
+    kubectl("create", "namespace", team)
+    kubectl("label", "namespace", team, f"respool.io/rbac-test={suffix}")
+    kubectl("create", "namespace", tenant)
+    pool = f"rbac-{suffix}"
+    kubectl(
+        "create",
+        "-f",
+        "-",
+        input=json.dumps(
+            {
+                "apiVersion": GROUP_VERSION,
+                "kind": "ResourcePool",
+                "metadata": {"name": pool},
+                "spec": {
+                    "resources": {
+                        "version": 1,
+                        "execution": {
+                            "R_lite": [{"rank": "0-1", "children": {"core": "0-3"}}],
+                            "nodelist": [f"rbac{suffix}-[0-1]"],
+                        },
+                    },
+                    "namespaceSelector": {"matchLabels": {"respool.io/rbac-test": suffix}},
+                    "trackNodes": True,
+                    "policy": {"defaultDuration": "1h", "claimTimeout": "1m"},
+                },
+            }
+        ),
+    )
+
+    # trackNodes: a cordoned Node named like rank 1 takes that rank down (Nodes are watched
+    # with the same identity).
+    cordoned = f"rbac{suffix}-1"
+    kubectl(
+        "create",
+        "-f",
+        "-",
+        input=json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {"name": cordoned},
+                "spec": {"unschedulable": True},
+            }
+        ),
+    )
+
+    operator = LimitedOperator(operator_config, tmp_path / "operator.log", kube_env)
+    try:
+        operator.start()
+        # Grant: fits now.
+        kubectl(
+            "create",
+            "-f",
+            "-",
+            input=_reservation(
+                "now",
+                team,
+                {"pool": pool, "request": {"slots": 2, "coresPerSlot": 1}, "duration": "1h"},
+            ),
+        )
+        # Scheduled: a window in the future.
+        kubectl(
+            "create",
+            "-f",
+            "-",
+            input=_reservation(
+                "later",
+                team,
+                {
+                    "pool": pool,
+                    "request": {"slots": 1},
+                    "startTime": "2030-01-01T00:00:00Z",
+                    "duration": "1h",
+                },
+            ),
+        )
+        # Expiry: a short window.
+        kubectl(
+            "create",
+            "-f",
+            "-",
+            input=_reservation(
+                "short", team, {"pool": pool, "request": {"slots": 1}, "duration": "3s"}
+            ),
+        )
+
+        wait_for("now Active", lambda: phase_of(kubectl, team, "now") == "Active")
+        granted = _get(kubectl, "rsv", "now", "-n", team)["status"]
+        assert granted["reservationId"] and granted["allocated"]["ranks"]
+        assert {c["type"]: c["status"] for c in granted["conditions"]}["Ready"] == "True"
+        wait_for("later Scheduled", lambda: phase_of(kubectl, team, "later") == "Scheduled")
+        assert _get(kubectl, "rsv", "later", "-n", team)["status"]["preReservationId"]
+        wait_for("short Expired", lambda: phase_of(kubectl, team, "short") == "Expired", timeout=30)
+
+        # The pool's status summary is written with the same identity.
+        def pool_counts() -> Any:
+            status = _get(kubectl, "rpool", pool).get("status") or {}
+            return (
+                status if (status.get("capacity") or {}).get("core", {}).get("total") == 8 else None
+            )
+
+        pool_status = wait_for("pool capacity", pool_counts)
+        assert pool_status["capacity"]["core"]["allocated"] >= 2
+        wait_for(
+            "rank 1 down (cordoned Node)",
+            lambda: _get(kubectl, "rpool", pool).get("status", {}).get("down") == "1",
+        )
+
+        # Events were posted (the decision trail) under this identity.
+        def granted_event() -> Any:
+            events = json.loads(kubectl("get", "events", "-n", team, "-o", "json").stdout)["items"]
+            return [e for e in events if e["involvedObject"].get("name") == "now"]
+
+        assert wait_for("an Event for 'now'", granted_event)
+
+        # Release on delete: the operator removes its finalizer, the object goes away.
+        kubectl("delete", "rsv", "now", "-n", team, "--wait=false")
+        wait_for(
+            "'now' deleted",
+            lambda: kubectl("get", "rsv", "now", "-n", team, check=False).returncode != 0,
+            timeout=30,
+        )
+
+        # The second identity: namespaced rights in the tenant namespace only.
+        kubectl("create", "serviceaccount", "tenant", "-n", tenant)
+        kubectl(
+            "create",
+            "role",
+            "reserver",
+            "-n",
+            tenant,
+            "--verb=get,list,watch,create,delete",
+            "--resource=resourcereservations.respool.io",
+        )
+        kubectl(
+            "create",
+            "rolebinding",
+            "reserver",
+            "-n",
+            tenant,
+            "--role=reserver",
+            f"--serviceaccount={tenant}:tenant",
+        )
+        tenant_token = kubectl("create", "token", "tenant", "-n", tenant).stdout.strip()
+        tenant_config = kubeconfig_for_token(
+            control_plane.kubeconfig, tenant_token, tmp_path / "tenant.kubeconfig"
+        )
+
+        def as_tenant(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [str(control_plane.bin_dir / "kubectl"), *args],
+                input=input,
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+                env={**kube_env, "KUBECONFIG": str(tenant_config)},
+            )
+
+        created = as_tenant(
+            "create",
+            "-f",
+            "-",
+            input=_reservation(
+                "sneaky", tenant, {"pool": pool, "request": {"slots": 1}, "duration": "1h"}
+            ),
+        )
+        assert created.returncode == 0, created.stderr
+        wait_for("sneaky Failed", lambda: phase_of(kubectl, tenant, "sneaky") == "Failed")
+        refused = _get(kubectl, "rsv", "sneaky", "-n", tenant)["status"]
+        stalled = {c["type"]: c for c in refused["conditions"]}["Stalled"]
+        assert stalled["status"] == "True" and stalled["reason"] == "NamespaceNotAllowed"
+        assert not refused.get("allocated") and not refused.get("reservationId")
+        # It cannot grant itself anything: no status writes, no pools, nothing elsewhere.
+        forged = as_tenant(
+            "patch",
+            "rsv",
+            "sneaky",
+            "-n",
+            tenant,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            json.dumps({"status": {"phase": "Active"}}),
+        )
+        assert forged.returncode != 0 and "forbidden" in forged.stderr.lower()
+        for args in (("create", "-f", "-"),):
+            elsewhere = as_tenant(*args, input=_reservation("elsewhere", team, {"pool": pool}))
+            assert elsewhere.returncode != 0 and "forbidden" in elsewhere.stderr.lower()
+        pools = as_tenant("get", "rpool")
+        assert pools.returncode != 0 and "forbidden" in pools.stderr.lower()
+        assert phase_of(kubectl, tenant, "sneaky") == "Failed"
+
+        assert operator.alive(), operator.log()[-4000:]
+    finally:
+        operator.stop()
+        kubectl("delete", "rsv", "--all", "-n", team, "--wait=false", check=False)
+        kubectl("delete", "rsv", "--all", "-n", tenant, "--wait=false", check=False)
+        kubectl("delete", "rpool", pool, "--wait=false", check=False)
+        kubectl("delete", "node", cordoned, "--wait=false", check=False)
+
+    log = operator.log()
+    for marker in ("403", "Forbidden", "forbidden"):
+        assert marker not in log, f"the operator hit a permission error ({marker}):\n{log[-6000:]}"
+    assert "Traceback" not in log, log[-6000:]
