@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
@@ -33,6 +33,7 @@ from respool.pool import (
     parse_jobspec,
 )
 from respool.pool.jobspec import ResourceRequest
+from respool.pool.resource_pool import iter_bits, mask_from_indices
 
 PROPERTIES = ("red", "big", "+local")
 
@@ -473,3 +474,95 @@ def test_free_restores_exactly() -> None:
         pool.free(jobid)
     assert pool.copy_allocated().to_dict() == empty
     assert len({str(s) for s in snapshots}) == len(snapshots)  # each free released something
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sets(st.integers(0, 5000)))
+def test_bit_helpers(positions: set[int]) -> None:
+    mask = mask_from_indices(positions, 5001)
+    assert mask == sum(1 << p for p in positions)
+    assert list(iter_bits(mask)) == sorted(positions)
+    assert list(IDset.from_mask(mask)) == sorted(positions)
+
+
+def test_large_pool_matches_model() -> None:
+    """Batch paths (grants over many ranks, chunked bit iteration) against the model."""
+    import random
+
+    rng = random.Random(5)
+    lite = []
+    for rank in range(1500):
+        children = {"core": f"0-{rng.choice([3, 7, 15])}"}
+        if rng.random() < 0.3:
+            children["gpu"] = "0-1"
+        lite.append({"rank": str(rank), "children": children})
+    R = {
+        "version": 1,
+        "execution": {
+            "R_lite": lite,
+            "nodelist": ["n[0-1499]"],
+            "properties": {"red": "0-700", "big": "650-1499"},
+        },
+    }
+    pool = ResourcePool(R)
+    model = Model(
+        cores={r: set(IDset(e["children"]["core"])) for r, e in enumerate(lite)},
+        gpus={r: set(IDset(e["children"].get("gpu", ""))) for r, e in enumerate(lite)},
+        hosts={r: f"n{r}" for r in range(1500)},
+        props={"red": set(range(701)), "big": set(range(650, 1500))},
+        up=set(range(1500)),
+        alloc_cores={r: set() for r in range(1500)},
+        alloc_gpus={r: set() for r in range(1500)},
+    )
+    pool.mark_down("100-199")
+    model.up -= set(range(100, 200))
+    live: list[int] = []
+    for jobid in range(120):
+        if live and rng.random() < 0.35:
+            victim = live.pop(rng.randrange(len(live)))
+            pool.free(victim)
+            model.give_back(model.jobs.pop(victim))
+            continue
+        js = rng.choice(
+            [
+                jobspec_from_shorthand(nodes=rng.randint(20, 120), exclusive=True),
+                jobspec_from_shorthand(
+                    slots=rng.randint(50, 900), cores_per_slot=rng.randint(1, 3)
+                ),
+                jobspec_from_shorthand(
+                    nodes=rng.randint(30, 200), slots=2, gpus_per_slot=rng.choice([0, 1])
+                ),
+                jobspec_from_shorthand(slots=1),
+            ]
+        )
+        if rng.random() < 0.3:
+            js["attributes"]["system"]["constraints"] = rng.choice(
+                [
+                    {"properties": ["red"]},
+                    {"not": [{"properties": ["big"]}]},
+                    {"ranks": ["300-1200"]},
+                ]
+            )
+        if rng.random() < 0.2:
+            js["resources"][0]["count"] = rng.choice(["10+", "5-400"])
+        req = parse_jobspec(js)
+        expected = model.select(req)
+        try:
+            granted = pool.alloc(jobid, req)
+        except (InsufficientResources, InfeasibleRequest) as err:
+            assert expected is None, err
+            continue
+        got = pool_grant(granted)
+        assert got == expected
+        model.take(got)
+        model.jobs[jobid] = got
+        live.append(jobid)
+    allocated = pool.copy_allocated()
+    assert {r: (set(allocated.cores(r)), set(allocated.gpus(r))) for r in allocated.ranks} == {
+        r: (model.alloc_cores[r], model.alloc_gpus[r])
+        for r in model.cores
+        if model.alloc_cores[r] or model.alloc_gpus[r]
+    }
+    for jobid in live:
+        pool.free(jobid)
+    assert pool.copy_allocated().dumps() == ""

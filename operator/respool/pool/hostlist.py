@@ -20,6 +20,8 @@ _TRAILING_DIGITS = re.compile(r"^(.*?)([0-9]+)\Z", re.DOTALL)
 
 def _split_terms(text: str) -> list[str]:
     """Split on commas that are not inside brackets."""
+    if "[" not in text and "]" not in text:
+        return text.split(",")
     terms: list[str] = []
     depth = 0
     start = 0
@@ -95,6 +97,11 @@ def _parse_term(term: str, source: str, budget: int) -> list[str]:
         _check_name(names[0], source)
         _check_name(names[-1], source)
     return names
+
+
+def encode_hostnames(names: Sequence[str]) -> str:
+    """The compressed hostlist text for already valid host names."""
+    return _encode(names)
 
 
 def _encode(names: Sequence[str]) -> str:

@@ -15,6 +15,7 @@ from .limits import MAX_ID
 
 _NUMBER = r"(?:0|[1-9][0-9]*)"
 _ITEM = re.compile(rf"({_NUMBER})(?:-({_NUMBER}))?\Z")
+_ONES = re.compile("1+")
 
 Interval = tuple[int, int]
 
@@ -59,13 +60,25 @@ class IDset:
             self._check_id(ids)
             intervals = ((ids, ids),)
         else:
-            items: list[Interval] = []
-            for item in ids:
+            values = list(ids)
+            for item in values:
                 if isinstance(item, bool) or not isinstance(item, int):
                     raise TypeError(f"IDset: expected int IDs, got {item!r}")
-                self._check_id(item)
-                items.append((item, item))
-            intervals = _normalize(items)
+            if values:
+                values.sort()
+                self._check_id(values[0])
+                self._check_id(values[-1])
+            runs: list[Interval] = []
+            start = prev = -2
+            for item in values:
+                if item > prev + 1:
+                    if prev >= 0:
+                        runs.append((start, prev))
+                    start = item
+                prev = max(prev, item)
+            if values:
+                runs.append((start, prev))
+            intervals = tuple(runs)
         self._set_intervals(intervals)
 
     def _set_intervals(self, intervals: tuple[Interval, ...]) -> None:
@@ -84,18 +97,22 @@ class IDset:
         """The IDs of the set bits of ``mask`` (bit i set: ID i present)."""
         if mask < 0:
             raise ValueError("IDset.from_mask: negative mask")
-        intervals: list[Interval] = []
-        offset = 0
-        while mask:
-            # skip the zero run, then take the one run
-            zeros = (mask & -mask).bit_length() - 1
-            mask >>= zeros
-            offset += zeros
-            ones = (~mask & (mask + 1)).bit_length() - 1
-            intervals.append((offset, offset + ones - 1))
-            mask >>= ones
-            offset += ones
-        return cls._from_intervals(tuple(intervals))
+        if mask.bit_count() <= 8:
+            intervals: list[Interval] = []
+            while mask:
+                low = mask & -mask
+                mask ^= low
+                bit = low.bit_length() - 1
+                if intervals and intervals[-1][1] == bit - 1:
+                    intervals[-1] = (intervals[-1][0], bit)
+                else:
+                    intervals.append((bit, bit))
+            return cls._from_intervals(tuple(intervals))
+        # linear in the mask's length, however fragmented: scan the binary text for runs
+        bits = format(mask, "b")[::-1]
+        return cls._from_intervals(
+            tuple((run.start(), run.end() - 1) for run in _ONES.finditer(bits))
+        )
 
     @staticmethod
     def _check_id(value: int) -> None:

@@ -29,6 +29,7 @@ from .resource_pool import (
     InfeasibleRequest,
     InsufficientResources,
     ResourcePool,
+    iter_bits,
     select,
 )
 from .rv1 import ResourceSet, Rv1
@@ -242,10 +243,7 @@ class Planner:
                     continue
                 bucket = buckets[key]
                 members = bucket & untouched
-                while members:
-                    low = members & -members
-                    members ^= low
-                    index = low.bit_length() - 1
+                for index in iter_bits(members):
                     while waiting and waiting[0][:3] < (key[0], key[1], index):
                         item = heapq.heappop(waiting)
                         yield item[2], item[3], item[4]
@@ -257,10 +255,7 @@ class Planner:
                     continue
                 if blocked is None:
                     blocked = self._blocked(booking_ids)
-                while members:
-                    low = members & -members
-                    members ^= low
-                    index = low.bit_length() - 1
+                for index in iter_bits(members):
                     cores, gpus = blocked[index]
                     free_cores = core_total[index] & ~cores
                     free_gpus = gpu_total[index] & ~gpus

@@ -75,6 +75,46 @@ def _lowest_bits(mask: int, count: int) -> int:
     return taken
 
 
+def mask_from_indices(indices: Iterable[int], size: int) -> int:
+    """An int with the given bits set, built in O(size) (OR-ing bit by bit is quadratic)."""
+    bitmap = bytearray((size + 7) // 8)
+    for index in indices:
+        bitmap[index >> 3] |= 1 << (index & 7)
+    return int.from_bytes(bitmap, "little")
+
+
+_CHUNK_BITS = 1024
+_CHUNK_MASK = (1 << _CHUNK_BITS) - 1
+
+
+def iter_bits(mask: int) -> Iterator[int]:
+    """Set bit positions of ``mask``, ascending.
+
+    Works on 1024-bit chunks so that a dense mask over many ranks costs small-int
+    operations per bit, not a copy of the whole mask per bit.
+    """
+    for _ in range(8):  # the common case: a consumer that stops after a few candidates
+        if not mask:
+            return
+        low = mask & -mask
+        mask ^= low
+        yield low.bit_length() - 1
+    offset = 0
+    while mask:
+        skip = (mask & -mask).bit_length() - 1
+        if skip:
+            mask >>= skip
+            offset += skip
+        chunk = mask & _CHUNK_MASK
+        mask >>= _CHUNK_BITS
+        base = offset
+        offset += _CHUNK_BITS
+        while chunk:
+            low = chunk & -chunk
+            chunk ^= low
+            yield base + low.bit_length() - 1
+
+
 def _check_time(value: object, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{what} must be a number of epoch seconds, got {value!r}")
@@ -230,12 +270,14 @@ class ResourcePool:
                 f"ResourcePool: expected an R v1 dict or JSON string, got {type(arg).__name__}"
             )
         ranks = rv1.ranks
-        position = {rank: i for i, rank in enumerate(ranks)}
         props: dict[str, int] = {}
         for name, prop_ranks in rv1.properties.items():
+            # property ranks are a subset of the ranks, so a run of consecutive ranks is a
+            # run of consecutive indices
             mask = 0
-            for rank in prop_ranks:
-                mask |= 1 << position[rank]
+            for lo, hi in prop_ranks.intervals:
+                start = bisect_left(ranks, lo)
+                mask |= ((1 << (hi - lo + 1)) - 1) << start
             props[name] = mask
         self._init_arrays(
             ranks,
@@ -292,33 +334,31 @@ class ResourcePool:
 
     def _ensure_buckets(self) -> dict[_BucketKey, int]:
         if self._buckets is None:
-            buckets: dict[_BucketKey, int] = {}
-            rank_key: list[_BucketKey | None] = [None] * len(self._ranks)
-            present = self._present
-            for i in range(len(self._ranks)):
-                if not (present >> i) & 1:
-                    continue
+            members: dict[_BucketKey, list[int]] = {}
+            size = len(self._ranks)
+            rank_key: list[_BucketKey | None] = [None] * size
+            for i in iter_bits(self._present):
                 key = (
                     -(self._ncores[i] - self._core_alloc[i].bit_count()),
                     -(self._ngpus[i] - self._gpu_alloc[i].bit_count()),
                 )
                 rank_key[i] = key
-                buckets[key] = buckets.get(key, 0) | (1 << i)
-            self._buckets = buckets
-            self._keys = sorted(buckets)
+                members.setdefault(key, []).append(i)
+            self._buckets = {key: mask_from_indices(idx, size) for key, idx in members.items()}
+            self._keys = sorted(self._buckets)
             self._rank_key = rank_key
         return self._buckets
 
     def _ensure_total_buckets(self) -> dict[_BucketKey, int]:
         if self._total_buckets is None:
-            buckets: dict[_BucketKey, int] = {}
-            present = self._present
-            for i in range(len(self._ranks)):
-                if (present >> i) & 1:
-                    key = (-self._ncores[i], -self._ngpus[i])
-                    buckets[key] = buckets.get(key, 0) | (1 << i)
-            self._total_buckets = buckets
-            self._total_keys = sorted(buckets)
+            members: dict[_BucketKey, list[int]] = {}
+            for i in iter_bits(self._present):
+                members.setdefault((-self._ncores[i], -self._ngpus[i]), []).append(i)
+            size = len(self._ranks)
+            self._total_buckets = {
+                key: mask_from_indices(idx, size) for key, idx in members.items()
+            }
+            self._total_keys = sorted(self._total_buckets)
         return self._total_buckets
 
     def _idle_mask(self) -> int:
@@ -329,6 +369,39 @@ class ResourcePool:
         for key, members in totals.items():
             idle |= members & free_buckets.get(key, 0)
         return idle
+
+    def _refresh_all(self, indices: Iterable[int]) -> None:
+        """Re-file many ranks; past a few, in one pass per bucket instead of per rank."""
+        batch = list(indices)
+        if len(batch) <= 16 or self._buckets is None:
+            for index in batch:
+                self._refresh(index)
+            return
+        buckets = self._buckets
+        leaving: dict[_BucketKey, list[int]] = {}
+        arriving: dict[_BucketKey, list[int]] = {}
+        for index in batch:
+            key = (
+                -(self._ncores[index] - self._core_alloc[index].bit_count()),
+                -(self._ngpus[index] - self._gpu_alloc[index].bit_count()),
+            )
+            old = self._rank_key[index]
+            if old == key:
+                continue
+            if old is not None:
+                leaving.setdefault(old, []).append(index)
+            arriving.setdefault(key, []).append(index)
+            self._rank_key[index] = key
+        size = len(self._ranks)
+        for key, members in leaving.items():
+            remaining = buckets[key] ^ mask_from_indices(members, size)
+            if remaining:
+                buckets[key] = remaining
+            else:
+                del buckets[key]
+        for key, members in arriving.items():
+            buckets[key] = buckets.get(key, 0) | mask_from_indices(members, size)
+        self._keys = sorted(buckets)
 
     def _refresh(self, index: int) -> None:
         """Re-file rank ``index`` after its allocation changed."""
@@ -357,28 +430,6 @@ class ResourcePool:
             insort(self._keys, key)
         self._rank_key[index] = key
 
-    def _unfile(self, index: int) -> None:
-        """Drop rank ``index`` from every index (it is being removed)."""
-        bit = 1 << index
-        if self._buckets is not None:
-            old = self._rank_key[index]
-            if old is not None:
-                remaining = self._buckets[old] & ~bit
-                if remaining:
-                    self._buckets[old] = remaining
-                else:
-                    del self._buckets[old]
-                    del self._keys[bisect_left(self._keys, old)]
-                self._rank_key[index] = None
-        if self._total_buckets is not None:
-            key = (-self._ncores[index], -self._ngpus[index])
-            remaining = self._total_buckets[key] & ~bit
-            if remaining:
-                self._total_buckets[key] = remaining
-            else:
-                del self._total_buckets[key]
-                del self._total_keys[bisect_left(self._total_keys, key)]
-
     # -- constraint context --------------------------------------------------------------
 
     def _all_mask(self) -> int:
@@ -391,7 +442,7 @@ class ResourcePool:
         if self._host_masks is None:
             masks: dict[str, int] = {}
             for i, name in enumerate(self._hostnames):
-                masks[name] = masks.get(name, 0) | (1 << i)
+                masks[name] = masks.get(name, 0) | (1 << i)  # names are (nearly) unique
             self._host_masks = masks
         mask = 0
         for name in hosts:
@@ -457,10 +508,7 @@ class ResourcePool:
                     if -key[1] < need_gpus:
                         continue
                     members = totals[key] & free_buckets.get(key, 0) & eligible
-                    while members:
-                        low = members & -members
-                        members ^= low
-                        index = low.bit_length() - 1
+                    for index in iter_bits(members):
                         yield index, core_total[index], gpu_total[index]
                 return
             buckets = self._ensure_buckets()
@@ -471,10 +519,7 @@ class ResourcePool:
                 if -key[1] < need_gpus:
                     continue
                 members = buckets[key] & eligible
-                while members:
-                    low = members & -members
-                    members ^= low
-                    index = low.bit_length() - 1
+                for index in iter_bits(members):
                     yield (
                         index,
                         core_total[index] & ~core_alloc[index],
@@ -570,8 +615,8 @@ class ResourcePool:
         for index, cores, gpus in chosen:
             self._core_alloc[index] |= cores
             self._gpu_alloc[index] |= gpus
-            self._refresh(index)
             grant[index] = (cores, gpus)
+        self._refresh_all(grant)
         result = self._child(grant, nslots)
         if req.duration > 0:
             end = time.time() + req.duration
@@ -662,17 +707,19 @@ class ResourcePool:
         for index, (cores, gpus) in grant.items():
             self._core_alloc[index] |= cores
             self._gpu_alloc[index] |= gpus
-            self._refresh(index)
+        self._refresh_all(grant)
         self._jobs[jobid] = _Job(source._expiration, source, grant)
         self._generation += 1
 
     def _release(self, grant: Grant) -> None:
+        touched = []
         for index, (cores, gpus) in grant.items():
             if not (self._present >> index) & 1:
                 continue  # removed rank: nothing to return
             self._core_alloc[index] &= ~cores
             self._gpu_alloc[index] &= ~gpus
-            self._refresh(index)
+            touched.append(index)
+        self._refresh_all(touched)
 
     def free(self, jobid: Hashable, R: object = None, final: bool = False) -> None:
         """Return a job's resources: all of them (``R=None`` or ``final``) or ``R`` only."""
@@ -761,21 +808,26 @@ class ResourcePool:
 
     def remove_ranks(self, ranks: object) -> None:
         mask = self._ids_mask(ranks)
-        remaining = mask
-        while remaining:
-            low = remaining & -remaining
-            remaining ^= low
-            index = low.bit_length() - 1
-            self._unfile(index)
+        keep = ~mask
+        for index in iter_bits(mask):
+            if self._rank_key:
+                self._rank_key[index] = None
             self._core_alloc[index] = 0
             self._gpu_alloc[index] = 0
             del self._index[self._ranks[index]]
+        # bulk: one pass over the bucket masks, not one per removed rank
+        if self._buckets is not None:
+            self._buckets = {k: m & keep for k, m in self._buckets.items() if m & keep}
+            self._keys = sorted(self._buckets)
+        if self._total_buckets is not None:
+            totals = {k: m & keep for k, m in self._total_buckets.items() if m & keep}
+            self._total_buckets = totals
+            self._total_keys = sorted(totals)
         for job in self._jobs.values():
             # gone with the rank: nothing is left to free there, and a final free's R
             # (which cannot name a removed rank) must still match what the job holds
             for index in [i for i in job.grant if (mask >> i) & 1]:
                 del job.grant[index]
-        keep = ~mask
         self._present &= keep
         self._up &= keep
         self._props = {name: m & keep for name, m in self._props.items() if m & keep}
@@ -823,7 +875,7 @@ class ResourcePool:
         return self._nslots
 
     def _indices(self, mask: int) -> list[int]:
-        return [i for lo, hi in IDset.from_mask(mask).intervals for i in range(lo, hi + 1)]
+        return list(iter_bits(mask))
 
     def count(self, kind: str) -> int:
         """Total present nodes, cores or GPUs."""

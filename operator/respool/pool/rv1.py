@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .hostlist import Hostlist
+from .hostlist import Hostlist, encode_hostnames
 from .idset import IDset
 from .limits import MAX_CORE_ID, MAX_GPU_ID, MAX_PROPERTIES, MAX_RANKS
 
@@ -257,7 +257,7 @@ def encode_rv1(
     if nslots > 0:
         execution["nslots"] = nslots
     if hostnames is not None:
-        execution["nodelist"] = [Hostlist(hostnames).encode()] if hostnames else []
+        execution["nodelist"] = [encode_hostnames(hostnames)] if hostnames else []
     props = {name: str(ids) for name, ids in sorted(properties.items()) if ids}
     if props:
         execution["properties"] = props
