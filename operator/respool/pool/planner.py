@@ -30,6 +30,7 @@ from .resource_pool import (
     InsufficientResources,
     ResourcePool,
     iter_bits,
+    mask_from_indices,
     select,
 )
 from .rv1 import ResourceSet, Rv1
@@ -518,8 +519,8 @@ class Planner:
         held: dict[int, tuple[int, int]] = {}
         for booking_id in self._index.overlapping(t, math.nextafter(t, math.inf)):
             for index, (cores, gpus) in self._grants[booking_id].items():
-                if not (self.pool._present >> index) & 1:
-                    continue
+                if self.pool._ranks[index] not in self.pool._index:
+                    continue  # removed rank
                 old = held.get(index, (0, 0))
                 held[index] = (old[0] | cores, old[1] | gpus)
         return held
@@ -534,10 +535,10 @@ class Planner:
         rv1.ranks = [pool._ranks[i] for i in indices]
         rv1.cores = {pool._ranks[i]: held[i][0] for i in indices}
         rv1.gpus = {pool._ranks[i]: held[i][1] for i in indices}
+        held_mask = mask_from_indices(indices, len(pool._ranks))
         for name, mask in pool._props.items():
-            ranks = [pool._ranks[i] for i in indices if (mask >> i) & 1]
-            if ranks:
-                rv1.properties[name] = IDset(ranks)
+            if mask & held_mask:
+                rv1.properties[name] = IDset(pool._mask_ranks(mask & held_mask))
         if pool._has_nodelist:
             rv1.has_nodelist = True
             rv1.hostnames = {pool._ranks[i]: pool._hostnames[i] for i in indices}
@@ -569,14 +570,13 @@ class Planner:
             downs["node"] += down_count
         used = {"core": 0, "gpu": 0, "node": 0}
         used_up = {"core": 0, "gpu": 0, "node": 0}
-        for index, (cores, gpus) in self._held_at(moment).items():
-            ncores, ngpus = cores.bit_count(), gpus.bit_count()
-            if not (ncores or ngpus):
-                continue
-            counts = {"core": ncores, "gpu": ngpus, "node": 1}
+        held = {i: v for i, v in self._held_at(moment).items() if v[0] or v[1]}
+        held_up = set(iter_bits(mask_from_indices(held, len(pool._ranks)) & up))
+        for index, (cores, gpus) in held.items():
+            counts = {"core": cores.bit_count(), "gpu": gpus.bit_count(), "node": 1}
             for kind, value in counts.items():
                 used[kind] += value
-                if (up >> index) & 1:
+                if index in held_up:
                     used_up[kind] += value
         return {
             kind: {

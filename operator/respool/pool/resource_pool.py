@@ -631,15 +631,17 @@ class ResourcePool:
         indices = sorted(grant)
         child = ResourcePool.__new__(ResourcePool)
         props: dict[str, int] = {}
-        for name, mask in self._props.items():
-            if name.startswith("+"):
-                continue
-            child_mask = 0
-            for position, index in enumerate(indices):
-                if (mask >> index) & 1:
-                    child_mask |= 1 << position
-            if child_mask:
-                props[name] = child_mask
+        if self._props:
+            granted = mask_from_indices(indices, len(self._ranks))
+            position = {index: pos for pos, index in enumerate(indices)}
+            for name, mask in self._props.items():
+                if name.startswith("+"):
+                    continue  # instance-local: never part of a job's R
+                hits = mask & granted
+                if hits:
+                    props[name] = mask_from_indices(
+                        (position[i] for i in iter_bits(hits)), len(indices)
+                    )
         child._init_arrays(
             [self._ranks[i] for i in indices],
             [grant[i][0] for i in indices],
@@ -659,9 +661,8 @@ class ResourcePool:
         source = R if isinstance(R, ResourcePool) else ResourcePool(R)
         grant: Grant = {}
         missing: list[int] = []
-        for i, rank in enumerate(source._ranks):
-            if not (source._present >> i) & 1:
-                continue
+        for i in iter_bits(source._present):
+            rank = source._ranks[i]
             index = self._index.get(rank)
             if index is None:
                 missing.append(rank)
@@ -714,7 +715,7 @@ class ResourcePool:
     def _release(self, grant: Grant) -> None:
         touched = []
         for index, (cores, gpus) in grant.items():
-            if not (self._present >> index) & 1:
+            if self._ranks[index] not in self._index:
                 continue  # removed rank: nothing to return
             self._core_alloc[index] &= ~cores
             self._gpu_alloc[index] &= ~gpus
@@ -765,10 +766,8 @@ class ResourcePool:
         """Like ``_grant_from`` but ranks no longer in the pool are skipped (removed)."""
         source = R if isinstance(R, ResourcePool) else ResourcePool(R)
         grant: Grant = {}
-        for i, rank in enumerate(source._ranks):
-            if not (source._present >> i) & 1:
-                continue
-            index = self._index.get(rank)
+        for i in iter_bits(source._present):
+            index = self._index.get(source._ranks[i])
             if index is not None:
                 grant[index] = (
                     source._core_total[i] & self._core_total[index],
@@ -823,10 +822,11 @@ class ResourcePool:
             totals = {k: m & keep for k, m in self._total_buckets.items() if m & keep}
             self._total_buckets = totals
             self._total_keys = sorted(totals)
+        removed = set(iter_bits(mask))
         for job in self._jobs.values():
             # gone with the rank: nothing is left to free there, and a final free's R
             # (which cannot name a removed rank) must still match what the job holds
-            for index in [i for i in job.grant if (mask >> i) & 1]:
+            for index in [i for i in job.grant if i in removed]:
                 del job.grant[index]
         self._present &= keep
         self._up &= keep
