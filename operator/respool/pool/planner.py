@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .idset import IDset
+from .jobspec import ResourceRequest
 from .resource_pool import (
     CandidateSource,
     Grant,
@@ -178,7 +179,7 @@ class Planner:
 
     # -- requests ----------------------------------------------------------------------
 
-    def parse(self, jobspec: Mapping[str, Any]) -> Any:
+    def parse(self, jobspec: Mapping[str, Any]) -> ResourceRequest:
         return self.pool.parse_resource_request(jobspec)
 
     def check_feasibility(self, request: object) -> None:
@@ -270,7 +271,12 @@ class Planner:
         return candidates
 
     def _select(
-        self, request: Any, start: float, end: float | None, mode: str, exclude: str | None = None
+        self,
+        request: ResourceRequest,
+        start: float,
+        end: float | None,
+        mode: str,
+        exclude: str | None = None,
     ) -> tuple[list[tuple[int, int, int]], int] | None:
         if request.is_discrete or self._past_expiration(end):
             return None
