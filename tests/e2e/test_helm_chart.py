@@ -208,3 +208,30 @@ def test_rendered_chart_passes_server_side_dry_run(
     result = kubectl("apply", "--server-side", "--dry-run=server", "-f", "-", input=stream)
     for document in checked:
         assert document["metadata"]["name"] in result.stdout
+
+
+def test_operator_pod_meets_the_restricted_pod_security_standard(
+    control_plane: Any, kubectl: Any, namespace: str
+) -> None:
+    """The API server's PodSecurity admission judges the Pod the Deployment would create."""
+    kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
+    deployment = by_kind(render(control_plane.bin_dir, namespace=namespace))["Deployment"]
+    template = deployment["spec"]["template"]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "respool-operator", "namespace": namespace, **template["metadata"]},
+        "spec": template["spec"],
+    }
+    accepted = kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(pod), check=False)
+    assert accepted.returncode == 0, accepted.stderr
+    assert "violate" not in accepted.stderr  # no PodSecurity warnings either
+    # The control: the same Pod with one hardening setting undone is refused, so the admission
+    # that accepted it above is really enforcing.
+    weakened = json.loads(json.dumps(pod))
+    weakened["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
+    refused = kubectl(
+        "create", "--dry-run=server", "-f", "-", input=json.dumps(weakened), check=False
+    )
+    assert refused.returncode != 0
+    assert "allowPrivilegeEscalation" in refused.stderr

@@ -329,3 +329,22 @@ def test_enum_values_are_the_design_vocabulary() -> None:
     assert [p.value for p in Phase] == ["Pending", "Scheduled", "Active", "Expired", "Failed"]
     assert [m.value for m in Mode] == ["exclusive", "shared"]
     assert [c.value for c in ClaimPolicy] == ["Auto", "Manual"]
+
+
+def test_models_accept_what_kopf_hands_over() -> None:
+    import kopf
+
+    body = kopf.Body(
+        {
+            "apiVersion": "respool.io/v1alpha1",
+            "kind": "ResourceReservation",
+            "metadata": {"name": "n", "namespace": "ns", "generation": 1},
+            "spec": RESERVATION_SPEC,
+            "status": {"phase": "Scheduled", "preReservationId": "rack-a-3"},
+        }
+    )
+    spec = ResourceReservationSpec.model_validate(body.spec)
+    status = ResourceReservationStatus.model_validate(body.status)
+    assert spec.to_wire() == RESERVATION_SPEC
+    assert status.phase is Phase.SCHEDULED and status.pre_reservation_id == "rack-a-3"
+    assert ResourceReservation.model_validate(body).spec.pool == "rack-a"
