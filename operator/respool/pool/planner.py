@@ -57,6 +57,10 @@ def _start_of(entry: tuple[float, str, float | None]) -> float:
     return entry[0]
 
 
+def _first(entry: tuple[float, str]) -> float:
+    return entry[0]
+
+
 class _TimeIndex:
     """Bookings indexed by time.
 
@@ -307,11 +311,10 @@ class Planner:
         booking = Booking(booking_id, start, end, mode, R)
         self._bookings[booking_id] = booking
         self._grants[booking_id] = grant
-        mask = 0
-        for index, (cores, gpus) in grant.items():
-            if cores or gpus:
-                mask |= 1 << index
-        self._masks[booking_id] = mask
+        self._masks[booking_id] = mask_from_indices(
+            (index for index, (cores, gpus) in grant.items() if cores or gpus),
+            len(self.pool._ranks),
+        )
         self._index.add(booking_id, start, end)
         self._generation += 1
         return booking
@@ -369,7 +372,7 @@ class Planner:
         if pool._feasibility_error(req, eligible) is not None:
             return None  # cannot fit the up ranks even with nothing booked
         ends = self._index.ends
-        position = bisect_right(ends, (begin, "\U0010ffff"))
+        position = bisect_right(ends, begin, key=_first)
         candidate = begin
         while True:
             if limit is not None and candidate > limit:
@@ -385,7 +388,7 @@ class Planner:
             if position >= len(ends):
                 return None
             candidate = ends[position][0]
-            position = bisect_right(ends, (candidate, "\U0010ffff"), lo=position)
+            position = bisect_right(ends, candidate, lo=position, key=_first)
 
     def reserve_earliest(
         self,
@@ -599,7 +602,7 @@ class Planner:
         moment = _check_number(after, "after")
         best: float | None = None
         for entries in (self._index.starts, self._index.ends):
-            position = bisect_right(entries, (moment, "\U0010ffff"))
+            position = bisect_right(entries, moment, key=_first)
             if position < len(entries):
                 value = entries[position][0]
                 if best is None or value < best:
