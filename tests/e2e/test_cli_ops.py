@@ -23,6 +23,12 @@ Run = Callable[..., "subprocess.CompletedProcess[str]"]
 VENV_BIN = Path(sys.executable).parent
 
 
+def admin_cluster(control_plane: Any) -> dict[str, Any]:
+    """The cluster entry (server and CA) of the test kubeconfig, for a kubeconfig of another user."""
+    config = yaml.safe_load(Path(control_plane.kubeconfig).read_text())
+    return dict(config["clusters"][0]["cluster"])
+
+
 @pytest.fixture
 def cli(kube_env: dict[str, str]) -> Run:
     """Run the installed `respool` command (or any other) with the test cluster's env."""
@@ -149,7 +155,7 @@ def test_clear_errors(cli: Run, pool: str, namespace: str, kubectl: Kubectl, con
     gone = cli("release", "nothing-here", "-n", namespace, expect=1)
     assert f"no reservation 'nothing-here' in namespace '{namespace}'" in gone.stderr
     ghost = cli("reserve", pool, "-n", "no-such-namespace", expect=1)
-    assert "namespace 'no-such-namespace' does not exist" in ghost.stderr
+    assert "namespace 'no-such-namespace' does not exist" in ghost.stderr, ghost.stderr
 
     kubectl("create", "serviceaccount", "nobody", "-n", namespace)
     token = kubectl("create", "token", "nobody", "-n", namespace).stdout.strip()
@@ -157,7 +163,7 @@ def test_clear_errors(cli: Run, pool: str, namespace: str, kubectl: Kubectl, con
     kubeconfig.write_text(yaml.safe_dump({
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "c", "cluster": {"server": control_plane.server, "insecure-skip-tls-verify": True}}],
+        "clusters": [{"name": "c", "cluster": admin_cluster(control_plane)}],
         "users": [{"name": "nobody", "user": {"token": token}}],
         "contexts": [{"name": "x", "context": {"cluster": "c", "user": "nobody", "namespace": namespace}}],
         "current-context": "x",

@@ -14,9 +14,11 @@ import secrets
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from respool.api import parse_time
 from respool.client import (
@@ -95,6 +97,12 @@ def hold_whole_pool(ats: KubernetesATSClient, pool: str, hours: float = 1.0) -> 
     return holder
 
 
+def admin_cluster(control_plane: Any) -> dict[str, Any]:
+    """The cluster entry (server and CA) of the test kubeconfig, for a kubeconfig of another user."""
+    config = yaml.safe_load(Path(control_plane.kubeconfig).read_text())
+    return dict(config["clusters"][0]["cluster"])
+
+
 # -- life cycle --------------------------------------------------------------------------
 
 
@@ -157,6 +165,18 @@ def test_busy_pool_without_next_available_counts_a_retry_and_leaves_nothing(
     assert len(names) == 1, f"only the holder's object is left: {names}"
     holder.release_reservation()
     assert waiter.request_reservation(next_available=False) is True, "free again after the release"
+
+
+def test_claim_of_a_future_window_waits_for_its_start(ats: KubernetesATSClient, make_pool: PoolFactory) -> None:
+    pool = make_pool()
+    rr = ResourceReservation(pool, ats)
+    start = time.time() + 6
+    assert rr.request_reservation(start, start + 60, next_available=False)
+    assert rr.start_time == pytest.approx(start, abs=1)
+    assert rr.claim_reservation() is True
+    assert time.time() >= rr.start_time - 0.5, "Active only once the window has started"
+    assert rr.reservation_id
+    rr.release_reservation()
 
 
 def test_retry_limit(ats: KubernetesATSClient, make_pool: PoolFactory, kubectl: Kubectl, namespace: str) -> None:
@@ -327,7 +347,7 @@ def test_forbidden_namespace_by_rbac(
             {
                 "apiVersion": "v1",
                 "kind": "Config",
-                "clusters": [{"name": "c", "cluster": {"server": control_plane.server, "insecure-skip-tls-verify": True}}],
+                "clusters": [{"name": "c", "cluster": admin_cluster(control_plane)}],
                 "users": [{"name": "nobody", "user": {"token": token}}],
                 "contexts": [{"name": "x", "context": {"cluster": "c", "user": "nobody"}}],
                 "current-context": "x",
