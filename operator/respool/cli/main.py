@@ -12,6 +12,7 @@ engine, the dev cluster, the operator and the client can grow without editing on
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -20,8 +21,10 @@ from respool.cli import crds, dev, ops, run
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # Installed twice: as `respool` and as the kubectl plugin `kubectl-respool`.
+    invoked_as_plugin = os.path.basename(sys.argv[0]).startswith("kubectl-")
     parser = argparse.ArgumentParser(
-        prog="respool",
+        prog="kubectl respool" if invoked_as_plugin else "respool",
         description="Reserve shared hardware on Kubernetes: ResourcePools and ResourceReservations.",
     )
     parser.add_argument("--version", action="version", version=f"respool {__version__}")
