@@ -136,6 +136,7 @@ def test_reserve_wait_get_describe_release(cli: Run, pool: str, namespace: str, 
 def test_kubectl_plugin(cli: Run, pool: str) -> None:
     out = cli("respool", "get", "pools", program="kubectl").stdout
     assert pool in out and out.startswith("NAME")
+    assert cli("respool", "--help", program="kubectl").stdout.startswith("usage: kubectl respool")
 
 
 def test_shared_reservations_and_release_by_id(cli: Run, pool: str, namespace: str) -> None:
