@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from respool.api import (
@@ -348,3 +351,63 @@ def test_models_accept_what_kopf_hands_over() -> None:
     assert spec.to_wire() == RESERVATION_SPEC
     assert status.phase is Phase.SCHEDULED and status.pre_reservation_id == "rack-a-3"
     assert ResourceReservation.model_validate(body).spec.pool == "rack-a"
+
+
+_FUZZ_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=30),
+    st.sampled_from(
+        [
+            "1h",
+            "0s",
+            "-1h",
+            "99999999999h",
+            "2026-12-01T08:00:00Z",
+            "9999-12-31T23:59:59-23:59",
+            "0-3",
+            "node[0-3]",
+            "exclusive",
+            "Manual",
+            "rack-a",
+            "[]",
+            "1e9s",
+        ]
+    ),
+)
+_FUZZ_JSON = st.recursive(
+    _FUZZ_VALUES,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from([*sorted(RESERVATION_SPEC), "resources", "duration", "bogus"]),
+        _FUZZ_JSON,
+        max_size=8,
+    )
+)
+def test_fuzzed_reservation_specs_fail_only_with_validation_errors(data: dict[str, Any]) -> None:
+    with contextlib.suppress(ValidationError):
+        ResourceReservationSpec.model_validate({**RESERVATION_SPEC, **data})
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from([*sorted(POOL_SPEC), "expiration", "bogus"]), _FUZZ_JSON, max_size=6
+    ),
+    _FUZZ_JSON,
+)
+def test_fuzzed_pool_specs_fail_only_with_validation_errors(
+    data: dict[str, Any], r_lite: Any
+) -> None:
+    spec = copy.deepcopy(POOL_SPEC)
+    spec["resources"]["execution"]["R_lite"] = r_lite
+    with contextlib.suppress(ValidationError):
+        ResourcePoolSpec.model_validate({**spec, **data})

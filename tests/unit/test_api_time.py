@@ -102,3 +102,17 @@ def test_time_round_trip_is_stable_at_the_microsecond(epoch: float) -> None:
     assert abs(again - epoch) <= 1e-6
     assert format_time(again) == text
     assert parse_time(format_time(again)) == again
+
+
+@pytest.mark.parametrize(
+    "text", ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+23:59", "0000-01-01T00:00:00Z"]
+)
+def test_parse_time_out_of_range_is_a_value_error(text: str) -> None:
+    with pytest.raises(ValueError, match="invalid time"):
+        parse_time(text)
+
+
+def test_parse_duration_refuses_what_go_cannot_hold() -> None:
+    assert parse_duration("2562047h") == 2562047 * 3600.0
+    with pytest.raises(ValueError, match="longest Go duration"):
+        parse_duration("99999999999h")

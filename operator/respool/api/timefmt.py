@@ -34,6 +34,8 @@ _UNIT_SECONDS = {
     "ns": 1e-9,
 }
 _MICROS_PER_SECOND = 1_000_000
+MAX_DURATION_SECONDS = (2**63 - 1) / 1e9
+"""Go's time.Duration limit; the API server's CEL duration() refuses longer ones too."""
 
 
 def parse_duration(text: str) -> float:
@@ -62,6 +64,10 @@ def parse_duration(text: str) -> float:
         raise ValueError(
             f"invalid duration {text!r}: use a number and a unit (h, m, s, ms, us, ns), "
             "several terms allowed, e.g. '90s', '30m', '1h30m', '1.5h'"
+        )
+    if total > MAX_DURATION_SECONDS:
+        raise ValueError(
+            f"duration {text!r} is longer than the longest Go duration (about 292 years)"
         )
     return total
 
@@ -126,7 +132,10 @@ def parse_time(text: str) -> float:
         hours, minutes = int(zone[1:3]), int(zone[4:6])
         if hours > 23 or minutes > 59:
             raise ValueError(f"invalid time {text!r}: time zone offset {zone} is out of range")
-        moment -= sign * timedelta(hours=hours, minutes=minutes)
+        try:
+            moment -= sign * timedelta(hours=hours, minutes=minutes)
+        except OverflowError:
+            raise ValueError(f"invalid time {text!r}: outside the years 1 to 9999") from None
     moment = moment.replace(tzinfo=UTC)
     whole = int(moment.timestamp())
     micros = 0
