@@ -282,7 +282,8 @@ def _respool(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
         capture_output=True,
         text=True,
         env=env,
-        timeout=60,
+        # Generous: only a guard against a hang (importing the CLI is slow on a loaded machine).
+        timeout=300,
         check=False,
     )
 
@@ -298,7 +299,7 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
 
 def test_cli_reports_a_stopped_plane(cli_env: dict[str, str]) -> None:
     status = _respool("status", env=cli_env)
-    assert status.returncode == 3
+    assert status.returncode == 3, status.stdout + status.stderr
     assert "stopped" in status.stdout
     kubeconfig = _respool("kubeconfig", env=cli_env)
     assert kubeconfig.returncode == 3
@@ -320,6 +321,6 @@ def test_cli_reports_a_taken_port_without_a_traceback(
     cli_env: dict[str, str], listening_port: int
 ) -> None:
     result = _respool("up", "--port", str(listening_port), env=cli_env)
-    assert result.returncode == 1
+    assert result.returncode == 1, result.stdout + result.stderr
     assert f"port {listening_port} on 127.0.0.1 is already in use" in result.stderr
     assert "Traceback" not in result.stderr
