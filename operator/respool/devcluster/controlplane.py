@@ -46,10 +46,18 @@ _ADDRESS_IN_USE = ("address already in use", "bind: address in use")
 _PR_SET_PDEATHSIG = 1
 
 
+#: etcd preallocates 64 MiB WAL segments; a small /dev/shm (64 MiB in default containers)
+#: would fail it, so tmpfs is used only when it has room for a few.
+_ETCD_MIN_FREE_BYTES = 512 * 2**20
+
+
 def _default_etcd_root() -> Path | None:
-    """tmpfs for etcd's data when writable (fast, and nothing left on disk); else None."""
+    """tmpfs for etcd's data when writable and roomy (fast, nothing left on disk); else None."""
     shm = Path("/dev/shm")
-    return shm if shm.is_dir() and os.access(shm, os.W_OK) else None
+    if not (shm.is_dir() and os.access(shm, os.W_OK)):
+        return None
+    stats = os.statvfs(shm)
+    return shm if stats.f_bavail * stats.f_frsize >= _ETCD_MIN_FREE_BYTES else None
 
 
 def free_port() -> int:
