@@ -452,7 +452,8 @@ class ResourceCapacity(StatusModel):
 
 
 class PoolCapacity(StatusModel):
-    """Capacity per resource type (what ``Planner.capacity`` returns)."""
+    """Capacity per resource type: core, gpu and node (a node counts as allocated when anything
+    on it is)."""
 
     core: ResourceCapacity | None = None
     gpu: ResourceCapacity | None = None
