@@ -305,9 +305,17 @@ def test_cli_reports_a_stopped_plane(cli_env: dict[str, str]) -> None:
     assert kubeconfig.returncode == 3
     assert kubeconfig.stdout == ""
     assert "respool dev up" in kubeconfig.stderr
+    home = Path(cli_env["RESPOOL_DEV_HOME"])
+    home.mkdir(parents=True)
+    (home / "notes.txt").write_text("not respool's")
+    (home / "logs").mkdir()
+    (home / "logs" / "etcd.log").write_text("old log")
     down = _respool("down", env=cli_env)
     assert down.returncode == 0
     assert "no control plane was running" in down.stderr
+    # `down` removes what a control plane writes, and nothing else.
+    assert not (home / "logs").exists()
+    assert (home / "notes.txt").read_text() == "not respool's"
 
 
 def test_cli_bin_without_build_explains(cli_env: dict[str, str]) -> None:

@@ -174,6 +174,18 @@ class ControlPlane:
     starter (``respool dev up``) and are found again through ``state.json``.
     """
 
+    #: Every file and directory a control plane creates in its workdir.
+    OWN_FILES = (
+        STATE_FILE,
+        STATE_FILE + ".tmp",
+        "kubeconfig",
+        "kubeconfig.tmp",
+        "tokens.csv",
+        "service-account.key",
+        "certs",
+        "logs",
+    )
+
     def __init__(
         self,
         workdir: Path | str,

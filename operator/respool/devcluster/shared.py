@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from respool.devcluster.build import stderr_progress
-from respool.devcluster.controlplane import ControlPlane
+from respool.devcluster.controlplane import ETCD_DATA_PREFIX, ControlPlane
 from respool.devcluster.versions import cache_home
 
 DEV_HOME_ENV = "RESPOOL_DEV_HOME"
@@ -92,10 +92,12 @@ def down(progress: Callable[[str], None] = stderr_progress) -> bool:
         found = plane is not None
         if plane is not None:
             plane.stop()
-        for entry in home.iterdir():
-            if entry.name == ".lock":
-                continue
-            if entry.is_dir():
+        # Only what a control plane writes: RESPOOL_DEV_HOME may point at a directory that
+        # holds other things too.
+        leftovers = [home / name for name in ControlPlane.OWN_FILES]
+        leftovers += home.glob(f"{ETCD_DATA_PREFIX}*")  # etcd data when there is no tmpfs
+        for entry in leftovers:
+            if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)
             else:
                 entry.unlink(missing_ok=True)
