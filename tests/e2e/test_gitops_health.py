@@ -204,3 +204,18 @@ def test_the_operator_never_writes_spec(driven: dict[str, dict[str, Any]]) -> No
             if "f:status" in (entry.get("fieldsV1") or {}):
                 assert entry.get("subresource") == "status", (name, entry["manager"])
         assert not writers_of_spec & status_writers, name
+
+
+def test_settled_objects_are_not_rewritten(
+    driven: dict[str, dict[str, Any]], rk: Any, namespace: str
+) -> None:
+    """Once settled, nothing is written again: a status field the schema would prune (and the
+    operator would then rewrite forever) or a flapping condition would show up here."""
+    import time
+
+    names = ("active", "scheduled", "waiting", "infeasible", "no-pool")
+    time.sleep(2)
+    before = {n: rk.get(namespace, n)["metadata"]["resourceVersion"] for n in names}
+    time.sleep(2)
+    after = {n: rk.get(namespace, n)["metadata"]["resourceVersion"] for n in names}
+    assert before == after, "settled reservations keep being rewritten"
