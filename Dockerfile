@@ -57,10 +57,17 @@ RUN pip install --no-deps \
         websocket-client==1.9.2 \
         yarl==1.25.1 \
     && pip check
+# The build backend, pinned too (pyproject.toml asks for setuptools>=68 and wheel), and used
+# without build isolation so that nothing unpinned is fetched while building respool.
+RUN pip install --no-deps setuptools==84.2.1 wheel==0.48.0
 COPY pyproject.toml README.md /src/
 COPY operator /src/operator
-# --no-deps: the closure above is complete; `pip check` proves it.
-RUN pip install --no-deps /src && pip check && python -m compileall -q /opt/respool
+# --no-deps: the closure above is complete; `pip check` proves it. The build tools are not
+# needed at run time and leave with this stage.
+RUN pip install --no-deps --no-build-isolation /src \
+    && pip uninstall --yes setuptools wheel \
+    && pip check \
+    && python -m compileall -q /opt/respool
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="respool" \
