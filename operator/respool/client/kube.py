@@ -12,9 +12,9 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import urllib3
 from kubernetes import client as k8s
@@ -168,6 +168,10 @@ class KubeAPI:
             if details.get("kind") == POOLS and pool is not None:
                 return PoolNotFound(f"ResourcePool {pool!r} does not exist")
             if details.get("name"):
+                if details.get("kind") == RESERVATIONS:
+                    return ReservationNotFound(
+                        f"ResourceReservation {namespace}/{details['name']} does not exist"
+                    )
                 return ReservationNotFound(message)
             return NotInstalled(
                 f"the respool CRDs ({GROUP}/{VERSION}) are not installed on "
@@ -186,6 +190,12 @@ class KubeAPI:
                     GROUP, VERSION, POOLS, name, _request_timeout=self.request_timeout
                 )
             )
+
+    def check_pool(self, name: str) -> None:
+        """Raise `PoolNotFound` early if the pool is missing. A client that may not read
+        cluster-scoped pools skips this and gets the operator's verdict instead."""
+        with suppress(AccessDenied):
+            self.get_pool(name)
 
     def list_pools(self) -> list[Object]:
         with self.errors():
@@ -211,19 +221,12 @@ class KubeAPI:
 
     def get_reservation(self, namespace: str, name: str) -> Object:
         with self.errors(namespace=namespace):
-            try:
-                return _object(
-                    self.custom.get_namespaced_custom_object(
-                        GROUP, VERSION, namespace, RESERVATIONS, name,
-                        _request_timeout=self.request_timeout,
-                    )
+            return _object(
+                self.custom.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, RESERVATIONS, name,
+                    _request_timeout=self.request_timeout,
                 )
-            except ApiException as exc:
-                if exc.status == 404 and _status_message(exc)[1].get("name"):
-                    raise ReservationNotFound(
-                        f"ResourceReservation {namespace}/{name} does not exist"
-                    ) from exc
-                raise
+            )
 
     def create_reservation(self, namespace: str, body: Mapping[str, Any], *, pool: str | None = None) -> Object:
         with self.errors(namespace=namespace, pool=pool):
@@ -236,33 +239,24 @@ class KubeAPI:
 
     def patch_reservation(self, namespace: str, name: str, patch: Mapping[str, Any]) -> Object:
         with self.errors(namespace=namespace):
-            try:
-                return _object(
-                    self.custom.patch_namespaced_custom_object(
-                        GROUP, VERSION, namespace, RESERVATIONS, name, dict(patch),
-                        field_manager=FIELD_MANAGER, _request_timeout=self.request_timeout,
-                        _content_type="application/merge-patch+json",
-                    )
+            return _object(
+                self.custom.patch_namespaced_custom_object(
+                    GROUP, VERSION, namespace, RESERVATIONS, name, dict(patch),
+                    field_manager=FIELD_MANAGER, _request_timeout=self.request_timeout,
+                    _content_type="application/merge-patch+json",
                 )
-            except ApiException as exc:
-                if exc.status == 404 and _status_message(exc)[1].get("name"):
-                    raise ReservationNotFound(
-                        f"ResourceReservation {namespace}/{name} does not exist"
-                    ) from exc
-                raise
+            )
 
     def delete_reservation(self, namespace: str, name: str) -> bool:
         """Delete; False when it was already gone."""
-        with self.errors(namespace=namespace):
-            try:
+        try:
+            with self.errors(namespace=namespace):
                 self.custom.delete_namespaced_custom_object(
                     GROUP, VERSION, namespace, RESERVATIONS, name,
                     _request_timeout=self.request_timeout,
                 )
-            except ApiException as exc:
-                if exc.status == 404 and _status_message(exc)[1].get("name"):
-                    return False
-                raise
+        except ReservationNotFound:
+            return False
         return True
 
     def find_reservation(self, namespace: str, name_or_id: str) -> Object | None:
@@ -344,6 +338,21 @@ class KubeAPI:
             current = self.get_reservation(namespace, name)
             if on_change is not None:
                 on_change(current)
+
+
+class ClientBase:
+    """Shared by the clients built on one `KubeAPI`: closing, and use in a ``with`` block."""
+
+    api: KubeAPI
+
+    def close(self) -> None:
+        self.api.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _object(reply: object) -> Object:

@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from contextlib import suppress
 from typing import Any
 
 from respool.api import parse_time
 from respool.client.ats import DEFAULT_DURATION
 from respool.client.errors import (
-    AccessDenied,
     InvalidConfigRequest,
     MaxWaitExceeded,
     NamespaceForbidden,
@@ -31,7 +29,7 @@ from respool.client.errors import (
     ResourceUnavailable,
     RespoolError,
 )
-from respool.client.kube import KubeAPI, Object, evaluated
+from respool.client.kube import ClientBase, KubeAPI, Object, evaluated
 from respool.client.objects import Reservation, reservation_body
 
 _INVALID_REASONS = ("Infeasible", "InvalidSpec")
@@ -86,7 +84,7 @@ def granted_config(obj: Mapping[str, Any]) -> dict[str, Any]:
     return granted
 
 
-class KubernetesATSClient:
+class KubernetesATSClient(ClientBase):
     """The ATS client for respool: `resource_name` names a ResourcePool.
 
     ``resource_config`` may carry a request (``{"nodes": 2, "gpusPerSlot": 1}``, or
@@ -114,26 +112,12 @@ class KubernetesATSClient:
         # other IDs are looked up by listing the namespace.
         self._names: dict[str, str] = {}
 
-    def close(self) -> None:
-        self.api.close()
-
-    def __enter__(self) -> KubernetesATSClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # -- helpers --------------------------------------------------------------------------
-
-    def _check_pool(self, pool: str) -> None:
-        # A client that may not read cluster-scoped pools still gets the operator's verdict.
-        with suppress(AccessDenied):
-            self.api.get_pool(pool)
 
     def _create_and_evaluate(self, body: dict[str, Any], pool: str) -> Object:
         """Create `body` and wait for the operator's first verdict; on any failure the
         object is deleted again."""
-        self._check_pool(pool)
+        self.api.check_pool(pool)
         created = self.api.create_reservation(self.namespace, body, pool=pool)
         name = created["metadata"]["name"]
         try:

@@ -13,18 +13,16 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from typing import Any
 
 from respool.api import parse_duration, parse_time
 from respool.client.errors import (
-    AccessDenied,
     InvalidConfigRequest,
     OperatorNotResponding,
-    ReservationNotFound,
     ReservationTimeout,
 )
-from respool.client.kube import KubeAPI, Object, evaluated
+from respool.client.kube import ClientBase, KubeAPI, Object, evaluated
 from respool.client.kubernetes_ats import unavailable_error
 from respool.client.objects import Reservation, reservation_body
 
@@ -66,7 +64,7 @@ def _finished(obj: Object) -> bool:
     return evaluated(obj) and phase in ("Active", "Failed", "Expired")
 
 
-class RespoolClient:
+class RespoolClient(ClientBase):
     """Reservations in one namespace (default: the kubeconfig context's, else ``default``)."""
 
     def __init__(
@@ -82,15 +80,6 @@ class RespoolClient:
         self.api = api or KubeAPI(kubeconfig, context, request_timeout=request_timeout)
         self.namespace = namespace or self.api.default_namespace
         self.operator_timeout = operator_timeout
-
-    def close(self) -> None:
-        self.api.close()
-
-    def __enter__(self) -> RespoolClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def create(
         self,
@@ -145,9 +134,7 @@ class RespoolClient:
             claim_policy=claim_policy,
             name=name,
         )
-        # A client that may not read cluster-scoped pools still gets the operator's verdict.
-        with suppress(AccessDenied):
-            self.api.get_pool(pool)
+        self.api.check_pool(pool)
         return Reservation.from_object(self.api.create_reservation(self.namespace, body, pool=pool))
 
     def get(self, name: str) -> Reservation:
@@ -254,7 +241,6 @@ def reserve(
         try:
             yield client.wait(created.name, wait_limit, on_change)
         finally:
-            with suppress(ReservationNotFound):
-                client.api.delete_reservation(client.namespace, created.name)
+            client.api.delete_reservation(client.namespace, created.name)
     finally:
         client.close()
