@@ -24,7 +24,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -87,7 +87,9 @@ class PoolActor:
         self._pool_deleting = False
         self._blocked_reported = False
         self._selector: dict[str, Any] | None = None
-        self._finalizer_check: set[str] = set()
+        self._finalizer_dirty: set[str] = set()
+        self._finalizer_kick = asyncio.Event()
+        self._finalizer_task: asyncio.Task[None] | None = None
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._uncommitted: list[_Pending] = []
@@ -103,6 +105,9 @@ class PoolActor:
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"respool-pool-{self.name}")
+        if self._finalizer_task is None:
+            self._finalizer_task = asyncio.create_task(
+                self._finalizer_loop(), name=f"respool-finalizers-{self.name}")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -172,14 +177,13 @@ class PoolActor:
             self.dirty.add(uid)
             self.kick()
         elif record.phase in HOLDING_PHASES and not record.has_finalizer and not deleting:
-            self._finalizer_check.add(uid)  # someone removed it: put it back
-            self.kick()
+            self._finalizers_due(uid)  # someone removed it: put it back
 
     def adopt(self, record: Reservation) -> None:
         """A record found by the start-up listing (restored before any decision)."""
         self.records[record.uid] = record
         if record.phase in HOLDING_PHASES and not record.has_finalizer and not record.deleting:
-            self._finalizer_check.add(record.uid)
+            self._finalizers_due(record.uid)
         if (record.status.get("observedGeneration") != record.generation
                 or not record.status.get("phase") or record.deleting):
             self.dirty.add(record.uid)
@@ -241,6 +245,8 @@ class PoolActor:
         for uid in due:
             self.wake_at.pop(uid, None)
         done: set[str] = set()
+        if work:
+            logger.debug("pool %s: deciding %d (%d due)", self.name, len(work), len(due))
         await self._decide_all(self._ordered(work), now, done)
         rounds = 0
         while self.capacity_changed and rounds < 3:
@@ -249,13 +255,10 @@ class PoolActor:
             waiting = [r for r in self.records.values()
                        if r.uid not in done and r.phase in (PENDING, SCHEDULED, None)
                        and not r.deleting]
+            logger.debug("pool %s: capacity changed; retrying %d", self.name, len(waiting))
             await self._decide_all(self._ordered(uid for uid in (r.uid for r in waiting)),
                                    float(math.floor(time.time())), done)
         await self._flush()
-        if self._finalizer_check:
-            check, self._finalizer_check = self._finalizer_check, set()
-            await self._sync_finalizers([self.records[uid] for uid in check
-                                         if uid in self.records])
         if self.capacity_changed:
             self.kick()  # more freed during the last round: another pass soon
         await self._maybe_write_pool_status()
@@ -279,6 +282,9 @@ class PoolActor:
             if record.deleting:
                 await self._delete(record)
                 continue
+            if (self._selector is not None and record.phase != ACTIVE
+                    and record.namespace not in self.ctl.namespace_labels):
+                await self.ctl.ensure_namespace(record.namespace)
             planner = self.planner
             before = planner.get(record.uid) if planner is not None else None
             planned_before = record.planned_key
@@ -311,15 +317,7 @@ class PoolActor:
             self._post_rsv(record, "Normal", "Released",
                            f"deleted: released {released.R.dumps()} on pool {self.name!r}")
         self.wake_at.pop(record.uid, None)
-        if record.has_finalizer:
-            await self._flush()  # the release must not be undone by a pending rollback
-            path = reservation_path(record.namespace, record.name)
-            try:
-                await remove_finalizer(self.ctl.api, path, record.uid,
-                                       record.finalizers)
-            except ApiError as exc:
-                logger.warning("could not remove the finalizer of %s: %s", record.key, exc)
-                self.wake_at[record.uid] = time.time() + RETRY_AFTER_WRITE_FAILURE
+        self._finalizers_due(record.uid)
 
     # -- commit ------------------------------------------------------------------------------
 
@@ -339,7 +337,9 @@ class PoolActor:
         # Roll back in reverse order so that each restore finds its resources as they were.
         for pending in reversed(failures):
             self._rollback(pending)
-        await self._sync_finalizers([p.rsv for p in batch if p not in failures])
+        for pending in batch:
+            if pending not in failures:
+                self._finalizers_due(pending.rsv.uid)
 
     async def _write(self, pending: _Pending) -> dict[str, Any]:
         record = pending.rsv
@@ -400,29 +400,45 @@ class PoolActor:
                              "write: %s", self.name, record.key, exc)
         self.capacity_changed = True
 
-    async def _sync_finalizers(self, records: list[Reservation]) -> None:
-        """Hold our finalizer exactly while a reservation holds resources."""
-        jobs: list[Awaitable[Any]] = []
-        for record in records:
-            holding = record.phase in HOLDING_PHASES
-            if holding and not record.has_finalizer and not record.deleting:
-                jobs.append(self._add_rsv_finalizer(record))
-            elif not holding and record.has_finalizer and not record.deleting:
-                path = reservation_path(record.namespace, record.name)
-                jobs.append(remove_finalizer(self.ctl.api, path, record.uid,
-                                             record.finalizers))
-        if jobs:
-            for result in await asyncio.gather(*jobs, return_exceptions=True):
-                if isinstance(result, BaseException):
-                    logger.warning("pool %s: finalizer update failed: %s", self.name, result)
+    # -- finalizers (off the decision path: they are not the commit point) ---------------
 
-    async def _add_rsv_finalizer(self, record: Reservation) -> None:
+    def _finalizers_due(self, uid: str) -> None:
+        self._finalizer_dirty.add(uid)
+        self._finalizer_kick.set()
+
+    async def _finalizer_loop(self) -> None:
+        """Hold our finalizer exactly while a reservation holds resources, and drop it once
+        a deleted reservation has been released. Level-based: each pass compares what is
+        wanted now with what the object has."""
+        while True:
+            await self._finalizer_kick.wait()
+            self._finalizer_kick.clear()
+            batch, self._finalizer_dirty = self._finalizer_dirty, set()
+            records = [self.records[uid] for uid in batch if uid in self.records]
+            results = await asyncio.gather(*(self._sync_finalizer(r) for r in records),
+                                           return_exceptions=True)
+            for record, result in zip(records, results, strict=True):
+                if isinstance(result, BaseException):
+                    logger.warning("pool %s: finalizer of %s: %s", self.name, record.key, result)
+                    await asyncio.sleep(RETRY_AFTER_WRITE_FAILURE)
+                    self._finalizers_due(record.uid)
+
+    async def _sync_finalizer(self, record: Reservation) -> None:
+        wanted = record.phase in HOLDING_PHASES and not record.deleting
+        if record.deleting and self.planner is not None and self.planner.get(record.uid):
+            return  # not released yet (the decision loop releases first, then asks again)
         path = reservation_path(record.namespace, record.name)
-        metadata = {"finalizers": record.finalizers,
-                    "resourceVersion": record.resource_version}
-        # (A stale resourceVersion only costs a re-read: the patch is conditional on it.)
-        if await add_finalizer(self.ctl.api, path, record.uid, metadata):
-            record.has_finalizer = True
+        if wanted and not record.has_finalizer:
+            metadata = {"finalizers": record.finalizers,
+                        "resourceVersion": record.resource_version}
+            # (A stale resourceVersion only costs a re-read: the patch is conditional on it.)
+            if await add_finalizer(self.ctl.api, path, record.uid, metadata):
+                record.has_finalizer = True
+                record.finalizers = [*record.finalizers, FINALIZER]
+        elif (not wanted and record.has_finalizer
+              and await remove_finalizer(self.ctl.api, path, record.uid, record.finalizers)):
+            record.has_finalizer = False
+            record.finalizers = [f for f in record.finalizers if f != FINALIZER]
 
     def _post_rsv(self, record: Reservation, type_: str, reason: str, message: str) -> None:
         self.ctl.events.post(

@@ -8,6 +8,8 @@ no decision is taken before that. Afterwards kopf's watch events are routed here
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import time
 from collections.abc import Iterable
@@ -16,7 +18,14 @@ from typing import Any
 from respool.controller.actor import PoolActor, _created
 from respool.controller.events import EventPoster
 from respool.controller.finalizers import FINALIZER
-from respool.controller.kubeapi import ApiError, KubeApi, pool_path, reservation_path
+from respool.controller.kubeapi import (
+    ApiError,
+    KubeApi,
+    WatchExpired,
+    pool_path,
+    reservation_path,
+    watch_events,
+)
 from respool.controller.lifecycle import Reservation
 
 logger = logging.getLogger(__name__)
@@ -35,6 +44,8 @@ class Controller:
         self.namespace_labels: dict[str, dict[str, str]] = {}
         self.started = False
         self._pruned = False
+        self._uid_namespace: dict[str, str] = {}
+        self._watchers: list[asyncio.Task[None]] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -44,9 +55,7 @@ class Controller:
         self.events.start()
         try:
             pools = [p async for p in self.api.list_items(pool_path())]
-            reservations: list[dict[str, Any]] = []
-            for path in self._reservation_paths():
-                reservations.extend([r async for r in self.api.list_items(path)])
+            listings = [(path, *await self._list(path)) for path in self._reservation_paths()]
         except ApiError as exc:
             if exc.not_found:
                 raise RuntimeError(
@@ -54,6 +63,7 @@ class Controller:
                     "(kubectl apply -f crds/, or `respool crds | kubectl apply -f -`)"
                 ) from exc
             raise
+        reservations = [item for _path, items, _version in listings for item in items]
         try:
             async for node in self.api.list_items("/api/v1/nodes"):
                 self._note_node(node)
@@ -74,6 +84,7 @@ class Controller:
                 continue
             pool_name = str(record.spec.get("pool") or "")
             self.owner[record.uid] = pool_name
+            self._uid_namespace[record.uid] = record.namespace
             self._actor(pool_name).adopt(record)
         restored = 0
         for actor in self.actors.values():
@@ -83,12 +94,24 @@ class Controller:
             restored += len(actor.planner.bookings()) if actor.planner is not None else 0
         for actor in self.actors.values():
             actor.start()
+        # Reservations are watched here, not by kopf: from exactly the listed version (no event
+        # is missed between the listing and the watch), and without kopf's per-event work,
+        # which was most of the operator's CPU per reservation (docs/operator.md).
+        for path, _items, version in listings:
+            self._watchers.append(asyncio.create_task(
+                self._watch_reservations(path, version), name=f"respool-watch {path}"))
         self.started = True
         logger.info("respool controller started: %d pools, %d reservations, %d grants restored "
                     "in %.2fs", len(pools), len(reservations), restored,
                     time.monotonic() - began)
 
     async def stop(self) -> None:
+        for task in self._watchers:
+            task.cancel()
+        for task in self._watchers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._watchers.clear()
         for actor in self.actors.values():
             await actor.stop()
         await self.events.stop()
@@ -98,6 +121,60 @@ class Controller:
         if not self.namespaces:
             return [reservation_path()]
         return [reservation_path(namespace) for namespace in self.namespaces]
+
+    async def _list(self, path: str) -> tuple[list[dict[str, Any]], str]:
+        """All items of a collection and the resourceVersion of that consistent snapshot."""
+        items: list[dict[str, Any]] = []
+        token = ""
+        version = ""
+        while True:
+            params = {"limit": "500"}
+            if token:
+                params["continue"] = token
+            answer = await self.api.request("GET", path, params=params)
+            metadata = answer.get("metadata") or {}
+            version = version or str(metadata.get("resourceVersion") or "")
+            items.extend(answer.get("items") or [])
+            token = metadata.get("continue") or ""
+            if not token:
+                return items, version
+
+    async def _watch_reservations(self, path: str, version: str) -> None:
+        delay = 0.5
+        while True:
+            try:
+                async for event in watch_events(self.api, path, version):
+                    delay = 0.5
+                    obj = event.get("object") or {}
+                    seen = (obj.get("metadata") or {}).get("resourceVersion")
+                    if event.get("type") != "BOOKMARK":
+                        self.on_reservation(event.get("type"), obj)
+                    version = seen or version
+            except WatchExpired:
+                logger.info("watch of %s expired; listing again", path)
+                version = await self._relist(path)
+            except asyncio.CancelledError:
+                raise
+            except (TimeoutError, ApiError, OSError, json.JSONDecodeError, ValueError) as exc:
+                logger.warning("watch of %s failed (%s); retrying in %.1fs", path, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+            except Exception:
+                logger.exception("watch of %s failed; retrying in %.1fs", path, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    async def _relist(self, path: str) -> str:
+        items, version = await self._list(path)
+        present = set()
+        for item in items:
+            self.on_reservation(None, item)
+            present.add((item.get("metadata") or {}).get("uid"))
+        namespace = path.split("/namespaces/")[1].split("/")[0] if "/namespaces/" in path else None
+        for uid in [u for u, ns in self._uid_namespace.items()
+                    if u not in present and (namespace is None or ns == namespace)]:
+            self.on_reservation("DELETED", {"metadata": {"uid": uid}, "spec": {}})
+        return version
 
     def _actor(self, pool: str) -> PoolActor:
         actor = self.actors.get(pool)
@@ -125,12 +202,14 @@ class Controller:
         previous = self.owner.get(uid)
         if event_type == "DELETED":
             self.owner.pop(uid, None)
+            self._uid_namespace.pop(uid, None)
             self._actor(previous if previous is not None else pool).forget(uid)
             return
         if previous is not None and previous != pool:
             # Moved to another pool (allowed before it is Active): the old pool lets go.
             self._actor(previous).forget(uid)
         self.owner[uid] = pool
+        self._uid_namespace[uid] = metadata.get("namespace") or ""
         self._actor(pool).reservation_event(raw, deleted=False)
 
     def on_node(self, event_type: str | None, raw: dict[str, Any]) -> None:
@@ -150,17 +229,13 @@ class Controller:
         else:
             self._note_namespace(raw)
 
-    def prune(self, pool_names: Iterable[str], reservation_uids: Iterable[str]) -> None:
-        """Once kopf's first listing is complete: drop what vanished between our listing and
-        kopf's (no DELETED event would ever tell us)."""
+    def prune(self, pool_names: Iterable[str]) -> None:
+        """Once kopf's first listing of pools is complete: drop pools deleted between our
+        listing and kopf's (no DELETED event would ever tell us)."""
         if self._pruned:
             return
         self._pruned = True
         live_pools = set(pool_names)
-        live_uids = set(reservation_uids)
-        for uid in [u for u in self.owner if u not in live_uids]:
-            pool = self.owner.pop(uid)
-            self._actor(pool).forget(uid)
         for name, actor in self.actors.items():
             if actor.pool_raw is not None and name not in live_pools:
                 actor.pool_event(None)
@@ -184,6 +259,16 @@ class Controller:
         name = metadata.get("name")
         if name:
             self.namespace_labels[name] = dict(metadata.get("labels") or {})
+
+    async def ensure_namespace(self, name: str) -> None:
+        """Read a namespace's labels now if the watch has not told us yet (a namespace and its
+        first reservation are often created together)."""
+        if name in self.namespace_labels:
+            return
+        try:
+            self._note_namespace(await self.api.get(f"/api/v1/namespaces/{name}"))
+        except ApiError as exc:
+            logger.warning("cannot read namespace %s: %s", name, exc)
 
     async def wait_idle(self, timeout: float = 5.0) -> None:
         """For tests and benchmarks: wait until no actor has work queued."""

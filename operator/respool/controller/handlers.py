@@ -1,14 +1,16 @@
 """The kopf registrations: thin, level-based triggers into `respool.controller.Controller`.
 
-Only `@kopf.on.event` handlers are used. They write nothing themselves (no progress or
+kopf watches pools, Nodes and Namespaces; reservations - the high-volume kind - are listed and
+watched by the controller itself (see `Controller._watch_reservations`), which costs a fraction
+of kopf's per-event processing. Only `@kopf.on.event` handlers are used. They write nothing (no progress or
 diff-base annotations, no return values, no kopf finalizers); the pool actors write status
 through the status subresource and manage the `respool.io/finalizer` finalizer. kopf's
 persistence identity is nevertheless pinned under `respool.io` once, so that a future handler
 that needs it never writes under kopf's default names.
 
-Two tiny indexes (pool names, reservation UIDs) make kopf hold every handler until its first
-listing is complete; the first handler call then drops what vanished between the
-controller's own start-up listing and kopf's.
+A tiny index of pool names makes kopf hold every handler until its first listing is
+complete; the first handler call then drops pools deleted between the controller's own
+start-up listing and kopf's.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 import kopf
 
 from respool.controller.controller import Controller
-from respool.controller.kubeapi import GROUP, POOLS, RESERVATIONS, VERSION, KubeApi
+from respool.controller.kubeapi import GROUP, POOLS, VERSION, KubeApi
 
 logger = logging.getLogger(__name__)
 
@@ -100,27 +102,16 @@ def pool_names(name: str, **_: Any) -> dict[str, bool]:
     return {name: True}
 
 
-@kopf.index(GROUP, VERSION, RESERVATIONS)
-def reservation_uids(uid: str, **_: Any) -> dict[str, bool]:
-    return {uid: True}
-
-
-def _prune(pool_names: kopf.Index[str, bool], reservation_uids: kopf.Index[str, bool]) -> None:
+def _prune(pool_names: kopf.Index[str, bool]) -> None:
     ctl = controller()
     if not ctl._pruned:
-        ctl.prune(list(pool_names.keys()), list(reservation_uids.keys()))
+        ctl.prune(list(pool_names.keys()))
 
 
 @kopf.on.event(GROUP, VERSION, POOLS)
 async def pool_event(event: kopf.RawEvent, **kwargs: Any) -> None:
-    _prune(kwargs["pool_names"], kwargs["reservation_uids"])
+    _prune(kwargs["pool_names"])
     controller().on_pool(event.get("type"), dict(event.get("object") or {}))
-
-
-@kopf.on.event(GROUP, VERSION, RESERVATIONS)
-async def reservation_event(event: kopf.RawEvent, **kwargs: Any) -> None:
-    _prune(kwargs["pool_names"], kwargs["reservation_uids"])
-    controller().on_reservation(event.get("type"), dict(event.get("object") or {}))
 
 
 @kopf.on.event("", "v1", "nodes")
@@ -130,7 +121,7 @@ async def node_event(event: kopf.RawEvent, **_: Any) -> None:
 
 @kopf.on.event("", "v1", "namespaces")
 async def namespace_event(event: kopf.RawEvent, **kwargs: Any) -> None:
-    _prune(kwargs["pool_names"], kwargs["reservation_uids"])
+    _prune(kwargs["pool_names"])
     controller().on_namespace(event.get("type"), dict(event.get("object") or {}))
 
 

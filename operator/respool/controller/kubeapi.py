@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -134,9 +135,12 @@ class KubeApi:
         headers = {"Content-Type": content_type} if data is not None else None
         delay = 0.2
         for attempt in range(self._retries + 1):
+            began = time.monotonic()
             try:
                 async with session.request(method, url, data=data, headers=headers) as response:
                     text = await response.text()
+                    logger.debug("%s %s -> %s in %.0f ms", method, path, response.status,
+                                 (time.monotonic() - began) * 1000)
                     if response.status < 400:
                         return json.loads(text) if text else {}
                     if response.status in _TRANSIENT_STATUSES and attempt < self._retries:
@@ -191,3 +195,41 @@ def _api_error(status: int, text: str) -> ApiError:
     if isinstance(payload, dict):
         return ApiError(status, str(payload.get("message", "")), str(payload.get("reason", "")))
     return ApiError(status, text.strip()[:500])
+
+
+class WatchExpired(Exception):
+    """The watch's resourceVersion is too old (HTTP 410): list again."""
+
+
+async def watch_events(
+    api: KubeApi, path: str, resource_version: str, *, timeout_seconds: int = 300
+) -> AsyncIterator[dict[str, Any]]:
+    """Yield the raw watch events of a collection from `resource_version` (bookmarks too).
+
+    Ends normally when the server closes the stream (reconnect with the last version seen);
+    raises WatchExpired when the version is too old (relist), ApiError for other errors."""
+    session = api._ensure_session()
+    params = {"watch": "1", "resourceVersion": resource_version, "allowWatchBookmarks": "true",
+              "timeoutSeconds": str(timeout_seconds)}
+    url = f"{api.server}{path}?{urlencode(params)}"
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=timeout_seconds + 30)
+    async with session.get(url, timeout=timeout) as response:
+        if response.status == 410:
+            raise WatchExpired(path)
+        if response.status >= 400:
+            raise _api_error(response.status, await response.text())
+        buffer = b""
+        async for chunk in response.content.iter_any():
+            buffer += chunk
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                if event.get("type") == "ERROR":
+                    status = event.get("object") or {}
+                    if status.get("code") == 410:
+                        raise WatchExpired(path)
+                    raise ApiError(int(status.get("code") or 500), str(status.get("message")),
+                                   str(status.get("reason") or ""))
+                yield event

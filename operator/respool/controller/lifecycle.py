@@ -425,18 +425,20 @@ class _Decider:
         gen, now = self.rsv.generation, self.now
         set_condition(self.conditions, ConditionType.READY.value, ready, ready_reason, message,
                       gen, now)
+        # The message lives in status.message and on the conditions that are True; a False
+        # Reconciling/Stalled carries only its reason (status stays small: it is written often).
         if reconciling:
             set_condition(self.conditions, ConditionType.RECONCILING.value, True, reconciling[0],
                           reconciling[1], gen, now)
         else:
             set_condition(self.conditions, ConditionType.RECONCILING.value, False, ready_reason,
-                          message, gen, now)
+                          "", gen, now)
         if stalled:
             set_condition(self.conditions, ConditionType.STALLED.value, True, stalled[0],
                           stalled[1], gen, now)
         else:
             set_condition(self.conditions, ConditionType.STALLED.value, False, ready_reason,
-                          message, gen, now)
+                          "", gen, now)
         self.status["message"] = message
 
     def _scheduled_condition(self, on: bool, reason: str, message: str) -> None:
