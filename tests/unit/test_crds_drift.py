@@ -20,7 +20,9 @@ def test_committed_crds_match_the_models(directory: Path) -> None:
     assert present == sorted(expected), f"{directory}: unexpected CRD files {present}"
     for name, text in expected.items():
         assert (directory / name).read_text(encoding="utf-8") == text, (
-            f"{directory / name} is stale: run `respool crds --out {directory.relative_to(ROOT)}`"
+            f"{directory / name} is stale; regenerate every copy with `respool crds "
+            + " ".join(f"--out {copy.relative_to(ROOT)}" for copy in COPIES)
+            + "`"
         )
 
 
