@@ -306,3 +306,37 @@ def test_every_committed_example_validates_against_the_models() -> None:
             assert document["apiVersion"] == "respool.io/v1alpha1", path
             models[document["kind"]].model_validate(document["spec"])
     assert kinds == set(models)
+
+
+def test_generator_merges_field_and_model_rules_and_refuses_unions() -> None:
+    from pydantic import BaseModel, ConfigDict, Field
+
+    from respool.api.crds import model_schema
+
+    class Inner(BaseModel):
+        model_config = ConfigDict(
+            json_schema_extra={"x-kubernetes-validations": [{"rule": "true", "message": "inner"}]}
+        )
+        a: int = 0
+
+    class Outer(BaseModel):
+        inner: Inner | None = Field(
+            default=None,
+            json_schema_extra={"x-kubernetes-validations": [{"rule": "true", "message": "field"}]},
+        )
+        free: dict[str, Any] | None = None
+
+    schema = model_schema(Outer)
+    inner = schema["properties"]["inner"]
+    assert [r["message"] for r in inner["x-kubernetes-validations"]] == ["inner", "field"]
+    assert "default" not in inner and "title" not in inner
+    assert schema["properties"]["free"] == {
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": True,
+    }
+
+    class Union(BaseModel):
+        either: int | str
+
+    with pytest.raises(ValueError, match="not structural"):
+        model_schema(Union)

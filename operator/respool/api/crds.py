@@ -75,13 +75,21 @@ class _Converter:
         node = dict(node)
         for key in _DROPPED_KEYS:
             node.pop(key, None)
-        if node.get("default", 0) is None:
-            del node["default"]
+        if "default" in node and node["default"] is None:
+            del node["default"]  # Optional[X] = None: absent on the wire, no schema default
 
         if "$ref" in node:
             name = node.pop("$ref").rsplit("/", 1)[-1]
-            # Keys beside the $ref (a field's description, default) win over the model's.
-            return {**self.convert_def(name, stack), **node}
+            target = self.convert_def(name, stack)
+            # Keys beside the $ref (a field's description, default) win over the model's;
+            # CEL rules of both the field and the model apply.
+            rules = target.get("x-kubernetes-validations", []) + node.pop(
+                "x-kubernetes-validations", []
+            )
+            merged = {**target, **node}
+            if rules:
+                merged["x-kubernetes-validations"] = rules
+            return merged
 
         if "anyOf" in node:
             members = [m for m in node.pop("anyOf") if m.get("type") != "null"]
