@@ -160,3 +160,54 @@ def test_test_owned_plane_dies_with_its_parent(tmp_path: Path) -> None:
         if parent.poll() is None:
             parent.kill()
             parent.wait()
+
+
+def test_ctrl_c_in_pytest_stops_the_session_plane(tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT) during a test: pytest's teardown stops the session's control plane."""
+    pids_file = tmp_path / "pids.json"
+    test_file = tmp_path / "test_interrupted.py"
+    test_file.write_text(
+        textwrap.dedent(
+            f"""
+            import json, pathlib, time
+
+            def test_waits_for_interrupt(control_plane):
+                state = control_plane.plane.state
+                pathlib.Path({str(pids_file)!r}).write_text(
+                    json.dumps([state.etcd_pid, state.apiserver_pid, state.etcd_data])
+                )
+                time.sleep(600)
+            """
+        )
+    )
+    tests_dir = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tests_dir), os.environ.get("PYTHONPATH", "")]))
+    env.pop("RESPOOL_TEST_KUBECONFIG", None)
+    session = subprocess.Popen(
+        # Our conftest loaded as a plugin: the same fixtures, in a separate pytest session.
+        [sys.executable, "-m", "pytest", "-p", "conftest", "-p", "no:cacheprovider", "-q",
+         "--rootdir", str(tmp_path), "-c", os.devnull, str(test_file)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not pids_file.exists():
+            assert session.poll() is None, f"pytest ended early:\n{session.communicate()[0]}"
+            assert time.monotonic() < deadline, "the inner session did not start its plane"
+            time.sleep(0.5)
+        time.sleep(0.5)  # the file is written in one call; let the writer finish
+        etcd_pid, apiserver_pid, etcd_data = json.loads(pids_file.read_text())
+        assert pid_alive(etcd_pid) and pid_alive(apiserver_pid)
+        session.send_signal(signal.SIGINT)
+        output, _ = session.communicate(timeout=120)
+        assert "KeyboardInterrupt" in output
+        _wait_gone([etcd_pid, apiserver_pid], timeout=10)
+        assert not Path(etcd_data).exists()
+    finally:
+        if session.poll() is None:
+            session.kill()
+            session.communicate()
