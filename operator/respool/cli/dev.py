@@ -75,13 +75,21 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     elif report["running"]:
-        print(f"running   {report['server']}")
-        print(f"kubeconfig {report['kubeconfig']}")
-        print(f"bin        {report['bin_dir']}")
-        for name, process in report["processes"].items():
-            print(f"{name:<15} pid {process['pid']} port {process['port']}")
-        print(f"versions   {', '.join(f'{k} {v}' for k, v in report['versions'].items())}")
-        print(f"uptime     {report['uptime_seconds']}s")
+        rows = [
+            ("status", "running"),
+            ("server", report["server"]),
+            ("kubeconfig", report["kubeconfig"]),
+            ("bin", report["bin_dir"]),
+            *(
+                (name, f"pid {process['pid']}, port {process['port']}")
+                for name, process in report["processes"].items()
+            ),
+            ("etcd data", report["etcd_data"]),
+            ("versions", ", ".join(f"{k} {v}" for k, v in report["versions"].items())),
+            ("uptime", f"{report['uptime_seconds']}s"),
+        ]
+        for label, value in rows:
+            print(f"{label + ':':<16}{value}")
     elif plane is not None:
         dead = [name for name, proc in report["processes"].items() if not proc["alive"]]
         why = f"{', '.join(dead)} not running" if dead else "kube-apiserver not ready"
