@@ -371,8 +371,6 @@ class Planner:
         eligible = pool._constraint_mask(req.constraint) & pool._up
         if pool._feasibility_error(req, eligible) is not None:
             return None  # cannot fit the up ranks even with nothing booked
-        ends = self._index.ends
-        position = bisect_right(ends, begin, key=_first)
         candidate = begin
         while True:
             if limit is not None and candidate > limit:
@@ -380,15 +378,49 @@ class Planner:
             finish = None if duration is None else candidate + float(duration)
             if self._past_expiration(finish):
                 return None
-            selection = select(
-                req, self._candidates(eligible, self._relevant(candidate, finish, mode))
-            )
-            if selection is not None:
+            relevant = self._relevant(candidate, finish, mode)
+            if select(req, self._candidates(eligible, relevant)) is not None:
                 return candidate
-            if position >= len(ends):
+            next_start = self._next_possible_start(req, eligible, relevant)
+            if next_start is None:
                 return None
-            candidate = ends[position][0]
-            position = bisect_right(ends, candidate, lo=position, key=_first)
+            candidate = next_start
+
+    def _next_possible_start(
+        self, request: ResourceRequest, eligible: int, blocking: list[str]
+    ) -> float | None:
+        """The first booking end at which ``request`` could fit, judging by ``blocking``.
+
+        ``blocking`` are the bookings that made a window starting at some t fail. A window
+        starting at any later e (before they end) still overlaps every one of them that
+        ends after e, and a request that does not fit does not fit in less. So the answer
+        is the smallest end value e_k such that the request fits with only the bookings
+        ending after e_k blocked (found by bisection: fitting is monotone in k); every
+        candidate before it would fail. ``None``: it does not fit even when all finite
+        ones have ended (the open-ended ones never do).
+        """
+        bookings = self._bookings
+        open_ended = [b for b in blocking if bookings[b].end is None]
+        finite = sorted((end, b) for b in blocking if (end := bookings[b].end) is not None)
+        if not finite:
+            return None
+        ends = [end for end, _ in finite]
+        values = sorted(set(ends))
+
+        def fits_after(position: int) -> bool:
+            still = open_ended + [b for _, b in finite[bisect_right(ends, values[position]) :]]
+            return select(request, self._candidates(eligible, still)) is not None
+
+        low, high = 0, len(values) - 1
+        if not fits_after(high):
+            return None
+        while low < high:
+            middle = (low + high) // 2
+            if fits_after(middle):
+                high = middle
+            else:
+                low = middle + 1
+        return values[low]
 
     def reserve_earliest(
         self,
