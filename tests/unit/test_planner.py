@@ -511,6 +511,7 @@ def test_random_bookings_never_overlap_an_exclusive_booking(
         existing = planner.bookings()
         if op == "reserve":
             expected = reference_grant(planner, request, start, end, mode)
+            assert planner.fits(request, start, end, mode) == (expected is not None)
             try:
                 booking = planner.reserve(f"b{n}", request, start, end, mode)
                 assert booking.R.dumps() == expected

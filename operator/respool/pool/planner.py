@@ -274,6 +274,67 @@ class Planner:
 
         return candidates
 
+    def _fits(self, request: ResourceRequest, eligible: int, booking_ids: list[str]) -> bool:
+        """Whether ``select`` would succeed, by counting instead of building the grant.
+
+        Node modes succeed iff enough ranks qualify, slot mode iff the qualifying ranks
+        hold enough slots; untouched ranks are counted per capacity class with one popcount.
+        """
+        pool = self.pool
+        size, gpu = request.slot_size, request.gpu_per_slot
+        node_mode = request.node_count is not None
+        if node_mode:
+            per_node = request.slot_count.min
+            need_cores, need_gpus = per_node * size, per_node * gpu
+            want = max(request.nnodes, 1)
+        else:
+            need_cores, need_gpus = size, gpu
+            want = request.slot_count.min
+        touched_mask = 0
+        for booking_id in booking_ids:
+            touched_mask |= self._masks[booking_id]
+        untouched = eligible & ~touched_mask
+        buckets = pool._ensure_total_buckets()
+        found = 0
+        for key in pool._total_keys:
+            if -key[0] < need_cores:
+                break
+            if -key[1] < need_gpus:
+                continue
+            members = (buckets[key] & untouched).bit_count()
+            if not members:
+                continue
+            if node_mode:
+                found += members
+            else:
+                per_rank = -key[0] // size
+                if gpu:
+                    per_rank = min(per_rank, -key[1] // gpu)
+                found += per_rank * members
+            if found >= want:
+                return True
+        touched = eligible & touched_mask
+        if request.exclusive or not touched:
+            return False  # a touched rank is never idle
+        blocked = self._blocked(booking_ids)
+        core_total, gpu_total = pool._core_total, pool._gpu_total
+        for index in iter_bits(touched):
+            cores, gpus = blocked[index]
+            free_cores = (core_total[index] & ~cores).bit_count()
+            free_gpus = (gpu_total[index] & ~gpus).bit_count()
+            if free_cores < need_cores or free_gpus < need_gpus:
+                continue
+            if node_mode:
+                found += 1
+            else:
+                per_rank = free_cores // size
+                if gpu:
+                    per_rank = min(per_rank, free_gpus // gpu)
+                found += per_rank
+            if found >= want:
+                return True
+        return False
+
     def _select(
         self,
         request: ResourceRequest,
@@ -297,7 +358,10 @@ class Planner:
         begin, finish = _check_window(start, end)
         mode = _check_mode(mode)
         req = self.pool._coerce_request(request)
-        return self._select(req, begin, finish, mode) is not None
+        if req.is_discrete or self._past_expiration(finish):
+            return False
+        eligible = self.pool._constraint_mask(req.constraint) & self.pool._up
+        return self._fits(req, eligible, self._relevant(begin, finish, mode))
 
     def _book(
         self,
@@ -379,7 +443,7 @@ class Planner:
             if self._past_expiration(finish):
                 return None
             relevant = self._relevant(candidate, finish, mode)
-            if select(req, self._candidates(eligible, relevant)) is not None:
+            if self._fits(req, eligible, relevant):
                 return candidate
             next_start = self._next_possible_start(req, eligible, relevant)
             if next_start is None:
@@ -409,7 +473,7 @@ class Planner:
 
         def fits_after(position: int) -> bool:
             still = open_ended + [b for _, b in finite[bisect_right(ends, values[position]) :]]
-            return select(request, self._candidates(eligible, still)) is not None
+            return self._fits(request, eligible, still)
 
         low, high = 0, len(values) - 1
         if not fits_after(high):
