@@ -33,7 +33,13 @@ from typing import Any
 
 import kopf
 
-from respool.controller.kubeapi import ApiError, KubeApi, pool_path, reservation_path
+from respool.controller.kubeapi import (
+    ApiError,
+    KubeApi,
+    pool_path,
+    reservation_path,
+    watch_events,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 GROUP_VERSION = "respool.io/v1alpha1"
@@ -143,7 +149,7 @@ class Bench:
 
     async def baseline(self, count: int) -> float:
         """Plain create + one status patch per object, no operator involved."""
-        namespace = "bench-baseline"
+        namespace = f"bench-baseline-{int(time.time())}"
         await self.namespace(namespace)
 
         async def one(index: int) -> None:
@@ -158,26 +164,32 @@ class Bench:
         return count / (time.monotonic() - began)
 
     async def throughput(self, count: int, pools: int) -> float:
-        namespace = "bench-throughput"
+        """Reservations created as fast as the client can; the time each turns Active is taken
+        from a watch (polling LISTs would load the API server being measured)."""
+        namespace = f"bench-throughput-{int(time.time())}"
         await self.namespace(namespace)
         per_pool = -(-count // pools)
         for index in range(pools):
-            await self.api.post(pool_path(), pool_body(f"tp-{index}", 8, max(8, per_pool)))
+            await self.api.post(pool_path(), pool_body(f"{namespace}-{index}", 8,
+                                                       max(8, per_pool)))
         await asyncio.sleep(1.0)
+        ready: dict[str, float] = {}
+        watch = asyncio.create_task(self._watch_ready(namespace, ready, count))
+        await asyncio.sleep(0.5)
         began = time.monotonic()
         await self.bounded([
             self.api.post(reservation_path(namespace),
-                          rsv_body(namespace, f"t{i:05d}", f"tp-{i % pools}"))
+                          rsv_body(namespace, f"t{i:05d}", f"{namespace}-{i % pools}"))
             for i in range(count)])
-        done = await self.wait_all(namespace, count, "Active", timeout=600)
-        return count / (done - began)
+        await self._until_ready(watch, {f"t{i:05d}" for i in range(count)}, ready, 900)
+        return count / (max(ready.values()) - began)
 
     # -- part 2 --------------------------------------------------------------------------------
 
     async def latency(self, count: int, rate: float) -> tuple[float, float, float]:
-        namespace = "bench-latency"
+        namespace = f"bench-latency-{int(time.time())}"
         await self.namespace(namespace)
-        await self.api.post(pool_path(), pool_body("lat", 16, max(8, count // 16 + 1)))
+        await self.api.post(pool_path(), pool_body(namespace, 16, max(8, count // 16 + 1)))
         await asyncio.sleep(1.0)
         created: dict[str, float] = {}
         ready: dict[str, float] = {}
@@ -193,43 +205,57 @@ class Bench:
             name = f"l{index:05d}"
             created[name] = time.monotonic()
             tasks.append(asyncio.create_task(self.api.post(
-                reservation_path(namespace), rsv_body(namespace, name, "lat"))))
+                reservation_path(namespace), rsv_body(namespace, name, namespace))))
         await asyncio.gather(*tasks)
         achieved = count / (time.monotonic() - began)
-        await asyncio.wait_for(watch, timeout=120)
+        await self._until_ready(watch, set(created), ready, 300)
         latencies = sorted(ready[name] - created[name] for name in created)
         p50 = statistics.median(latencies)
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
         return achieved, p50, p99
 
+    async def _until_ready(self, watch: asyncio.Task[None], names: set[str],
+                           ready: dict[str, float], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not names <= ready.keys():
+            if watch.done():
+                watch.result()  # raises what stopped the watch
+                raise RuntimeError("the watch ended before every reservation was Active")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{len(names - ready.keys())} of {len(names)} reservations "
+                                   f"not Active after {timeout}s")
+            await asyncio.sleep(0.1)
+        watch.cancel()
+
     async def _watch_ready(self, namespace: str, ready: dict[str, float], count: int) -> None:
-        session = self.api._ensure_session()
-        url = self.api.server + reservation_path(namespace) + "?watch=1&allowWatchBookmarks=false"
-        async with session.get(url, timeout=None) as response:
-            async for line in response.content:
+        """Note when each reservation is first seen Active (reconnecting as watches end)."""
+        _items, version = await self._list_version(reservation_path(namespace))
+        while True:
+            async for event in watch_events(self.api, reservation_path(namespace), version):
                 now = time.monotonic()
-                if not line.strip():
-                    continue
-                event = json.loads(line)
                 obj = event.get("object") or {}
+                version = (obj.get("metadata") or {}).get("resourceVersion") or version
                 if (obj.get("status") or {}).get("phase") == "Active":
                     ready.setdefault(obj["metadata"]["name"], now)
-                    if len(ready) >= count:
-                        return
+
+    async def _list_version(self, path: str) -> tuple[list[dict[str, Any]], str]:
+        answer = await self.api.request("GET", path, params={"limit": "1"})
+        return answer.get("items") or [], str((answer.get("metadata") or {})
+                                               .get("resourceVersion") or "")
 
     # -- part 3 --------------------------------------------------------------------------------
 
     async def memory(self, count: int, pools: int) -> tuple[float, float, dict[str, int]]:
-        namespace = "bench-memory"
+        namespace = f"bench-memory-{int(time.time())}"
         await self.namespace(namespace)
         per_pool = count // pools
         for index in range(pools):
-            await self.api.post(pool_path(), pool_body(f"mem-{index:03d}", 4,
+            await self.api.post(pool_path(), pool_body(f"{namespace}-{index:03d}", 4,
                                                        max(8, per_pool // 4 + 1)))
         baseline = self.operator_rss_mb()
         await self.bounded([
             self.api.post(reservation_path(namespace),
-                          rsv_body(namespace, f"m{i:05d}", f"mem-{i % pools:03d}"))
+                          rsv_body(namespace, f"m{i:05d}", f"{namespace}-{i % pools:03d}"))
             for i in range(count)])
         await self.wait_all(namespace, count, "Active", timeout=900)
         await asyncio.sleep(3)
@@ -283,6 +309,8 @@ def main() -> int:
     parser.add_argument("--memory-pools", type=int, default=100)
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
+    # On SIGTERM, unwind through the finally blocks: they stop the operator and the plane.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     workdir = Path(tempfile.mkdtemp(prefix="respool-bench-"))
     plane = None
     kubeconfig = args.kubeconfig

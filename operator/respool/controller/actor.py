@@ -92,13 +92,18 @@ class PoolActor:
         self._finalizer_task: asyncio.Task[None] | None = None
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._uncommitted: list[_Pending] = []
+        # Status writes in flight (one per reservation at most) and reservations to decide
+        # again once theirs lands.
+        self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._after_commit: set[str] = set()
         self._last_pool_status: dict[str, Any] | None = None
         self._pool_status_due: float | None = None
         self._pool_status_written_at = 0.0
         self._pool_generation_seen: Any = None
         self._pool_conditions: list[dict[str, Any]] = []
         self._pool_finalizer_added = False
+        self._pool_events = 0
+        self._pool_lookup_after = 0.0
 
     # -- inputs (called from watch handlers; never block) ------------------------------------
 
@@ -121,6 +126,7 @@ class PoolActor:
 
     def pool_event(self, raw: dict[str, Any] | None) -> None:
         """The pool's latest body, or None when it was deleted."""
+        self._pool_events += 1
         self.pool_raw = raw
         self.pool_dirty = True
         self.kick()
@@ -225,8 +231,25 @@ class PoolActor:
             return None
         return max(0.0, min(candidates) - time.time())
 
+    async def _look_up_pool(self) -> None:
+        """A reservation names a pool we have not heard of: the pool's watch event may simply
+        be later than the reservation's (two streams). Ask once before saying PoolNotFound."""
+        self._pool_lookup_after = time.monotonic() + 5.0
+        events_before = self._pool_events
+        try:
+            raw = await self.ctl.api.get(pool_path(self.name))
+        except ApiError as exc:
+            if not exc.not_found:
+                logger.warning("pool %s: cannot read it: %s", self.name, exc)
+            return
+        if self._pool_events == events_before and self.pool_raw is None:
+            self.pool_event(raw)
+
     async def step(self) -> None:
         now = float(math.floor(time.time()))
+        if (self.pool_raw is None and self.dirty and self.name
+                and time.monotonic() >= self._pool_lookup_after):
+            await self._look_up_pool()
         if self.pool_dirty:
             self.pool_dirty = False
             self._apply_pool(now)
@@ -258,7 +281,6 @@ class PoolActor:
             logger.debug("pool %s: capacity changed; retrying %d", self.name, len(waiting))
             await self._decide_all(self._ordered(uid for uid in (r.uid for r in waiting)),
                                    float(math.floor(time.time())), done)
-        await self._flush()
         if self.capacity_changed:
             self.kick()  # more freed during the last round: another pass soon
         await self._maybe_write_pool_status()
@@ -279,6 +301,10 @@ class PoolActor:
     async def _decide_all(self, records: list[Reservation], now: float, done: set[str]) -> None:
         for record in records:
             done.add(record.uid)
+            if record.uid in self._inflight:
+                # Its last decision is not committed yet: decide again once it is.
+                self._after_commit.add(record.uid)
+                continue
             if record.deleting:
                 await self._delete(record)
                 continue
@@ -304,13 +330,20 @@ class PoolActor:
                 self.wake_at.pop(record.uid, None)
             if _clean(outcome.status) == _clean(record.status) and not outcome.events:
                 continue  # nothing to commit
-            self._uncommitted.append(_Pending(record, before, after, outcome, planned_before))
+            pending = _Pending(record, before, after, outcome, planned_before)
             if _frees(before, after):
-                # Commit now, before any later decision may be given what this one freed.
+                # Commit before any later decision may be given what this one freed, so that
+                # a failed write can restore exactly what was held.
                 self.capacity_changed = True
-                await self._flush()
+                await self._commit(pending)
+            else:
+                # Grants, claims, extensions: a failed write only ever releases, which is
+                # safe whatever was decided meanwhile - so the write runs in the background
+                # and the next decisions need not wait for it.
+                self._inflight[record.uid] = asyncio.create_task(self._commit(pending))
 
     async def _delete(self, record: Reservation) -> None:
+        """Release what a deleted reservation holds (its finalizer goes next)."""
         released = lifecycle.release(record, self.planner)
         if released is not None:
             self.capacity_changed = True
@@ -321,25 +354,24 @@ class PoolActor:
 
     # -- commit ------------------------------------------------------------------------------
 
-    async def _flush(self) -> None:
-        if not self._uncommitted:
-            return
-        batch, self._uncommitted = self._uncommitted, []
-        results = await asyncio.gather(*(self._write(p) for p in batch),
-                                       return_exceptions=True)
-        failures: list[_Pending] = []
-        for pending, result in zip(batch, results, strict=True):
-            if isinstance(result, BaseException):
-                failures.append(pending)
-                self._write_failed(pending, result)
-            else:
-                self._committed(pending, result)
-        # Roll back in reverse order so that each restore finds its resources as they were.
-        for pending in reversed(failures):
+    async def _commit(self, pending: _Pending) -> None:
+        uid = pending.rsv.uid
+        try:
+            answer = await self._write(pending)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            self._write_failed(pending, error)
             self._rollback(pending)
-        for pending in batch:
-            if pending not in failures:
-                self._finalizers_due(pending.rsv.uid)
+        else:
+            self._committed(pending, answer)
+            self._finalizers_due(uid)
+        finally:
+            self._inflight.pop(uid, None)
+            if uid in self._after_commit:
+                self._after_commit.discard(uid)
+                self.dirty.add(uid)
+                self.kick()
 
     async def _write(self, pending: _Pending) -> dict[str, Any]:
         record = pending.rsv
@@ -399,6 +431,7 @@ class PoolActor:
                 logger.error("pool %s: could not restore the booking of %s after a failed "
                              "write: %s", self.name, record.key, exc)
         self.capacity_changed = True
+        self.kick()
 
     # -- finalizers (off the decision path: they are not the commit point) ---------------
 
@@ -573,6 +606,7 @@ class PoolActor:
         due = max(time.time(), self._pool_status_written_at + interval)
         if self._pool_status_due is None or due < self._pool_status_due:
             self._pool_status_due = due
+            self.kick()  # the loop may be asleep until a later deadline (or none)
 
     async def _maybe_write_pool_status(self) -> None:
         await self._handle_pool_deletion()

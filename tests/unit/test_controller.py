@@ -1,0 +1,81 @@
+"""Controller helpers that need no cluster: selectors, host->rank mapping, commit bookkeeping."""
+
+from __future__ import annotations
+
+import pytest
+
+from respool.controller.actor import _frees, _newer_version, _node_ranks
+from respool.controller.lifecycle import mint_id
+from respool.controller.selectors import selector_matches
+from respool.pool import Planner, jobspec_from_shorthand
+
+
+@pytest.mark.parametrize(
+    ("selector", "labels", "expected"),
+    [
+        (None, {}, True),
+        ({}, {"a": "b"}, True),
+        ({"matchLabels": {"team": "x"}}, {"team": "x"}, True),
+        ({"matchLabels": {"team": "x"}}, {"team": "y"}, False),
+        ({"matchLabels": {"team": "x"}}, {}, False),
+        ({"matchExpressions": [{"key": "t", "operator": "In", "values": ["a", "b"]}]},
+         {"t": "b"}, True),
+        ({"matchExpressions": [{"key": "t", "operator": "In", "values": ["a"]}]}, {}, False),
+        ({"matchExpressions": [{"key": "t", "operator": "NotIn", "values": ["a"]}]}, {}, True),
+        ({"matchExpressions": [{"key": "t", "operator": "NotIn", "values": ["a"]}]},
+         {"t": "a"}, False),
+        ({"matchExpressions": [{"key": "t", "operator": "Exists"}]}, {"t": ""}, True),
+        ({"matchExpressions": [{"key": "t", "operator": "DoesNotExist"}]}, {"t": ""}, False),
+        ({"matchExpressions": [{"key": "t", "operator": "Sometimes"}]}, {"t": ""}, False),
+        ({"matchLabels": {"a": "1"},
+          "matchExpressions": [{"key": "b", "operator": "Exists"}]}, {"a": "1"}, False),
+    ],
+)
+def test_selector_matches(selector: dict | None, labels: dict, expected: bool) -> None:
+    assert selector_matches(selector, labels) is expected
+
+
+def test_node_names_map_onto_sorted_ranks() -> None:
+    R = {"version": 1, "execution": {
+        "R_lite": [{"rank": "4-5", "children": {"core": "0"}},
+                   {"rank": "0-1", "children": {"core": "0"}}],
+        "nodelist": ["a[0-1]", "b7,b9"]}}
+    assert _node_ranks(R) == {"a0": 0, "a1": 1, "b7": 4, "b9": 5}
+    assert _node_ranks({"version": 1, "execution": {"R_lite": []}}) == {}
+
+
+def test_frees_tells_a_release_or_a_move_from_a_grant_or_an_extension() -> None:
+    planner = Planner({"version": 1, "execution": {
+        "R_lite": [{"rank": "0-1", "children": {"core": "0-3"}}]}})
+    request = planner.parse(jobspec_from_shorthand(cores_per_slot=2))
+    booked = planner.reserve("a", request, 100, 200, "exclusive")
+    assert not _frees(None, booked)  # a grant frees nothing
+    assert _frees(booked, None)  # a release does
+    planner.extend("a", 300)
+    longer = planner.get("a")
+    assert longer is not None and not _frees(booked, longer)
+    planner.extend("a", 150)
+    shorter = planner.get("a")
+    assert shorter is not None and _frees(longer, shorter)
+    planner.release("a")
+    moved = planner.reserve("a", request, 120, 220, "exclusive")
+    assert _frees(booked, moved)
+
+
+def test_resource_versions_never_go_back() -> None:
+    assert _newer_version(None, "5") == "5"
+    assert _newer_version("7", "5") == "7"
+    assert _newer_version("7", "9") == "9"
+    assert _newer_version("7", None) == "7"
+
+
+def test_ids_follow_the_resource_version_and_never_repeat() -> None:
+    uid = "0123456789ab-cdef-0123-4567-89abcdef0123"
+    first = mint_id("rack", uid, {}, resource_version="100")
+    assert first == "rack-0123456789ab-100"
+    # A later mint, after the write that committed `first` (resourceVersion > 100), even if
+    # `first` was cleared from status meanwhile.
+    assert mint_id("rack", uid, {}, resource_version="101") != first
+    # An older resourceVersion can never produce an ID at or below one still in status.
+    assert mint_id("rack", uid, {"reservationId": first}, resource_version="50") == \
+        "rack-0123456789ab-101"
