@@ -253,11 +253,14 @@ class Bench:
             await self.api.post(pool_path(), pool_body(f"{namespace}-{index:03d}", 4,
                                                        max(8, per_pool // 4 + 1)))
         baseline = self.operator_rss_mb()
+        ready: dict[str, float] = {}
+        watch = asyncio.create_task(self._watch_ready(namespace, ready, count))
+        await asyncio.sleep(0.5)
         await self.bounded([
             self.api.post(reservation_path(namespace),
                           rsv_body(namespace, f"m{i:05d}", f"{namespace}-{i % pools:03d}"))
             for i in range(count)])
-        await self.wait_all(namespace, count, "Active", timeout=900)
+        await self._until_ready(watch, {f"m{i:05d}" for i in range(count)}, ready, 1800)
         await asyncio.sleep(3)
         return baseline, self.operator_rss_mb(), await self.count_phases(namespace)
 

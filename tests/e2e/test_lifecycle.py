@@ -93,7 +93,8 @@ def test_fits_now_goes_active_with_everything_in_status(
     assert st["nextAvailable"]["available"] is True
     assert rk.condition(obj, "Stalled")["status"] == "False"  # type: ignore[index]
     assert rk.condition(obj, "Reconciling")["status"] == "False"  # type: ignore[index]
-    assert "respool.io/finalizer" in obj["metadata"]["finalizers"]
+    obj = rk.wait_for(namespace, "now", lambda o: "respool.io/finalizer" in (
+        o["metadata"].get("finalizers") or []), what="our finalizer")
     assert not any(k.startswith("kopf.zalando.org") for k in obj["metadata"].get("annotations")
                    or {}), "kopf must not write its progress/diff-base annotations"
     pool_obj = rk.wait_pool(name, lambda o: (o.get("status") or {}).get("reservations", {})
@@ -106,6 +107,7 @@ def test_fits_now_goes_active_with_everything_in_status(
     assert pst["allocationGeneration"] >= 1
     assert rk.condition(pool_obj, "Ready")["status"] == "True"  # type: ignore[index]
     assert "respool.io/finalizer" in pool_obj["metadata"]["finalizers"]
+    wait_events(rk, namespace, "now", "Granted")
     assert granted_events(rk, namespace, "now") == 1
 
 
@@ -157,6 +159,7 @@ def test_fits_later_is_scheduled_then_claimed_automatically(
     assert "allocated" not in expired["status"]
     assert rk.condition(expired, "Ready")["status"] == "False"  # type: ignore[index]
     wait_events(rk, namespace, "first", "Expired")
+    wait_events(rk, namespace, "second", "Granted")  # Events are posted after the commit
     assert granted_events(rk, namespace, "second") == 1
 
 
@@ -211,9 +214,12 @@ def test_expires_at_end_time_and_returns_resources(
                                    "duration": "2s"})
     obj = rk.wait_phase(namespace, "short", "Active")
     end = parse_time(obj["status"]["endTime"])
-    obj = rk.wait_phase(namespace, "short", "Expired", timeout=10)
+    rk.wait_phase(namespace, "short", "Expired", timeout=10)
     assert time.time() >= end
-    assert "respool.io/finalizer" not in (obj["metadata"].get("finalizers") or [])
+    # Nothing held any more: the finalizer goes (right after the commit, in the background).
+    rk.wait_for(namespace, "short",
+                lambda o: "respool.io/finalizer" not in (o["metadata"].get("finalizers") or []),
+                what="finalizer removed")
     rk.wait_pool(name, lambda o: o["status"]["capacity"]["core"]["free"] == 8,
                  what="all cores free again")
 
@@ -463,8 +469,21 @@ def test_each_reservation_is_granted_exactly_once(
         rk.create(namespace, rsv, {"pool": name, "duration": "1h"})
     for rsv in names:
         rk.wait_phase(namespace, rsv, "Active")
-    time.sleep(2)  # let any duplicate show up
     ids = [rk.get(namespace, rsv)["status"]["reservationId"] for rsv in names]
     assert len(set(ids)) == len(ids)
-    counts = {rsv: granted_events(rk, namespace, rsv) for rsv in names}
+    deadline = time.monotonic() + 30  # Events are posted after the commits, in the background
+    counts: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        counts = dict.fromkeys(names, 0)
+        for event in rk.events(namespace):
+            if event.reason == "Granted" and event.involved_object.name in counts:
+                counts[event.involved_object.name] += 1
+        if min(counts.values()) >= 1:
+            break
+        time.sleep(0.5)
+    time.sleep(2)  # let any duplicate show up
+    counts = dict.fromkeys(names, 0)
+    for event in rk.events(namespace):
+        if event.reason == "Granted" and event.involved_object.name in counts:
+            counts[event.involved_object.name] += 1
     assert set(counts.values()) == {1}, counts

@@ -261,7 +261,9 @@ def test_policy_max_duration() -> None:
 
 def test_default_duration_from_policy() -> None:
     r = rsv()
-    del r.spec["duration"]
+    spec = r.spec
+    del spec["duration"]
+    r.spec = spec
     apply(r, pool(policy=Policy(default_duration=600)), planner(), T0)
     assert r.status["endTime"] == format_time(T0 + 600)
 

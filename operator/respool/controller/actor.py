@@ -43,6 +43,7 @@ from respool.controller.lifecycle import (
     Outcome,
     PoolContext,
     Reservation,
+    canonical,
 )
 from respool.controller.selectors import selector_matches
 from respool.pool import Booking, Hostlist, IDset, Planner
@@ -293,7 +294,7 @@ class PoolActor:
 
         def key(record: Reservation) -> tuple[int, float, str]:
             group = 0 if record.deleting else 1 if record.phase == ACTIVE else 2
-            first = _time_or(record.status.get("firstRequestTime"), record.created)
+            first = _time_or(record.first_request, record.created)
             return group, first, record.name
 
         return sorted(records, key=key)
@@ -328,7 +329,7 @@ class PoolActor:
                 self.wake_at[record.uid] = outcome.wake_at
             else:
                 self.wake_at.pop(record.uid, None)
-            if _clean(outcome.status) == _clean(record.status) and not outcome.events:
+            if canonical(outcome.status) == record.status_text and not outcome.events:
                 continue  # nothing to commit
             pending = _Pending(record, before, after, outcome, planned_before)
             if _frees(before, after):
@@ -383,7 +384,7 @@ class PoolActor:
 
     def _committed(self, pending: _Pending, answer: dict[str, Any]) -> None:
         record, outcome = pending.rsv, pending.outcome
-        record.status = _clean(outcome.status)
+        record.status = outcome.status
         metadata = answer.get("metadata") or {}
         record.finalizers = list(metadata.get("finalizers") or [])
         record.has_finalizer = FINALIZER in record.finalizers
@@ -394,12 +395,10 @@ class PoolActor:
             self._post_rsv(record, event.type, event.reason, event.message)
         if outcome.granted:
             metrics.GRANT_SECONDS.observe(max(0.0, time.time() - record.created))
-        logger.info("reservation %s on pool %s: %s", record.key, self.name,
-                    record.status.get("phase"),
-                    extra={"reservation": record.key, "pool": self.name,
-                           "phase": record.status.get("phase"),
-                           "id": record.status.get("reservationId")
-                           or record.status.get("preReservationId")})
+        status = outcome.status
+        logger.info("reservation %s on pool %s: %s", record.key, self.name, record.phase,
+                    extra={"reservation": record.key, "pool": self.name, "phase": record.phase,
+                           "id": status.get("reservationId") or status.get("preReservationId")})
         self._schedule_pool_status()
 
     def _write_failed(self, pending: _Pending, error: BaseException) -> None:
@@ -457,6 +456,10 @@ class PoolActor:
                     self._finalizers_due(record.uid)
 
     async def _sync_finalizer(self, record: Reservation) -> None:
+        async with self.ctl.background_slots:
+            await self._sync_finalizer_now(record)
+
+    async def _sync_finalizer_now(self, record: Reservation) -> None:
         wanted = record.phase in HOLDING_PHASES and not record.deleting
         if record.deleting and self.planner is not None and self.planner.get(record.uid):
             return  # not released yet (the decision loop releases first, then asks again)
@@ -657,7 +660,7 @@ class PoolActor:
             allocated = IDset()
             for record in self.records.values():
                 if record.phase == ACTIVE:
-                    ranks = (record.status.get("allocated") or {}).get("ranks")
+                    ranks = record.allocated_ranks
                     if ranks:
                         allocated = allocated | IDset(ranks)
             capacity = planner.capacity(now)

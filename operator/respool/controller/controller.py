@@ -36,6 +36,9 @@ class Controller:
                  pool_status_interval: float = 1.0) -> None:
         self.api = api
         self.events = EventPoster(api)
+        # Finalizer edits of all pools share these slots, so that a burst of them never
+        # crowds out the status writes that commit decisions.
+        self.background_slots = asyncio.Semaphore(16)
         self.namespaces = list(namespaces)  # empty: all namespaces
         self.pool_status_interval = pool_status_interval
         self.actors: dict[str, PoolActor] = {}

@@ -43,7 +43,8 @@ class InvolvedObject:
 class EventPoster:
     def __init__(self, api: KubeApi, *, workers: int = 4, max_queue: int = 20000) -> None:
         self.api = api
-        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=max_queue)
+        self._queue: asyncio.Queue[tuple[InvolvedObject, str, str, str, float]] = asyncio.Queue(
+            maxsize=max_queue)
         self._workers = workers
         self._tasks: list[asyncio.Task[None]] = []
         self._instance = socket.gethostname()
@@ -64,39 +65,44 @@ class EventPoster:
         self._tasks.clear()
 
     def post(self, obj: InvolvedObject, type_: str, reason: str, message: str) -> None:
-        now = format_time(time.time())
-        namespace = obj.namespace or self.api.default_namespace
-        event = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{obj.name}.", "namespace": namespace},
-            "involvedObject": obj.as_ref(),
-            "type": type_,
-            "reason": reason,
-            "message": message[:1024],
-            "source": {"component": COMPONENT},
-            "reportingComponent": "respool.io/operator",
-            "reportingInstance": self._instance[:128],
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
+        """Queue an Event (kept compact until it is sent: a burst queues thousands)."""
         if self._queue.full():
             self.dropped += 1
             if self.dropped % 1000 == 1:
                 logger.warning("event queue full; dropped %d events so far", self.dropped)
             return
-        self._queue.put_nowait(event)
+        self._queue.put_nowait((obj, type_, reason, message[:1024], time.time()))
         metrics.EVENTS_POSTED.labels(type_, reason).inc()
+
+    def _body(self, obj: InvolvedObject, type_: str, reason: str, message: str,
+              when: float) -> dict[str, Any]:
+        stamp = format_time(when)
+        return {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{obj.name}.",
+                         "namespace": obj.namespace or self.api.default_namespace},
+            "involvedObject": obj.as_ref(),
+            "type": type_,
+            "reason": reason,
+            "message": message,
+            "source": {"component": COMPONENT},
+            "reportingComponent": "respool.io/operator",
+            "reportingInstance": self._instance[:128],
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
 
     async def _work(self) -> None:
         while True:
-            event = await self._queue.get()
+            obj, type_, reason, message, when = await self._queue.get()
             try:
+                event = self._body(obj, type_, reason, message, when)
                 namespace = event["metadata"]["namespace"]
                 await self.api.post(f"/api/v1/namespaces/{namespace}/events", event)
             except ApiError as exc:
-                logger.debug("could not post event %s: %s", event.get("reason"), exc)
+                logger.debug("could not post event %s: %s", reason, exc)
             except Exception:  # never let one bad event kill the poster
                 logger.exception("unexpected error posting an event")
             finally:

@@ -96,6 +96,9 @@ class KubeApi:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._retries = retries
         self._session: aiohttp.ClientSession | None = None
+        # Requests beyond this many wait here, before their timeout starts (aiohttp would
+        # count the wait for a pooled connection against the request's timeout).
+        self._slots = asyncio.Semaphore(max_connections)
 
     def _ensure_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -137,7 +140,8 @@ class KubeApi:
         for attempt in range(self._retries + 1):
             began = time.monotonic()
             try:
-                async with session.request(method, url, data=data, headers=headers) as response:
+                async with self._slots, session.request(method, url, data=data,
+                                                        headers=headers) as response:
                     text = await response.text()
                     logger.debug("%s %s -> %s in %.0f ms", method, path, response.status,
                                  (time.monotonic() - began) * 1000)

@@ -16,6 +16,7 @@ lengths) so that what is written as RFC 3339 and read back after a restart is bi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Callable, Mapping
@@ -69,33 +70,82 @@ class EventSpec:
     message: str
 
 
-@dataclass
 class Reservation:
-    """The actor's record of one ResourceReservation: spec from the watch, status as committed."""
+    """The actor's record of one ResourceReservation: spec from the watch, status as committed.
 
-    uid: str
-    namespace: str
-    name: str
-    generation: int
-    spec: dict[str, Any]
-    status: dict[str, Any]
-    created: float = 0.0
-    deleting: bool = False
-    has_finalizer: bool = False
-    finalizers: list[str] = field(default_factory=list)
-    resource_version: str | None = None
-    # Fingerprint of the spec the current booking was planned for (memory only; after a
-    # restart it is unknown and the held booking is trusted).
-    planned_key: str | None = None
+    Spec and status are kept as compact JSON text (parsed when a decision needs them): with
+    10,000 reservations, nested dicts would be most of the operator's memory. The few fields
+    that hot loops read are kept beside them."""
+
+    __slots__ = ("_spec", "_status", "allocated_ranks", "created", "deleting", "finalizers",
+                 "first_request", "generation", "has_finalizer", "name", "namespace", "phase",
+                 "planned_key", "resource_version", "uid")
+
+    def __init__(self, uid: str, namespace: str, name: str, generation: int,
+                 spec: Mapping[str, Any], status: Mapping[str, Any], created: float = 0.0,
+                 deleting: bool = False, has_finalizer: bool = False,
+                 finalizers: list[str] | None = None, resource_version: str | None = None,
+                 planned_key: str | None = None) -> None:
+        self.uid = uid
+        self.namespace = namespace
+        self.name = name
+        self.generation = generation
+        self.created = created
+        self.deleting = deleting
+        self.has_finalizer = has_finalizer
+        self.finalizers: list[str] = list(finalizers or [])
+        self.resource_version = resource_version
+        # Fingerprint of the spec the current booking was planned for (memory only; after a
+        # restart it is unknown and the held booking is trusted).
+        self.planned_key = planned_key
+        self.spec = spec
+        self.status = status
 
     @property
-    def phase(self) -> str | None:
-        phase = self.status.get("phase")
-        return phase if isinstance(phase, str) else None
+    def spec(self) -> dict[str, Any]:
+        value: dict[str, Any] = json.loads(self._spec)
+        return value
+
+    @spec.setter
+    def spec(self, value: Mapping[str, Any]) -> None:
+        self._spec = json.dumps(value, separators=(",", ":"))
+
+    @property
+    def status(self) -> dict[str, Any]:
+        value: dict[str, Any] = json.loads(self._status)
+        return value
+
+    @status.setter
+    def status(self, value: Mapping[str, Any]) -> None:
+        self._status = canonical(value)
+        phase = value.get("phase")
+        self.phase: str | None = phase if isinstance(phase, str) else None
+        first = value.get("firstRequestTime")
+        self.first_request: str | None = first if isinstance(first, str) else None
+        ranks = (value.get("allocated") or {}).get("ranks")
+        self.allocated_ranks: str | None = ranks if isinstance(ranks, str) else None
+
+    @property
+    def status_text(self) -> str:
+        """The committed status in canonical JSON (compare with `canonical(new_status)`)."""
+        return self._status
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+
+def canonical(value: Any) -> str:
+    """Compact JSON with sorted keys, None values dropped: equal statuses give equal text."""
+    return json.dumps(_without_none(value), separators=(",", ":"), sort_keys=True)
+
+
+def _without_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value]
+    return value
 
 
 @dataclass(frozen=True)
@@ -182,9 +232,9 @@ def parse_spec(spec: Mapping[str, Any]) -> ParsedSpec:
     except ValueError as exc:
         raise SpecError(str(exc)) from None
     mode = str(model.mode.value)
-    plan_key = json.dumps(
+    plan_key = hashlib.blake2b(json.dumps(
         [model.pool, mode, jobspec, start, end, duration], sort_keys=True, default=str
-    )
+    ).encode(), digest_size=12).hexdigest()
     return ParsedSpec(
         pool=model.pool,
         mode=mode,
@@ -367,6 +417,7 @@ class _Decider:
         self.planner = planner
         self.now = now
         old = rsv.status
+        self.old = old
         self.old_phase = rsv.phase
         self.status: dict[str, Any] = {
             key: value for key, value in old.items() if key != "conditions"
@@ -383,7 +434,7 @@ class _Decider:
 
     def mint(self) -> str:
         stem = f"{self.pool.name}-{self.rsv.uid.replace('-', '')[:12]}"
-        floor = max(self._minted, *(_id_suffix(stem, self.rsv.status.get(key))
+        floor = max(self._minted, *(_id_suffix(stem, self.old.get(key))
                                     for key in ("preReservationId", "reservationId")))
         minted = mint_id(self.pool.name, self.rsv.uid, self.status, self.rsv.resource_version,
                          floor)
@@ -454,7 +505,7 @@ class _Decider:
         self._scheduled_condition(False, reason, message)
         drop_condition(self.conditions, ConditionType.RESOURCES_DEGRADED.value)
         self._kstatus(False, None, (reason, message), reason, message)
-        if self.old_phase != FAILED or _reason(self.rsv.status, "Stalled") != reason:
+        if self.old_phase != FAILED or _reason(self.old, "Stalled") != reason:
             self.event(reason, message, warning=True)
         return self.outcome()
 
@@ -482,7 +533,7 @@ class _Decider:
             self._kstatus(False, None, (reason, message), reason, message)
         else:
             self._kstatus(False, (reason, message), None, reason, message)
-        previous = _reason(self.rsv.status, "Stalled" if stalled else "Reconciling")
+        previous = _reason(self.old, "Stalled" if stalled else "Reconciling")
         if self.old_phase != PENDING or previous != reason:
             self.event(reason, message, warning=stalled)
         return self.outcome()
@@ -491,7 +542,7 @@ class _Decider:
 
     def decide(self) -> Outcome:
         rsv, phase = self.rsv, self.old_phase
-        generation_changed = rsv.status.get("observedGeneration") != rsv.generation
+        generation_changed = self.old.get("observedGeneration") != rsv.generation
         if phase == EXPIRED:
             self._release()
             return self.outcome()
@@ -909,10 +960,11 @@ def restore(rsv: Reservation, planner: Planner) -> str | None:
     """Re-register a committed grant after a restart; returns an error message on failure."""
     if rsv.phase not in HOLDING_PHASES or rsv.deleting:
         return None
-    allocated = rsv.status.get("allocated") or {}
+    status = rsv.status
+    allocated = status.get("allocated") or {}
     R = allocated.get("R")
-    start = _time(rsv.status.get("startTime"))
-    end = _time(rsv.status.get("endTime"))
+    start = _time(status.get("startTime"))
+    end = _time(status.get("endTime"))
     if not R or start is None:
         return "status says it holds resources but status.allocated.R or startTime is missing"
     mode = (rsv.spec or {}).get("mode") or "exclusive"
