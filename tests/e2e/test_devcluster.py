@@ -7,11 +7,14 @@ subresource, and ServiceAccount tokens minted through TokenRequest are judged by
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -278,3 +281,36 @@ def test_token_request_token_is_judged_by_rbac(
     )
     assert review.status.authenticated
     assert review.status.user.username == f"system:serviceaccount:{namespace}:robot"
+
+
+def test_helm_is_stamped_and_talks_to_the_cluster(
+    control_plane: Any, kube_env: dict[str, str], namespace: str, tmp_path: Path
+) -> None:
+    helm = str(control_plane.bin_dir / "helm")
+    chart = tmp_path / "probe"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: probe\nversion: 0.1.0\n")
+    (chart / "templates" / "cm.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: probe\n"
+        "data:\n  kube: {{ .Capabilities.KubeVersion.Version | quote }}\n"
+    )
+
+    def run(*args: str) -> str:
+        completed = subprocess.run(
+            [helm, *args], capture_output=True, text=True, env=kube_env, timeout=120, check=False
+        )
+        assert completed.returncode == 0, completed.stderr
+        return completed.stdout
+
+    assert DEFAULT_VERSIONS.helm in run("version", "--short")
+    # Offline rendering assumes the Kubernetes minor stamped at build time (helm's own
+    # client-go, v0.Y -> 1.Y), not helm's compiled-in default of 1.20.
+    offline = run("template", "probe", str(chart))
+    assert 'kube: "v1.20.0"' not in offline
+    assert re.search(r'kube: "v1\.\d\d\.0"', offline), offline
+    # Installing asks the server: a real release lands in the namespace.
+    run("install", "probe", str(chart), "--namespace", namespace, "--wait", "--timeout", "60s")
+    assert "probe" in run("list", "--namespace", namespace, "--short")
+    configmap = run("get", "manifest", "probe", "--namespace", namespace)
+    assert f'kube: "{DEFAULT_VERSIONS.kubernetes}"' in configmap
+    run("uninstall", "probe", "--namespace", namespace)
