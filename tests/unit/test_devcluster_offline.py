@@ -332,3 +332,30 @@ def test_cli_reports_a_taken_port_without_a_traceback(
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"port {listening_port} on 127.0.0.1 is already in use" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_version_stamps_follow_upstream_release_scripts(tmp_path: Path) -> None:
+    from respool.devcluster.build import ModuleFacts, _helm_ldflags, _kubernetes_ldflags
+
+    versions = Versions(kubernetes="v1.36.3", etcd="v3.6.16", helm="v3.21.4")
+    k8s = _kubernetes_ldflags(
+        ModuleFacts(mod_file=tmp_path / "unused", release_time="2026-07-22T18:07:38Z", commit=""),
+        versions,
+    )
+    for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        assert f"-X {package}.gitVersion=v1.36.3" in k8s
+        assert f"-X {package}.gitMajor=1" in k8s
+        assert f"-X {package}.gitMinor=36" in k8s
+        assert f"-X {package}.gitTreeState=clean" in k8s
+        assert f"-X {package}.buildDate=2026-07-22T18:07:38Z" in k8s
+    assert not any("gitCommit" in flag for flag in k8s)  # unknown commits are not invented
+
+    helm_mod = tmp_path / "helm.mod"
+    helm_mod.write_text("module helm.sh/helm/v3\n\nrequire (\n\tk8s.io/client-go v0.36.2\n)\n")
+    helm = _helm_ldflags(
+        ModuleFacts(mod_file=helm_mod, release_time="2026-08-13T20:11:59Z", commit="813176c5"), versions
+    )
+    assert "-X helm.sh/helm/v3/internal/version.version=v3.21.4" in helm
+    assert "-X helm.sh/helm/v3/internal/version.gitCommit=813176c5" in helm
+    assert "-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=36" in helm
+    assert "-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1" in helm
