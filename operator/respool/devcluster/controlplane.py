@@ -263,7 +263,11 @@ class ControlPlane:
 
     def _prepare_files(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        (self.workdir / "certs").mkdir(exist_ok=True)
+        # kube-apiserver writes a fresh self-signed serving cert (valid one year) when none is
+        # there; removing the old one on every start means a long-lived workdir never serves
+        # an expired certificate.
+        shutil.rmtree(self.workdir / "certs", ignore_errors=True)
+        (self.workdir / "certs").mkdir()
         self.log_dir.mkdir(exist_ok=True)
         if not self.sa_key_file.exists():
             self._write_private(self.sa_key_file, rsa_private_key_pem())
@@ -513,8 +517,6 @@ current-context: {quote(self.name)}
             "etcd",
             deadline,
         )
-        # A serving cert from an earlier run is reused by kube-apiserver; it only names
-        # 127.0.0.1, never the port, so it stays valid.
         apiserver = self._spawn("kube-apiserver", self._apiserver_args(api_port, etcd_port))
         self.state.apiserver_pid = apiserver.pid
         self._save_state()
@@ -555,9 +557,21 @@ current-context: {quote(self.name)}
             "kube-apiserver": pid_alive(self.state.apiserver_pid, str(self.token_file)),
         }
 
-    def is_running(self) -> bool:
-        """Both processes alive and ``/readyz`` 200."""
-        return all(self.processes_alive().values()) and self.readyz()
+    def is_running(self, patience: float = 0.0) -> bool:
+        """Both processes alive and ``/readyz`` 200.
+
+        ``patience``: while both processes live, keep asking ``/readyz`` for up to this many
+        seconds (a busy machine can make a healthy apiserver answer slowly; a caller about to
+        replace the plane must not mistake that for death).
+        """
+        deadline = time.monotonic() + patience
+        while all(self.processes_alive().values()):
+            if self.readyz():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(1.0)
+        return False
 
     def stop(self) -> None:
         """Stop kube-apiserver, then etcd; remove the etcd data. Safe to call repeatedly."""

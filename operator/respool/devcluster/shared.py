@@ -65,7 +65,7 @@ def up(
     with _locked(progress) as home:
         existing = ControlPlane.load(home, name=CONTEXT_NAME, progress=progress)
         if existing is not None:
-            if existing.is_running():
+            if existing.is_running(patience=30.0):
                 if api_port is not None and existing.state and existing.state.api_port != api_port:
                     progress(
                         f"already running on port {existing.state.api_port}, not {api_port}; "
