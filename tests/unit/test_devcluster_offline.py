@@ -359,3 +359,40 @@ def test_version_stamps_follow_upstream_release_scripts(tmp_path: Path) -> None:
     assert "-X helm.sh/helm/v3/internal/version.gitCommit=813176c5" in helm
     assert "-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=36" in helm
     assert "-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1" in helm
+
+
+def test_a_builder_waits_for_another_and_reuses_its_entry(isolated_cache: Path) -> None:
+    """Two test sessions starting on a fresh machine build once: the second waits, then reuses."""
+    import fcntl
+    import threading
+
+    from respool.devcluster import BINARIES
+    from respool.devcluster.build import BUILD_INFO, bin_root
+
+    toolchain = find_go()
+    entry = bin_root() / DEFAULT_VERSIONS.cache_key(toolchain.version, toolchain.goarch)
+    lock_path = bin_root() / ".build.lock"
+    lock_path.parent.mkdir(parents=True)
+    holder = lock_path.open("a")
+    fcntl.flock(holder, fcntl.LOCK_EX)  # "another process" is building
+
+    def finish_the_other_build() -> None:
+        time.sleep(1.0)
+        staging = bin_root() / ".staging"
+        staging.mkdir()
+        for name in BINARIES:
+            (staging / name).write_text("#!/bin/sh\n")
+            (staging / name).chmod(0o755)
+        (staging / BUILD_INFO).write_text("{}\n")
+        staging.rename(entry)
+        fcntl.flock(holder, fcntl.LOCK_UN)
+        holder.close()
+
+    other = threading.Thread(target=finish_the_other_build)
+    other.start()
+    messages: list[str] = []
+    try:
+        assert ensure_binaries(progress=messages.append) == entry
+    finally:
+        other.join()
+    assert messages == ["another respool process is building the binaries; waiting for it to finish"]
