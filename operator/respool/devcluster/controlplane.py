@@ -426,7 +426,11 @@ current-context: {quote(self.name)}
             if process.poll() is not None:
                 log = _tail(log_path)
                 if any(marker in log for marker in _ADDRESS_IN_USE):
-                    raise PortInUseError(f"{process_name} could not bind its port: {log}")
+                    raise PortInUseError(
+                        f"{process_name} could not bind one of its ports: another process took "
+                        f"it. Retry (free ports are chosen anew), or choose another port. "
+                        f"Last lines of {log_path}:\n{log}"
+                    )
                 raise StartError(
                     f"{process_name} exited with status {process.returncode} while starting. "
                     f"Last lines of {log_path}:\n{log}"
@@ -438,7 +442,8 @@ current-context: {quote(self.name)}
             if now > deadline:
                 raise StartError(
                     f"{what} not ready after {self.start_timeout:.0f}s. The machine may be "
-                    f"overloaded; retry, or raise the timeout. Last lines of {log_path}:\n"
+                    "overloaded: retry, or allow more time (`respool dev up --timeout 300`). "
+                    f"Last lines of {log_path}:\n"
                     f"{_tail(log_path)}"
                 )
             if now - last_note > 15:
