@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from respool.devcluster import BINARIES, DEFAULT_VERSIONS
-from respool.devcluster.controlplane import pid_alive
+from respool.devcluster.controlplane import STATE_FILE, pid_alive
 
 pytestmark = pytest.mark.e2e
 
@@ -211,3 +211,26 @@ def test_ctrl_c_in_pytest_stops_the_session_plane(tmp_path: Path) -> None:
         if session.poll() is None:
             session.kill()
             session.communicate()
+
+
+def test_a_failing_apiserver_is_reported_and_cleaned_up(tmp_path: Path) -> None:
+    """kube-apiserver dying at start: a StartError with its log, and nothing left running."""
+    from respool.devcluster import ControlPlane, StartError, ensure_binaries
+
+    real = ensure_binaries()
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "etcd").symlink_to(real / "etcd")
+    (fake_bin / "kube-apiserver").write_text("#!/bin/sh\necho 'E1121 boom: cannot start' >&2\nexit 7\n")
+    (fake_bin / "kube-apiserver").chmod(0o755)
+    plane = ControlPlane(tmp_path / "plane", bin_dir=fake_bin, start_timeout=60)
+    with pytest.raises(StartError, match=r"(?s)kube-apiserver exited with status 7.*boom: cannot start"):
+        plane.start()
+    assert plane.state is None
+    assert not (tmp_path / "plane" / STATE_FILE).exists()
+    leftovers = [
+        pid
+        for pid in (int(p) for p in os.listdir("/proc") if p.isdigit())
+        if pid_alive(pid, str(tmp_path))
+    ]
+    assert leftovers == [], "etcd was left running after the failed start"
