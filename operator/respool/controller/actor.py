@@ -362,7 +362,9 @@ class PoolActor:
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            self._write_failed(pending, error)
+            gone = isinstance(error, ApiError) and (
+                error.not_found or (error.conflict and await self._is_gone(pending.rsv)))
+            self._write_failed(pending, error, gone)
             self._rollback(pending)
         else:
             self._committed(pending, answer)
@@ -401,15 +403,27 @@ class PoolActor:
                            "id": status.get("reservationId") or status.get("preReservationId")})
         self._schedule_pool_status()
 
-    def _write_failed(self, pending: _Pending, error: BaseException) -> None:
+    async def _is_gone(self, record: Reservation) -> bool:
+        """After a refused write: was the object deleted (or deleted and re-created)?"""
+        try:
+            current = await self.ctl.api.get(reservation_path(record.namespace, record.name))
+        except ApiError as exc:
+            return exc.not_found
+        return bool((current.get("metadata") or {}).get("uid") != record.uid)
+
+    def _write_failed(self, pending: _Pending, error: BaseException, gone: bool) -> None:
         record = pending.rsv
         metrics.STATUS_WRITES.labels("reservation", "error").inc()
-        if isinstance(error, ApiError) and (error.not_found or error.conflict):
-            # Deleted (or deleted and re-created under the same name): it is gone for us.
+        if gone:
             logger.info("reservation %s vanished before its status was written", record.key)
             if self.records.get(record.uid) is record:
                 self.records.pop(record.uid, None)
                 self.wake_at.pop(record.uid, None)
+        elif isinstance(error, ApiError) and error.status in (400, 403, 422):
+            # The API server refused what we wrote (a schema or RBAC problem on our side):
+            # say so loudly and try again later, never in a hot loop.
+            logger.error("status write for %s refused: %s; retrying in 30s", record.key, error)
+            self.wake_at[record.uid] = time.time() + 30
         else:
             logger.warning("status write for %s failed (%s); will retry", record.key, error)
             self.wake_at[record.uid] = time.time() + RETRY_AFTER_WRITE_FAILURE

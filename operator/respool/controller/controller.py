@@ -38,7 +38,7 @@ class Controller:
         self.events = EventPoster(api)
         # Finalizer edits of all pools share these slots, so that a burst of them never
         # crowds out the status writes that commit decisions.
-        self.background_slots = asyncio.Semaphore(16)
+        self.background_slots = asyncio.Semaphore(2)
         self.namespaces = list(namespaces)  # empty: all namespaces
         self.pool_status_interval = pool_status_interval
         self.actors: dict[str, PoolActor] = {}

@@ -41,7 +41,7 @@ class InvolvedObject:
 
 
 class EventPoster:
-    def __init__(self, api: KubeApi, *, workers: int = 4, max_queue: int = 20000) -> None:
+    def __init__(self, api: KubeApi, *, workers: int = 1, max_queue: int = 20000) -> None:
         self.api = api
         self._queue: asyncio.Queue[tuple[InvolvedObject, str, str, str, float]] = asyncio.Queue(
             maxsize=max_queue)
