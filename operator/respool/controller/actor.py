@@ -128,7 +128,10 @@ class PoolActor:
     def pool_event(self, raw: dict[str, Any] | None) -> None:
         """The pool's latest body, or None when it was deleted."""
         self._pool_events += 1
-        self.pool_raw = raw
+        previous, self.pool_raw = self.pool_raw, raw
+        if previous is not None and raw is not None and _pool_identity(previous) == \
+                _pool_identity(raw):
+            return  # only its status changed (our own write, most likely): nothing to do
         self.pool_dirty = True
         self.kick()
 
@@ -550,7 +553,9 @@ class PoolActor:
         if generation != self._pool_generation_seen:
             self._pool_generation_seen = generation
             self._mark_all_dirty()
-        self._schedule_pool_status(immediately=True)
+            self._schedule_pool_status(immediately=True)
+        else:
+            self._schedule_pool_status()
 
     def _set_pool_problem(self, problem: str, generation: Any) -> None:
         if problem != self._pool_problem:
@@ -759,6 +764,13 @@ def set_pool_conditions(conditions: list[dict[str, Any]], ready: bool,
     lifecycle.set_condition(conditions, ConditionType.RECONCILING.value, False,
                             Reason.POOL_READY.value if not stalled else stalled[0],
                             message or (stalled[1] if stalled else ""), generation, now)
+
+
+def _pool_identity(raw: dict[str, Any]) -> tuple[Any, ...]:
+    """What of a pool's body matters to its actor (not its status)."""
+    metadata = raw.get("metadata") or {}
+    return (metadata.get("uid"), metadata.get("generation"), metadata.get("deletionTimestamp"),
+            tuple(metadata.get("finalizers") or ()))
 
 
 def _frees(before: Booking | None, after: Booking | None) -> bool:
