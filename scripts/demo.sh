@@ -23,8 +23,41 @@ kubectl get --raw /readyz >/dev/null || die "the control plane is not answering"
 # respool on PATH. This is where the operator is installed and the examples are applied.
 # ---------------------------------------------------------------------------------------------
 
+OPERATOR_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/respool/dev"
+OPERATOR_PID_FILE="$OPERATOR_DIR/operator.pid"
+OPERATOR_LOG="$OPERATOR_DIR/operator.log"
+
 after_control_plane() {
-    :  # (install CRDs, start the operator, apply example pools and reservations)
+    say "installing the CRDs"
+    kubectl apply --server-side --force-conflicts -f "$REPO_ROOT/crds/" >/dev/null
+    kubectl wait --for=condition=Established --timeout=60s \
+        crd/resourcepools.respool.io crd/resourcereservations.respool.io >/dev/null
+
+    # One operator per cluster: stop the one a previous demo started (by its pid), if alive.
+    if [ -f "$OPERATOR_PID_FILE" ] && kill -0 "$(cat "$OPERATOR_PID_FILE")" 2>/dev/null; then
+        say "stopping the operator a previous demo started (pid $(cat "$OPERATOR_PID_FILE"))"
+        kill "$(cat "$OPERATOR_PID_FILE")"
+        for _ in $(seq 50); do kill -0 "$(cat "$OPERATOR_PID_FILE")" 2>/dev/null || break; sleep 0.2; done
+    fi
+    say "starting the operator (respool run), logging to $OPERATOR_LOG"
+    mkdir -p "$OPERATOR_DIR"
+    nohup "$VENV_BIN/respool" run --metrics-port 9464 --liveness http://127.0.0.1:9465/healthz \
+        >"$OPERATOR_LOG" 2>&1 &
+    echo $! >"$OPERATOR_PID_FILE"
+    disown || true
+    for _ in $(seq 150); do
+        grep -q "respool controller started" "$OPERATOR_LOG" 2>/dev/null && break
+        kill -0 "$(cat "$OPERATOR_PID_FILE")" 2>/dev/null || { tail -20 "$OPERATOR_LOG" >&2; die "the operator exited"; }
+        sleep 0.2
+    done
+    grep -q "respool controller started" "$OPERATOR_LOG" || die "the operator did not start (see $OPERATOR_LOG)"
+
+    say "applying the examples (manifests/examples/)"
+    kubectl apply -f "$REPO_ROOT/manifests/examples/00-namespaces.yaml" >/dev/null
+    kubectl apply -f "$REPO_ROOT/manifests/examples/" 2>&1 | sed 's/^/    /' >&2
+    sleep 3
+    echo >&2
+    kubectl get rpool,rsv -A >&2
 }
 
 after_control_plane
@@ -41,8 +74,23 @@ Use it from this shell with:
   kubectl get namespaces
   kubectl api-resources | head
 
+The operator is running (pid $(cat "$OPERATOR_PID_FILE"), log $OPERATOR_LOG) with the example
+pools and reservations of manifests/examples/. Things to look at:
+
+  kubectl get rpool,rsv -A                     # phases, IDs, windows, free cores and GPUs
+  kubectl get rsv -A -w                        # watch them move (Scheduled ones start later)
+  kubectl describe rsv -n team-a               # conditions, messages and the decision Events
+  kubectl get events -A --field-selector involvedObject.kind=ResourceReservation
+  kubectl get rpool rack-a -o yaml             # the pool's status: capacity, down, summary
+  $VENV_BIN/respool get pools                  # the same through respool's own CLI
+  curl -s localhost:9464/metrics | grep ^respool_
+
+Try: delete a reservation and watch a waiting one get in; mark a rank down with
+  kubectl patch rpool rack-a --type=merge -p '{"spec":{"down":"0"}}'
+
 Status and shutdown:
 
+  kill \$(cat $OPERATOR_PID_FILE)              # stop the operator
   $VENV_BIN/respool dev status
   $VENV_BIN/respool dev down
 MSG
