@@ -106,7 +106,8 @@ def test_rendered_arguments_are_accepted_by_respool_run(
     control_plane: Any, options: list[str]
 ) -> None:
     deployment = by_kind(render(control_plane.bin_dir, *options))["Deployment"]
-    args = build_parser().parse_args(_container(deployment)["args"])
+    container_args = _container(deployment)["args"]
+    args = build_parser(container_args).parse_args(container_args)
     assert args.command == "run"
     if options:
         assert args.namespace == ["team-a", "team-b"] and args.verbose

@@ -12,15 +12,36 @@ engine, the dev cluster, the operator and the client can grow without editing on
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Sequence
 
 from respool import __version__
-from respool.cli import crds, dev, ops, run
+
+# Which module registers each top-level command. Only the module that owns the command being
+# run is imported: `ops` pulls in the kubernetes client and `run` pulls in kopf, which would make
+# every `respool dev ...` call pay for both.
+COMMAND_MODULES: dict[str, str] = {
+    "dev": "respool.cli.dev",
+    "crds": "respool.cli.crds",
+    "run": "respool.cli.run",
+    "get": "respool.cli.ops",
+    "describe": "respool.cli.ops",
+    "reserve": "respool.cli.ops",
+    "release": "respool.cli.ops",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _modules_for(argv: Sequence[str]) -> list[str]:
+    """The modules to register: the owner of the first positional word, else all (for help)."""
+    first = next((word for word in argv if not word.startswith("-")), None)
+    if first in COMMAND_MODULES:
+        return [COMMAND_MODULES[first]]
+    return list(dict.fromkeys(COMMAND_MODULES.values()))
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     # Installed twice: as `respool` and as the kubectl plugin `kubectl-respool`.
     invoked_as_plugin = os.path.basename(sys.argv[0]).startswith("kubectl-")
     parser = argparse.ArgumentParser(
@@ -29,13 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"respool {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (dev, crds, run, ops):
-        module.register(sub)
+    modules = _modules_for(sys.argv[1:] if argv is None else argv)
+    for name in modules:
+        importlib.import_module(name).register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)
     if handler is None:
