@@ -1,6 +1,7 @@
 """Operator fixtures for e2e tests: `respool run` as a real subprocess against the test cluster.
 
-- ``crds`` (session): the CRDs of ``crds/`` applied and Established.
+- ``crds`` (session): the CRDs of ``crds/`` (or of ``$RESPOOL_TEST_CRDS``) applied and
+  Established.
 - ``operator``: the shared operator of the session (started on first use, kept running);
   at the end of each test using it, its log must show no traceback.
 - ``fresh_operator``: a dedicated operator for tests that kill and restart it (the shared one

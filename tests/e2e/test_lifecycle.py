@@ -487,3 +487,20 @@ def test_each_reservation_is_granted_exactly_once(
         if event.reason == "Granted" and event.involved_object.name in counts:
             counts[event.involved_object.name] += 1
     assert set(counts.values()) == {1}, counts
+
+
+def test_scheduled_moves_earlier_when_capacity_frees(
+        rk: Any, pool: Callable[..., str], namespace: str) -> None:
+    name = pool()
+    everything = {"nodes": 2, "coresPerSlot": 4}
+    rk.create(namespace, "blocker", {"pool": name, "request": everything, "duration": "1h"})
+    rk.wait_phase(namespace, "blocker", "Active")
+    rk.create(namespace, "patient", {"pool": name, "request": everything, "duration": "10m"})
+    held = rk.wait_phase(namespace, "patient", "Scheduled")
+    assert parse_time(held["status"]["startTime"]) > time.time() + 3000
+    rk.delete(namespace, "blocker")
+    moved = rk.wait_phase(namespace, "patient", "Active")
+    assert parse_time(moved["status"]["startTime"]) <= time.time()
+    assert parse_time(moved["status"]["endTime"]) - parse_time(moved["status"]["startTime"]) \
+        == 600
+    wait_events(rk, namespace, "patient", "Moved")
