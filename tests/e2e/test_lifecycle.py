@@ -330,6 +330,16 @@ def test_namespace_not_selected_fails(rk: Any, pool: Callable[..., str],
     time.sleep(0.5)
     rk.create(namespace, "insider", {"pool": name})
     rk.wait_phase(namespace, "insider", "Active")
+    # A labelled namespace and its first reservation created at once: the operator must not
+    # judge the reservation before it knows the namespace's labels.
+    fresh = f"{namespace}-new"[:63]
+    rk.core.create_namespace({"metadata": {"name": fresh, "labels": {"team": "gpu-lab"}}})
+    try:
+        rk.create(fresh, "first", {"pool": name})
+        rk.wait_phase(fresh, "first", "Active")
+    finally:
+        rk.delete(fresh, "first")
+        rk.core.delete_namespace(fresh)
 
 
 def test_spec_down_degrades_active_and_replans_scheduled(

@@ -269,9 +269,14 @@ class Controller:
         if name in self.namespace_labels:
             return
         try:
-            self._note_namespace(await self.api.get(f"/api/v1/namespaces/{name}"))
+            # A filtered LIST, not a GET: the operator's role may list namespaces, not get them.
+            answer = await self.api.request("GET", "/api/v1/namespaces",
+                                            params={"fieldSelector": f"metadata.name={name}"})
         except ApiError as exc:
             logger.warning("cannot read namespace %s: %s", name, exc)
+            return
+        for item in answer.get("items") or []:
+            self._note_namespace(item)
 
     async def wait_idle(self, timeout: float = 5.0) -> None:
         """For tests and benchmarks: wait until no actor has work queued."""
