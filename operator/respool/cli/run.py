@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from typing import Any
 
 
@@ -68,8 +69,17 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("respool").info(
         "respool operator starting (%s)",
         "namespaces " + ", ".join(args.namespace) if args.namespace else "all namespaces")
-    if args.namespace:
-        kopf.run(namespaces=args.namespace, standalone=True, liveness_endpoint=args.liveness)
-    else:
-        kopf.run(clusterwide=True, standalone=True, liveness_endpoint=args.liveness)
+    try:
+        if args.namespace:
+            kopf.run(namespaces=args.namespace, standalone=True, liveness_endpoint=args.liveness)
+        else:
+            kopf.run(clusterwide=True, standalone=True, liveness_endpoint=args.liveness)
+    except Exception as error:
+        # A failed start-up (no CRDs, no credentials) surfaces as kopf's ActivityError (not
+        # exported by kopf): one clear line instead of its traceback (-v keeps the traceback).
+        if args.verbose:
+            raise
+        cause = error.__cause__ or error
+        print(f"respool run: cannot start: {cause}", file=sys.stderr)
+        return 1
     return 0
