@@ -23,7 +23,11 @@ kubectl get --raw /readyz >/dev/null || die "the control plane is not answering"
 # respool on PATH. This is where the operator is installed and the examples are applied.
 # ---------------------------------------------------------------------------------------------
 
-OPERATOR_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/respool/dev"
+# The dev home of `respool dev` (respool.devcluster.shared.dev_home): `respool dev down` finds
+# the operator's pid file there and stops it together with the control plane.
+OPERATOR_DIR="${RESPOOL_DEV_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/respool/dev}"
+METRICS_PORT="${RESPOOL_DEMO_METRICS_PORT:-9464}"
+LIVENESS_PORT="${RESPOOL_DEMO_LIVENESS_PORT:-9465}"
 OPERATOR_PID_FILE="$OPERATOR_DIR/operator.pid"
 OPERATOR_LOG="$OPERATOR_DIR/operator.log"
 
@@ -41,7 +45,7 @@ after_control_plane() {
     fi
     say "starting the operator (respool run), logging to $OPERATOR_LOG"
     mkdir -p "$OPERATOR_DIR"
-    nohup "$VENV_BIN/respool" run --metrics-port 9464 --liveness http://127.0.0.1:9465/healthz \
+    nohup "$VENV_BIN/respool" run --metrics-port "$METRICS_PORT" --liveness "http://127.0.0.1:$LIVENESS_PORT/healthz" \
         >"$OPERATOR_LOG" 2>&1 &
     echo $! >"$OPERATOR_PID_FILE"
     disown || true
@@ -83,14 +87,14 @@ pools and reservations of manifests/examples/. Things to look at:
   kubectl get events -A --field-selector involvedObject.kind=ResourceReservation
   kubectl get rpool rack-a -o yaml             # the pool's status: capacity, down, summary
   $VENV_BIN/respool get pools                  # the same through respool's own CLI
-  curl -s localhost:9464/metrics | grep ^respool_
+  $VENV_BIN/respool describe pool rack-a       # utilization and a timeline of bookings per rank
+  curl -s localhost:$METRICS_PORT/metrics | grep ^respool_
 
 Try: delete a reservation and watch a waiting one get in; mark a rank down with
   kubectl patch rpool rack-a --type=merge -p '{"spec":{"down":"0"}}'
 
 Status and shutdown:
 
-  kill \$(cat $OPERATOR_PID_FILE)              # stop the operator
   $VENV_BIN/respool dev status
-  $VENV_BIN/respool dev down
+  $VENV_BIN/respool dev down                   # stops the operator and the control plane
 MSG

@@ -24,6 +24,7 @@ from respool.devcluster import (
     Versions,
     ensure_binaries,
     find_go,
+    shared,
 )
 from respool.devcluster.build import go_directive, godebug_lines, staging_replacements
 from respool.devcluster.controlplane import check_port_free, pid_alive, sweep_stale_etcd_data
@@ -396,3 +397,38 @@ def test_a_builder_waits_for_another_and_reuses_its_entry(isolated_cache: Path) 
     finally:
         other.join()
     assert messages == ["another respool process is building the binaries; waiting for it to finish"]
+
+
+def _sleeper(*marker: str) -> subprocess.Popen[bytes]:
+    """A live process whose command line carries `marker` (as `respool run` would)."""
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", *marker])
+
+
+def test_down_stops_the_operator_the_demo_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(shared.DEV_HOME_ENV, str(tmp_path / "dev"))
+    (tmp_path / "dev").mkdir()
+    operator = _sleeper("respool", "run")
+    try:
+        (tmp_path / "dev" / shared.OPERATOR_PID_FILE).write_text(f"{operator.pid}\n")
+        messages: list[str] = []
+        assert shared.down(progress=messages.append) is False  # no control plane recorded
+        assert operator.wait(timeout=15) is not None
+        assert any("stopping the operator" in message for message in messages)
+        assert not (tmp_path / "dev" / shared.OPERATOR_PID_FILE).exists()
+    finally:
+        operator.kill()
+
+
+def test_down_never_signals_a_recycled_pid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(shared.DEV_HOME_ENV, str(tmp_path / "dev"))
+    (tmp_path / "dev").mkdir()
+    bystander = _sleeper("something-else")
+    try:
+        (tmp_path / "dev" / shared.OPERATOR_PID_FILE).write_text(f"{bystander.pid}\n")
+        shared.down(progress=lambda _message: None)
+        assert bystander.poll() is None, "a process that is not `respool run` was signalled"
+        assert not (tmp_path / "dev" / shared.OPERATOR_PID_FILE).exists()
+    finally:
+        bystander.kill()

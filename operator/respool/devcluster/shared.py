@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,10 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from respool.devcluster.build import stderr_progress
-from respool.devcluster.controlplane import ETCD_DATA_PREFIX, ControlPlane
+from respool.devcluster.controlplane import ETCD_DATA_PREFIX, ControlPlane, pid_alive
 from respool.devcluster.versions import cache_home
 
 DEV_HOME_ENV = "RESPOOL_DEV_HOME"
+# Where scripts/demo.sh records the operator it started, so that `respool dev down` stops it too.
+OPERATOR_PID_FILE = "operator.pid"
+OPERATOR_STOP_SECONDS = 10.0
 #: Context and cluster name in the shared plane's kubeconfig.
 CONTEXT_NAME = "respool-dev"
 
@@ -85,9 +89,40 @@ def up(
         return UpResult(plane, reused=False, seconds=time.monotonic() - started)
 
 
+def stop_recorded_operator(home: Path, progress: Callable[[str], None]) -> bool:
+    """Stop the operator `scripts/demo.sh` started against this plane, if it still runs.
+
+    The demo records its pid in OPERATOR_PID_FILE. The pid is signalled only when its command
+    line is really `respool run` (a recycled pid must never be killed), and the file is removed.
+    """
+    pid_file = home / OPERATOR_PID_FILE
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        pid_file.unlink(missing_ok=True)
+        return False
+    stopped = False
+    if pid_alive(pid, must_contain="respool run"):
+        progress(f"stopping the operator (pid {pid})")
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + OPERATOR_STOP_SECONDS
+        while pid_alive(pid, must_contain="respool run") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if pid_alive(pid, must_contain="respool run"):
+            os.kill(pid, signal.SIGKILL)
+        stopped = True
+    pid_file.unlink(missing_ok=True)
+    return stopped
+
+
 def down(progress: Callable[[str], None] = stderr_progress) -> bool:
-    """Stop the shared control plane and remove its files; False if there was none."""
+    """Stop the shared control plane (and the demo's operator) and remove their files.
+
+    Returns False if there was no control plane.
+    """
     with _locked(progress) as home:
+        # The operator first: with the API server gone it would only retry until killed.
+        stop_recorded_operator(home, progress)
         plane = ControlPlane.load(home, name=CONTEXT_NAME, progress=progress)
         found = plane is not None
         if plane is not None:
