@@ -30,6 +30,7 @@ from .resource_pool import (
     InfeasibleRequest,
     InsufficientResources,
     ResourcePool,
+    _check_time,
     iter_bits,
     mask_from_indices,
     select,
@@ -114,20 +115,11 @@ class _TimeIndex:
         return found
 
 
-def _check_number(value: object, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{what} must be a number of epoch seconds, got {value!r}")
-    result = float(value)
-    if not math.isfinite(result) or result < 0:
-        raise ValueError(f"{what} must be a finite number >= 0, got {value!r}")
-    return result
-
-
 def _check_window(start: object, end: object) -> tuple[float, float | None]:
-    begin = _check_number(start, "start")
+    begin = _check_time(start, "start")
     if end is None:
         return begin, None
-    finish = _check_number(end, "end")
+    finish = _check_time(end, "end")
     if finish <= begin:
         raise ValueError(f"window end {finish} is not after its start {begin}")
     return begin, finish
@@ -383,15 +375,21 @@ class Planner:
         self._generation += 1
         return booking
 
-    def reserve(
-        self, booking_id: str, request: object, start: float, end: float | None, mode: str
-    ) -> Booking:
-        """Book ``request`` for exactly ``[start, end)``; a failed call changes nothing."""
+    def _check_new_booking(
+        self, booking_id: str, start: float, end: float | None, mode: str
+    ) -> tuple[str, float, float | None, str]:
+        """Validate what every call that adds a booking is given; nothing is changed."""
         booking_id = _check_id(booking_id)
         if booking_id in self._bookings:
             raise ValueError(f"booking {booking_id!r} already exists")
         begin, finish = _check_window(start, end)
-        mode = _check_mode(mode)
+        return booking_id, begin, finish, _check_mode(mode)
+
+    def reserve(
+        self, booking_id: str, request: object, start: float, end: float | None, mode: str
+    ) -> Booking:
+        """Book ``request`` for exactly ``[start, end)``; a failed call changes nothing."""
+        booking_id, begin, finish, mode = self._check_new_booking(booking_id, start, end, mode)
         req = self.pool._coerce_request(request)
         self.pool.check_feasibility(req)
         if self._past_expiration(finish):
@@ -421,12 +419,12 @@ class Planner:
         Candidates are ``after`` and every booking end after it (conservative backfill).
         ``None`` when no such start exists.
         """
-        begin = _check_number(after, "after")
+        begin = _check_time(after, "after")
         if duration is not None:
-            length = _check_number(duration, "duration")
+            length = _check_time(duration, "duration")
             if length <= 0:
                 raise ValueError(f"duration must be > 0, got {duration!r}")
-        limit = None if deadline is None else _check_number(deadline, "deadline")
+        limit = None if deadline is None else _check_time(deadline, "deadline")
         mode = _check_mode(mode)
         req = self.pool._coerce_request(request)
         pool = self.pool
@@ -568,11 +566,7 @@ class Planner:
         self, booking_id: str, R: object, start: float, end: float | None, mode: str
     ) -> Booking:
         """Register an existing grant (after a restart); refuses conflicts."""
-        booking_id = _check_id(booking_id)
-        if booking_id in self._bookings:
-            raise ValueError(f"booking {booking_id!r} already exists")
-        begin, finish = _check_window(start, end)
-        mode = _check_mode(mode)
+        booking_id, begin, finish, mode = self._check_new_booking(booking_id, start, end, mode)
         grant, source = self.pool._grant_from(R, f"booking {booking_id!r}")
         clashes = self._conflicts(grant, begin, finish, mode, None)
         if clashes:
@@ -632,7 +626,7 @@ class Planner:
 
     def allocated_at(self, t: float) -> ResourceSet:
         """What the bookings covering ``t`` hold."""
-        moment = _check_number(t, "t")
+        moment = _check_time(t, "t")
         pool = self.pool
         held = {i: v for i, v in self._held_at(moment).items() if v[0] or v[1]}
         rv1 = Rv1()
@@ -656,7 +650,7 @@ class Planner:
         counts up ranks with nothing allocated. Cost: the pool's capacity classes plus
         the ranks bookings touch at ``t``, not every rank.
         """
-        moment = _check_number(t, "t")
+        moment = _check_time(t, "t")
         pool = self.pool
         present, up = pool._present, pool._up
         down_mask = present & ~up
@@ -695,7 +689,7 @@ class Planner:
 
     def next_event(self, after: float) -> float | None:
         """The next booking start or end strictly after ``after``."""
-        moment = _check_number(after, "after")
+        moment = _check_time(after, "after")
         best: float | None = None
         for entries in (self._index.starts, self._index.ends):
             position = bisect_right(entries, moment, key=_first)
