@@ -388,3 +388,136 @@ def test_failed_reservation_starts_over_when_its_spec_changes() -> None:
     r.generation = 2
     apply(r, ctx, p, T0 + 2)
     assert r.status["phase"] == "Active"
+
+
+def _after_restart(r: Reservation, p: Planner) -> Reservation:
+    """The record a restarted operator builds: committed status, no memory of the planning."""
+    again = Reservation(uid=r.uid, namespace=r.namespace, name=r.name, generation=r.generation,
+                        spec=r.spec, status=r.status)
+    assert restore(again, p) is None
+    return again
+
+
+def test_removed_ranks_replan_scheduled_holders_onto_remaining_ranks() -> None:
+    p, ctx = planner(), pool()
+    future = rsv({"startTime": format_time(T0 + 7200),
+                  "request": {"nodes": 1, "coresPerSlot": 4}})
+    apply(future, ctx, p, T0)
+    assert future.status["phase"] == "Scheduled"
+    held = future.status["allocated"]["ranks"]
+    kept = "1" if held == "0" else "0"
+    smaller = Planner({"version": 1, "execution": {
+        "R_lite": [{"rank": kept, "children": {"core": "0-3", "gpu": "0"}}],
+        "nodelist": [f"node{kept}"]}})
+    assert restore(future, smaller) is not None  # its ranks are not part of the pool any more
+    outcome = apply(future, ctx, smaller, T0 + 1)
+    assert future.status["phase"] == "Scheduled"
+    assert future.status["allocated"]["ranks"] == kept
+    assert future.status["startTime"] == format_time(T0 + 7200)
+    assert "Replanned" in reasons(outcome)
+    booking = smaller.get(future.uid)
+    assert booking is not None and booking.R.dumps() == future.status["allocated"]["summary"]
+
+
+def test_removed_ranks_leave_scheduled_pending_when_nothing_fits() -> None:
+    p, ctx = planner(), pool()
+    future = rsv({"startTime": format_time(T0 + 7200), "nextAvailable": False,
+                  "request": {"nodes": 2, "coresPerSlot": 4}})
+    apply(future, ctx, p, T0)
+    assert future.status["phase"] == "Scheduled"
+    smaller = Planner({"version": 1, "execution": {
+        "R_lite": [{"rank": "0", "children": {"core": "0-3", "gpu": "0"}}],
+        "nodelist": ["node0"]}})
+    assert restore(future, smaller) is not None
+    apply(future, ctx, smaller, T0 + 1)
+    # Two nodes can never fit a one-node pool: a clear terminal reason, nothing held.
+    assert future.status["phase"] == "Failed"
+    assert condition(future, "Stalled")["reason"] == "Infeasible"
+    assert "allocated" not in future.status and smaller.bookings() == []
+
+
+def test_scheduled_spec_edited_while_down_is_replanned_after_restart() -> None:
+    p, ctx = planner(), pool()
+    future = rsv({"startTime": format_time(T0 + 7200)})
+    apply(future, ctx, p, T0)
+    assert future.status["phase"] == "Scheduled"
+    # The operator stops; someone moves the window and makes it longer; it starts again.
+    future.spec = {**future.spec, "startTime": format_time(T0 + 3 * 3600), "duration": "2h"}
+    future.generation = 2
+    fresh = planner()
+    record = _after_restart(future, fresh)
+    outcome = apply(record, ctx, fresh, T0 + 10)
+    st = record.status
+    assert st["phase"] == "Scheduled" and st["observedGeneration"] == 2
+    assert st["startTime"] == format_time(T0 + 3 * 3600)
+    assert st["endTime"] == format_time(T0 + 5 * 3600)
+    booking = fresh.get(record.uid)
+    assert booking is not None and (booking.start, booking.end) == (T0 + 3 * 3600,
+                                                                     T0 + 5 * 3600)
+    assert "Replanned" in reasons(outcome)
+    assert len(fresh.bookings()) == 1
+
+
+def test_scheduled_unchanged_spec_is_trusted_after_restart() -> None:
+    p, ctx = planner(), pool()
+    future = rsv({"startTime": format_time(T0 + 7200)})
+    apply(future, ctx, p, T0)
+    pre_id = future.status["preReservationId"]
+    fresh = planner()
+    record = _after_restart(future, fresh)
+    outcome = apply(record, ctx, fresh, T0 + 10)
+    assert outcome.events == [] and record.status["preReservationId"] == pre_id
+
+
+def test_lowered_pool_expiration_cuts_active_windows_and_replans_scheduled() -> None:
+    p, ctx = planner(), pool()
+    active = rsv({"duration": "2h"})
+    future = rsv({"startTime": format_time(T0 + 7200), "request": {"nodes": 2,
+                                                                   "coresPerSlot": 4}})
+    apply(active, ctx, p, T0)
+    apply(future, ctx, p, T0)
+    assert active.status["phase"] == "Active" and future.status["phase"] == "Scheduled"
+    p.set_expiration(T0 + 3600)
+    outcome = apply(active, ctx, p, T0 + 5)
+    st = active.status
+    assert st["phase"] == "Active" and st["endTime"] == format_time(T0 + 3600)
+    assert condition(active, "Shortened")["reason"] == "PoolExpired"
+    assert condition(active, "Ready")["status"] == "True"
+    assert [(e.type, e.reason) for e in outcome.events] == [("Warning", "PoolExpired")]
+    assert outcome.wake_at == T0 + 3600
+    booking = p.get(active.uid)
+    assert booking is not None and booking.end == T0 + 3600
+    # Deciding again changes nothing (no second Event).
+    assert apply(active, ctx, p, T0 + 6).events == []
+    outcome = apply(future, ctx, p, T0 + 5)
+    assert future.status["phase"] == "Failed"
+    assert condition(future, "Stalled")["reason"] == "PoolExpired"
+    assert p.get(future.uid) is None
+    apply(active, ctx, p, T0 + 3600)
+    assert active.status["phase"] == "Expired"
+
+
+def test_pool_expiration_already_passed_expires_active_now() -> None:
+    p, ctx = planner(), pool()
+    active = rsv({"duration": "2h"})
+    apply(active, ctx, p, T0)
+    p.set_expiration(T0 + 60)
+    outcome = apply(active, ctx, p, T0 + 120)
+    assert active.status["phase"] == "Expired"
+    assert active.status["endTime"] == format_time(T0 + 60)
+    assert reasons(outcome) == ["PoolExpired", "Expired"]
+    assert p.bookings() == []
+
+
+def test_lowered_expiration_fails_a_scheduled_window_asked_for_past_it() -> None:
+    p, ctx = planner(), pool()
+    blocker = rsv({"request": {"nodes": 2, "coresPerSlot": 4}, "duration": "1h"})
+    apply(blocker, ctx, p, T0)
+    # The window asked for (5h from now) now ends after the pool does.
+    later = rsv({"startTime": format_time(T0 + 5 * 3600), "duration": "1h"})
+    apply(later, ctx, p, T0)
+    assert later.status["startTime"] == format_time(T0 + 5 * 3600)
+    p.set_expiration(T0 + 4 * 3600)
+    apply(later, ctx, p, T0 + 1)
+    assert later.status["phase"] == "Failed"
+    assert condition(later, "Stalled")["reason"] == "PoolExpired"

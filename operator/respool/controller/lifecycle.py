@@ -57,6 +57,9 @@ DEFAULT_DURATION = 3600.0
 DEFAULT_CLAIM_TIMEOUT = 300.0
 DEFAULT_MAX_RETRY = 5
 EXTENDED = "Extended"  # condition type: did the last change of the window's end succeed
+# Condition type: the operator itself moved the end of a granted window earlier (the pool's
+# expiration was lowered below it); nothing is ever granted past the pool's expiration.
+SHORTENED = "Shortened"
 
 
 class SpecError(ValueError):
@@ -95,8 +98,9 @@ class Reservation:
         self.has_finalizer = has_finalizer
         self.finalizers: list[str] = list(finalizers or [])
         self.resource_version = resource_version
-        # Fingerprint of the spec the current booking was planned for (memory only; after a
-        # restart it is unknown and the held booking is trusted).
+        # Fingerprint of the spec the current booking was planned for (memory only). After a
+        # restart it is unknown: the held booking is trusted if status.observedGeneration is
+        # the object's generation, else the spec changed meanwhile and the window is re-planned.
         self.planned_key = planned_key
         self.spec = spec
         self.status = status
@@ -614,7 +618,7 @@ class _Decider:
 
         booking = planner.get(rsv.uid)
         if phase == SCHEDULED and booking is not None:
-            return self._scheduled(spec, request, booking, length)
+            return self._scheduled(spec, request, booking, length, generation_changed)
         if phase == SCHEDULED:
             # The held window vanished (ranks removed or a conflict on restore): plan anew.
             self.event(Reason.REPLANNED.value,
@@ -781,18 +785,32 @@ class _Decider:
     # -- Scheduled ---------------------------------------------------------------------------
 
     def _scheduled(self, spec: ParsedSpec, request: Any, booking: Booking,
-                   length: float) -> Outcome:
+                   length: float, generation_changed: bool) -> Outcome:
         assert self.planner is not None
         planner, now = self.planner, self.now
         planned_key = self.rsv.planned_key
         if planned_key is not None and planned_key != spec.plan_key:
             self.event(Reason.REPLANNED.value, "the spec changed; planning the window anew")
             return self._plan(spec, request, length, count_retry=False)
+        if planned_key is None and generation_changed:
+            # No record of what the window was planned for (the operator restarted) and the
+            # spec changed since the last committed decision: judge it like a live edit.
+            self.event(Reason.REPLANNED.value,
+                       f"the spec changed (generation {self.old.get('observedGeneration')} "
+                       f"to {self.rsv.generation}) while it was Scheduled; planning the "
+                       "window anew")
+            return self._plan(spec, request, length, count_retry=False)
         if planned_key is None:
             self.rsv.planned_key = spec.plan_key
         if _touches(booking, planner.down()):
             self.event(Reason.REPLANNED.value,
                        "ranks of the window held went down; planning a new window", True)
+            return self._plan(spec, request, length, count_retry=False)
+        expiration = planner.expiration
+        if expiration and (booking.end is None or booking.end > expiration):
+            self.event(Reason.REPLANNED.value,
+                       f"the pool now expires at {format_time(expiration)}, before the end of "
+                       f"the window held ({_fmt(booking.end)}); planning a new window", True)
             return self._plan(spec, request, length, count_retry=False)
         expires = _time(self.status.get("preReservationExpires"))
         if expires is None:
@@ -871,11 +889,39 @@ class _Decider:
                 booking = self.planner.get(self.rsv.uid) or booking
         if generation_changed and spec.config != self.status.get("config"):
             self.status["config"] = spec.config
+        expiration = self.planner.expiration
+        if expiration and (booking.end is None or booking.end > expiration):
+            cut = self._cut_to_expiration(booking, expiration)
+            if cut is None:
+                return self.expire()
+            booking = cut
         if booking.end is not None and self.now >= booking.end:
             return self.expire()
         self._degraded(booking)
         self.wake(booking.end)
         return self.outcome()
+
+    def _cut_to_expiration(self, booking: Booking, expiration: float) -> Booking | None:
+        """The pool's expiration was lowered below the end of this grant: nothing is granted
+        past it, so the window now ends at the expiration. Returns the shortened booking, or
+        None when the expiration has already passed (the caller expires it now)."""
+        assert self.planner is not None
+        gen, now = self.rsv.generation, self.now
+        new_end = max(expiration, booking.start)
+        message = (f"the pool's expiration was moved to {format_time(expiration)}: the window "
+                   f"now ends at {format_time(new_end)} instead of {_fmt(booking.end)}")
+        self.status["endTime"] = format_time(new_end)
+        set_condition(self.conditions, SHORTENED, True, Reason.POOL_EXPIRED.value, message,
+                      gen, now)
+        self.event(Reason.POOL_EXPIRED.value, message, warning=True)
+        if new_end <= now:
+            return None
+        self.planner.extend(self.rsv.uid, new_end)
+        set_condition(self.conditions, ConditionType.READY.value, True, Reason.GRANTED.value,
+                      f"granted until {format_time(new_end)}", gen, now)
+        self.status["message"] = (f"granted {booking.R.dumps()} on pool {self.pool.name!r} "
+                                  f"until {format_time(new_end)} (cut to the pool's expiration)")
+        return self.planner.get(self.rsv.uid) or booking
 
     def _change_end(self, booking: Booking, wanted_end: float) -> Outcome | None:
         assert self.planner is not None
