@@ -218,3 +218,35 @@ def test_lowered_pool_expiration_cuts_active_and_fails_scheduled_past_it(
         status = obj.get("status") or {}
         if status.get("phase") in ("Active", "Scheduled"):
             assert parse_time(status["endTime"]) <= expiration, obj["metadata"]["name"]
+
+
+def test_expiration_lowered_while_operator_down_is_applied_on_restart(
+        rk: Any, fresh_operator: Any, make_pool: Callable[[dict[str, Any]], str],
+        namespace: str) -> None:
+    now = _now()
+    pool = make_pool({"resources": R("0-1", "node[0-1]")})
+    one_node = {"nodes": 1, "coresPerSlot": 4}
+    rk.create(namespace, "long", {"pool": pool, "request": one_node, "duration": "3h"})
+    rk.create(namespace, "later", {"pool": pool, "request": one_node, "duration": "1h",
+                                   "startTime": format_time(now + 2 * 3600)})
+    long = rk.wait_phase(namespace, "long", "Active")
+    rk.wait_phase(namespace, "later", "Scheduled")
+    long_id = long["status"]["reservationId"]
+
+    fresh_operator.stop()
+    expiration = now + 3600
+    rk.patch_pool(pool, {"expiration": format_time(expiration)})
+    fresh_operator.start()
+
+    # The grant restored from status is cut as soon as the new expiration is seen.
+    long = rk.wait_for(namespace, "long",
+                       lambda o: o["status"]["endTime"] == format_time(expiration),
+                       timeout=30, what="the restored window cut to the pool's expiration")
+    assert long["status"]["phase"] == "Active"
+    assert long["status"]["reservationId"] == long_id
+    assert rk.condition(long, "Shortened")["reason"] == "PoolExpired"  # type: ignore[index]
+    later = rk.wait_phase(namespace, "later", "Failed", timeout=30)
+    assert rk.condition(later, "Stalled")["reason"] == "PoolExpired"  # type: ignore[index]
+    _assert_no_core_booked_twice(rk.list(namespace))
+    # Exactly one Granted Event for the restored grant: cutting it is not a new grant.
+    assert sum(1 for e in rk.events(namespace, "long") if e.reason == "Granted") == 1
