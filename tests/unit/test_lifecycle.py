@@ -323,6 +323,9 @@ def test_down_rank_degrades_active_and_replans_scheduled() -> None:
     p.mark_down(rank)
     outcome = apply(active, ctx, p, T0 + 1)
     assert condition(active, "ResourcesDegraded")["status"] == "True"
+    assert condition(active, "ResourcesDegraded")["message"] == (
+        f"rank {rank} of this reservation is down"
+    )
     assert "ResourcesDegraded" in reasons(outcome)
     assert active.status["phase"] == "Active"
     p.mark_up(rank)

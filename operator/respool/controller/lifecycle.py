@@ -952,7 +952,11 @@ class _Decider:
         previous = _condition(self.conditions, ConditionType.RESOURCES_DEGRADED.value)
         was_degraded = previous is not None and previous.get("status") == "True"
         if down:
-            message = f"ranks {down} of this reservation are down"
+            message = (
+                f"rank {down} of this reservation is down"
+                if len(down) == 1
+                else f"ranks {down} of this reservation are down"
+            )
             set_condition(self.conditions, ConditionType.RESOURCES_DEGRADED.value, True,
                           Reason.RESOURCES_DEGRADED.value, message, self.rsv.generation,
                           self.now)
