@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from respool.api import format_duration, format_time, parse_duration, parse_time
+from respool.api import format_duration, format_time, parse_duration, parse_time, parse_time_or_none
 
 
 @pytest.mark.parametrize(
@@ -116,3 +116,9 @@ def test_parse_duration_refuses_what_go_cannot_hold() -> None:
     assert parse_duration("2562047h") == 2562047 * 3600.0
     with pytest.raises(ValueError, match="longest Go duration"):
         parse_duration("99999999999h")
+
+
+def test_parse_time_or_none_reads_status_times_leniently() -> None:
+    assert parse_time_or_none("2026-12-01T08:00:00Z") == parse_time("2026-12-01T08:00:00Z")
+    for unknown in (None, "", "yesterday", 1764576000, "2026-13-01T00:00:00Z"):
+        assert parse_time_or_none(unknown) is None

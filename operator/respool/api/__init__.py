@@ -36,7 +36,14 @@ from respool.api.models import (
     Rv1Execution,
     WireModel,
 )
-from respool.api.timefmt import format_duration, format_time, now_time, parse_duration, parse_time
+from respool.api.timefmt import (
+    format_duration,
+    format_time,
+    now_time,
+    parse_duration,
+    parse_time,
+    parse_time_or_none,
+)
 
 __all__ = [
     "API_VERSION",
@@ -75,4 +82,5 @@ __all__ = [
     "now_time",
     "parse_duration",
     "parse_time",
+    "parse_time_or_none",
 ]

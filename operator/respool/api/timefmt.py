@@ -144,6 +144,20 @@ def parse_time(text: str) -> float:
     return (whole * _MICROS_PER_SECOND + micros) / _MICROS_PER_SECOND
 
 
+def parse_time_or_none(value: object) -> float | None:
+    """Epoch seconds of a status timestamp, or None when it is absent or not a valid time.
+
+    For reading status written by others (or an older operator): a missing or malformed time
+    is "unknown", never an exception in the middle of a decision or a table.
+    """
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError:
+        return None
+
+
 def format_time(epoch: float) -> str:
     """RFC 3339 in UTC with a ``Z``; microseconds only when the time has a fraction."""
     if epoch != epoch or epoch in (float("inf"), float("-inf")):

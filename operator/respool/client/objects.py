@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from respool import GROUP, VERSION
-from respool.api import format_duration, format_time, parse_time
+from respool.api import format_duration, format_time, parse_time_or_none
 from respool.client.ats import MODES
 from respool.client.errors import InvalidConfigRequest
 from respool.client.kube import KIND_RESERVATION, reason_of
@@ -111,15 +111,6 @@ def reservation_body(
     }
 
 
-def _time(value: object) -> float | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return parse_time(value)
-    except ValueError:
-        return None
-
-
 @dataclass(frozen=True)
 class Reservation:
     """What the operator says about one ResourceReservation (a snapshot)."""
@@ -157,9 +148,9 @@ class Reservation:
             message=status.get("message"),
             reservation_id=status.get("reservationId"),
             pre_reservation_id=status.get("preReservationId"),
-            start=_time(status.get("startTime")),
-            end=_time(status.get("endTime")),
-            pre_reservation_expires=_time(status.get("preReservationExpires")),
+            start=parse_time_or_none(status.get("startTime")),
+            end=parse_time_or_none(status.get("endTime")),
+            pre_reservation_expires=parse_time_or_none(status.get("preReservationExpires")),
             ranks=str(allocated.get("ranks") or ""),
             nodelist=str(allocated.get("nodelist") or ""),
             retry_count=int(status.get("retryCount") or 0),

@@ -34,6 +34,7 @@ from respool.api import (
     format_time,
     parse_duration,
     parse_time,
+    parse_time_or_none,
 )
 from respool.pool import (
     Booking,
@@ -308,15 +309,6 @@ def _ceil(t: float) -> float:
     return float(math.ceil(t))
 
 
-def _time(value: Any) -> float | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return parse_time(value)
-    except ValueError:
-        return None
-
-
 def _fmt(t: float | None) -> str | None:
     return None if t is None else format_time(t)
 
@@ -460,7 +452,7 @@ class _Decider:
 
     @property
     def first_request(self) -> float:
-        value = _time(self.status.get("firstRequestTime"))
+        value = parse_time_or_none(self.status.get("firstRequestTime"))
         return value if value is not None else self.now
 
     def _booking(self) -> Booking | None:
@@ -812,7 +804,7 @@ class _Decider:
                        f"the pool now expires at {format_time(expiration)}, before the end of "
                        f"the window held ({_fmt(booking.end)}); planning a new window", True)
             return self._plan(spec, request, length, count_retry=False)
-        expires = _time(self.status.get("preReservationExpires"))
+        expires = parse_time_or_none(self.status.get("preReservationExpires"))
         if expires is None:
             expires = booking.start + self.pool.policy.claim_timeout
         # Move earlier when capacity freed and the start asked for has already passed.
@@ -880,7 +872,7 @@ class _Decider:
                 generation_changed: bool) -> Outcome:
         assert self.planner is not None
         if generation_changed and length is not None:
-            held_start = _time(self.status.get("startTime")) or booking.start
+            held_start = parse_time_or_none(self.status.get("startTime")) or booking.start
             wanted_end = held_start + length
             if booking.end is not None and wanted_end != booking.end:
                 outcome = self._change_end(booking, wanted_end)
@@ -1013,8 +1005,8 @@ def restore(rsv: Reservation, planner: Planner) -> str | None:
     status = rsv.status
     allocated = status.get("allocated") or {}
     R = allocated.get("R")
-    start = _time(status.get("startTime"))
-    end = _time(status.get("endTime"))
+    start = parse_time_or_none(status.get("startTime"))
+    end = parse_time_or_none(status.get("endTime"))
     if not R or start is None:
         return "status says it holds resources but status.allocated.R or startTime is missing"
     mode = (rsv.spec or {}).get("mode") or "exclusive"
