@@ -3,9 +3,36 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import os
+import signal
 import sys
-from typing import Any
+import urllib.parse
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from respool.controller.leader import LeaderElector
+
+DEFAULT_LEADER_ELECTION_ID = "respool-leader"
+
+
+def _seconds(text: str) -> float:
+    """A lease timing: a Go-style duration ('15s', '1m') or a number of seconds."""
+    from respool.api import parse_duration
+
+    try:
+        value = float(text)
+    except ValueError:
+        try:
+            value = parse_duration(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a duration > 0, e.g. '15s'")
+    return value
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -42,6 +69,32 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "--pool-status-interval", type=float, default=1.0, metavar="SECONDS",
         help="at most one ResourcePool status write per pool per this many seconds",
     )
+    election = parser.add_argument_group(
+        "high availability",
+        "Run several replicas: the holder of a coordination.k8s.io Lease runs the controller, "
+        "the others stand by (alive, idle) and take over when it stops renewing. Timings as "
+        "client-go's: lease duration > renew deadline > 1.2 x retry period.")
+    election.add_argument(
+        "--leader-elect", action="store_true",
+        help="make decisions only while holding the leader Lease (default: off, a single "
+        "replica decides alone)")
+    election.add_argument(
+        "--leader-election-namespace", default=None, metavar="NS",
+        help="namespace of the Lease (default: $POD_NAMESPACE, else the service account's or "
+        "the kubeconfig context's namespace)")
+    election.add_argument(
+        "--leader-election-id", default=DEFAULT_LEADER_ELECTION_ID, metavar="NAME",
+        help=f"name of the Lease (default {DEFAULT_LEADER_ELECTION_ID})")
+    election.add_argument(
+        "--leader-elect-lease-duration", type=_seconds, default=15.0, metavar="DURATION",
+        help="how long a standby waits after the last renewal it saw before taking over "
+        "(default 15s)")
+    election.add_argument(
+        "--leader-elect-renew-deadline", type=_seconds, default=10.0, metavar="DURATION",
+        help="how long the leader keeps trying to renew before it stops and exits (default 10s)")
+    election.add_argument(
+        "--leader-elect-retry-period", type=_seconds, default=2.0, metavar="DURATION",
+        help="time between attempts to acquire or renew (default 2s)")
     parser.set_defaults(handler=run)
 
 
@@ -56,6 +109,19 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"respool run: --metrics-port {args.metrics_port} is not a port")
     if args.pool_status_interval < 0:
         raise SystemExit("respool run: --pool-status-interval must be >= 0")
+    timings = None
+    if args.leader_elect:
+        from respool.controller.leader import LeaseTimings
+
+        timings = LeaseTimings(lease_duration=args.leader_elect_lease_duration,
+                               renew_deadline=args.leader_elect_renew_deadline,
+                               retry_period=args.leader_elect_retry_period)
+        try:
+            timings.check()
+        except ValueError as exc:
+            raise SystemExit(f"respool run: {exc}") from None
+        if not args.leader_election_id.strip():
+            raise SystemExit("respool run: --leader-election-id must not be empty")
     handlers.OPTIONS.namespaces = list(args.namespace)
     handlers.OPTIONS.pool_status_interval = args.pool_status_interval
     log_format = {"plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL,
@@ -69,11 +135,12 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("respool").info(
         "respool operator starting (%s)",
         "namespaces " + ", ".join(args.namespace) if args.namespace else "all namespaces")
+    scope: dict[str, Any] = (
+        {"namespaces": args.namespace} if args.namespace else {"clusterwide": True})
     try:
-        if args.namespace:
-            kopf.run(namespaces=args.namespace, standalone=True, liveness_endpoint=args.liveness)
-        else:
-            kopf.run(clusterwide=True, standalone=True, liveness_endpoint=args.liveness)
+        if timings is not None:
+            return asyncio.run(_lead_then_operate(args, timings, scope))
+        kopf.run(standalone=True, liveness_endpoint=args.liveness, **scope)
     except Exception as error:
         # A failed start-up (no CRDs, no credentials) surfaces as kopf's ActivityError (not
         # exported by kopf): one clear line instead of its traceback (-v keeps the traceback).
@@ -83,3 +150,75 @@ def run(args: argparse.Namespace) -> int:
         print(f"respool run: cannot start: {cause}", file=sys.stderr)
         return 1
     return 0
+
+
+async def _lead_then_operate(args: argparse.Namespace, timings: Any,
+                             scope: dict[str, Any]) -> int:
+    """Stand by until this process holds the Lease, then run the operator while renewing it;
+    release it once the operator has stopped (SIGTERM)."""
+    import kopf
+
+    from respool.controller import handlers
+    from respool.controller.kubeapi import KubeApi
+    from respool.controller.leader import LeaderElector, default_identity
+
+    logger = logging.getLogger("respool")
+    info = handlers.connection_info(kopf.OperatorSettings())
+    namespace = (args.leader_election_namespace or os.environ.get("POD_NAMESPACE")
+                 or info.default_namespace or "default")
+
+    def lease_api() -> KubeApi:
+        # Fresh credentials each time (a rotated token after a 401); no retries inside a call:
+        # the elector retries on its own schedule, within the renew deadline.
+        return KubeApi(handlers.connection_info(kopf.OperatorSettings()), max_connections=2,
+                       timeout=max(1.0, timings.renew_deadline / 2), retries=0)
+
+    elector = LeaderElector(lease_api, namespace=namespace, name=args.leader_election_id,
+                            identity=default_identity(), timings=timings)
+    standby_probe = await _serve_standby_liveness(args.liveness, elector) if args.liveness else None
+    loop = asyncio.get_running_loop()
+    acquiring = asyncio.create_task(elector.acquire(), name="respool-lease-acquire")
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, acquiring.cancel)
+    try:
+        await acquiring
+    except asyncio.CancelledError:
+        logger.info("leader election: standby %s stopped before it led", elector.identity)
+        await elector.close()
+        return 0
+    finally:
+        # kopf installs its own handlers for a graceful stop of the controller.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        if standby_probe is not None:
+            # Free the liveness port for kopf's own probe endpoint.
+            await standby_probe.cleanup()
+    elector.start_renewing()
+    try:
+        await kopf.operator(standalone=True, liveness_endpoint=args.liveness, **scope)
+    finally:
+        # kopf has stopped the controller (no write is in flight any more): hand over now.
+        await elector.release()
+        await elector.close()
+    return 0
+
+
+async def _serve_standby_liveness(endpoint: str, elector: LeaderElector) -> web.AppRunner:
+    """While standing by, the liveness endpoint answers 200 (the process is healthy, just not
+    leading), with who holds the Lease; kopf serves it once this replica leads."""
+    from aiohttp import web
+
+    parts = urllib.parse.urlsplit(endpoint)
+    if parts.scheme != "http":
+        raise SystemExit(f"respool run: --liveness {endpoint!r}: only http:// is supported")
+
+    async def health(_: web.Request) -> web.Response:
+        return web.json_response({"leader": False, "lease": elector.where,
+                                  "holder": elector.holder(), "identity": elector.identity})
+
+    app = web.Application()
+    app.add_routes([web.get(parts.path or "/", health)])
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
+    await runner.setup()
+    await web.TCPSite(runner, parts.hostname or "127.0.0.1", parts.port or 80).start()
+    return runner

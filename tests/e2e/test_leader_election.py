@@ -1,0 +1,305 @@
+"""High availability: two `respool run --leader-elect` replicas against one real API server.
+
+Only the holder of the Lease decides: the standby stays live (its liveness endpoint answers)
+but makes no status write, posts no Event and never starts the controller. A leader killed with
+SIGKILL in the middle of a burst is replaced once its lease expires, and the new leader
+finishes the work with the invariants intact (no core granted twice, IDs unchanged, none
+minted twice). A leader stopped with SIGTERM releases the Lease, so the standby takes over long
+before the lease would expire. A leader whose Lease is taken from it exits at once.
+
+Lease timings are short (flags) to keep the tests quick; every wait is generous.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import secrets
+import subprocess
+import threading
+import time
+import urllib.request
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.e2e.conftest import READY_MARKER, OperatorProcess
+
+from respool.api import parse_time
+from respool.pool import IDset
+
+SETTLED = {"Active", "Scheduled"}
+STANDBY_MARKER = "leader election: standing by"
+# Quick but not twitchy: a busy 2-core machine must not make a healthy leader miss its deadline.
+QUICK = ["--leader-elect-lease-duration=10s", "--leader-elect-renew-deadline=7s",
+         "--leader-elect-retry-period=1s"]
+
+
+class Candidate(OperatorProcess):
+    """A `respool run --leader-elect` replica; `launch()` does not wait for it to lead."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, lease_namespace: str,
+                 lease_name: str, timings: list[str]) -> None:
+        super().__init__(env, log_path, ["--leader-elect",
+                                         f"--leader-election-namespace={lease_namespace}",
+                                         f"--leader-election-id={lease_name}", *timings])
+
+    def launch(self) -> None:
+        assert not self.running()
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
+                                        env=self.env)
+        log.close()
+        self.starts += 1
+
+    def wait_log(self, marker: str, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if marker in self.log_text():
+                return
+            if not self.running():
+                raise AssertionError(f"the replica exited ({self.exit_code()}) before logging "
+                                     f"{marker!r}:\n{self.log_text()[-4000:]}")
+            time.sleep(0.1)
+        raise AssertionError(f"{marker!r} not logged in {timeout}s:\n{self.log_text()[-4000:]}")
+
+    def liveness(self) -> dict[str, Any]:
+        url = f"http://127.0.0.1:{self.liveness_port}/healthz"
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            assert answer.status == 200
+            return dict(json.loads(answer.read().decode() or "{}"))
+
+    def metric(self, name: str) -> dict[str, float]:
+        """Samples of one metric: label text -> value."""
+        samples = {}
+        for line in self.metrics().splitlines():
+            match = re.match(rf"^{name}(\{{[^}}]*\}})?\s+(\S+)$", line)
+            if match:
+                samples[match[1] or ""] = float(match[2])
+        return samples
+
+    def exit_code(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    def wait_exit(self, timeout: float = 60.0) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout=timeout)
+
+
+class Replicas:
+    """Launches replicas that share one Lease (`lease`) in the test's namespace."""
+
+    def __init__(self, env: dict[str, str], namespace: str, logs: Path) -> None:
+        self.env, self.namespace, self.logs = env, namespace, logs
+        self.lease = f"respool-ha-{secrets.token_hex(3)}"
+        self.made: list[Candidate] = []
+
+    def __call__(self, timings: list[str] = QUICK) -> Candidate:
+        replica = Candidate(self.env, self.logs / f"replica-{len(self.made)}.log",
+                            self.namespace, self.lease, timings)
+        self.made.append(replica)
+        replica.launch()
+        return replica
+
+
+@pytest.fixture
+def candidates(request: pytest.FixtureRequest, crds: list[str], kube_env: dict[str, str],
+               namespace: str, tmp_path: Path) -> Iterator[Replicas]:
+    """Replicas for this test, all stopped at the end (the session's shared operator is
+    stopped first: these are the only writers)."""
+    request.getfixturevalue("_operator_slot").stop_current()
+    replicas = Replicas(kube_env, namespace, tmp_path)
+    try:
+        yield replicas
+    finally:
+        for replica in replicas.made:
+            replica.stop()
+        for replica in replicas.made:
+            assert "Traceback" not in replica.log_text(), replica.log_text()[-6000:]
+
+
+def _lease(rk: Any, namespace: str, name: str) -> dict[str, Any]:
+    from kubernetes import client
+
+    lease = client.CoordinationV1Api(rk.core.api_client).read_namespaced_lease(name, namespace)
+    return dict(rk.core.api_client.sanitize_for_serialization(lease))
+
+
+def _wait(what: str, probe: Callable[[], Any], timeout: float = 120.0) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+def _assert_standby_idle(standby: Candidate) -> None:
+    """No decision, no write: the controller never started and nothing was counted."""
+    text = standby.log_text()
+    assert STANDBY_MARKER in text, text[-3000:]
+    assert READY_MARKER not in text, "the standby started the controller:\n" + text[-3000:]
+    assert standby.metric("respool_leader") == {"": 0.0}
+    writes = standby.metric("respool_status_writes_total")
+    events = standby.metric("respool_events_total")
+    assert not any(writes.values()) and not any(events.values()), (writes, events)
+    assert standby.liveness()["leader"] is False
+
+
+def _pool(rk: Any, ranks: int, cores: int) -> str:
+    name = f"ha-{secrets.token_hex(3)}"
+    rk.create_pool(name, {"resources": {"version": 1, "execution": {
+        "R_lite": [{"rank": f"0-{ranks - 1}", "children": {"core": f"0-{cores - 1}"}}],
+        "nodelist": [f"ha{name[3:]}-[0-{ranks - 1}]"]}}})
+    return name
+
+
+def _settled(rk: Any, namespace: str, count: int, timeout: float = 120.0) -> list[dict[str, Any]]:
+    def probe() -> list[dict[str, Any]] | None:
+        items = rk.list(namespace)
+        done = len(items) == count and all(
+            (o.get("status") or {}).get("phase") in SETTLED
+            and o["status"].get("observedGeneration") == o["metadata"]["generation"]
+            for o in items)
+        return items if done else None
+
+    return list(_wait(f"{count} reservations Active or Scheduled", probe, timeout))
+
+
+def _holds(items: list[dict[str, Any]]) -> dict[str, tuple[str, str, str]]:
+    """name -> (ID, allocated summary, start) of every Active or Scheduled reservation."""
+    out = {}
+    for obj in items:
+        status = obj.get("status") or {}
+        if status.get("phase") in SETTLED:
+            out[obj["metadata"]["name"]] = (
+                status.get("reservationId") or status.get("preReservationId"),
+                status["allocated"]["summary"], status.get("startTime"))
+    return out
+
+
+def _assert_no_core_granted_twice(items: list[dict[str, Any]]) -> None:
+    holds: dict[tuple[int, int], list[tuple[float, float, str]]] = defaultdict(list)
+    for obj in items:
+        status = obj.get("status") or {}
+        if status.get("phase") not in SETTLED:
+            continue
+        start, end = parse_time(status["startTime"]), parse_time(status["endTime"])
+        for entry in status["allocated"]["R"]["execution"]["R_lite"]:
+            for rank in IDset(entry["rank"]):
+                for core in IDset(entry["children"]["core"]):
+                    holds[(rank, core)].append((start, end, obj["metadata"]["name"]))
+    for key, windows in holds.items():
+        windows.sort()
+        for (_s1, e1, n1), (s2, _e2, n2) in itertools.pairwise(windows):
+            assert s2 >= e1, f"core {key} granted to both {n1} and {n2}"
+
+
+def test_standby_is_idle_and_takes_over_a_killed_leader_mid_burst(
+        candidates: Replicas, rk: Any, namespace: str) -> None:
+    leader = candidates()
+    leader.wait_log(READY_MARKER)
+    standby = candidates()
+    standby.wait_log(STANDBY_MARKER)
+    standby_identity = standby.liveness()["identity"]
+    lease = _lease(rk, namespace, candidates.lease)  # type: ignore[attr-defined]
+    assert lease["spec"]["holderIdentity"] not in ("", standby_identity)
+    assert leader.metric("respool_leader") == {"": 1.0}
+
+    pool = _pool(rk, ranks=4, cores=8)  # 32 cores
+    names = [f"b{i:02d}" for i in range(48)]
+
+    def create_all() -> None:
+        for name in names:
+            rk.create(namespace, name, {"pool": pool, "duration": "1h", "mode": "exclusive"})
+
+    burst = threading.Thread(target=create_all, daemon=True)
+    burst.start()
+    _wait("a dozen decisions by the leader",
+          lambda: len([o for o in rk.list(namespace) if (o.get("status") or {}).get("phase")])
+          >= 12, timeout=60)
+    _assert_standby_idle(standby)  # the leader is busy deciding; the standby does nothing
+    leader.kill()
+    burst.join(120)
+    before = _holds(rk.list(namespace))
+    assert before, "nothing was granted before the kill"
+
+    standby.wait_log(READY_MARKER)  # the lease expired: the standby leads now
+    items = _settled(rk, namespace, len(names))
+    _assert_no_core_granted_twice(items)
+    after = _holds(items)
+    for name, held in before.items():
+        assert after[name] == held, f"{name}: held {held} before the takeover, {after[name]} after"
+    phases: dict[str, int] = defaultdict(int)
+    for obj in items:
+        phases[obj["status"]["phase"]] += 1
+    assert dict(phases) == {"Active": 32, "Scheduled": 16}, dict(phases)
+    ids = [held[0] for held in after.values()]
+    assert len(set(ids)) == len(ids), "an ID was minted twice"
+    assert standby.metric("respool_leader") == {"": 1.0}
+    lease = _lease(rk, namespace, candidates.lease)  # type: ignore[attr-defined]
+    assert lease["spec"]["holderIdentity"] == standby_identity
+    assert lease["spec"]["leaseTransitions"] >= 1
+
+
+def test_sigterm_releases_the_lease_so_the_standby_takes_over_at_once(
+        candidates: Replicas, rk: Any, namespace: str) -> None:
+    # A lease that would take 10 minutes to expire: the standby can only lead this test
+    # within its deadline because the leader released the Lease on SIGTERM.
+    long_lease = ["--leader-elect-lease-duration=600s", "--leader-elect-renew-deadline=10s",
+                  "--leader-elect-retry-period=1s"]
+    leader = candidates(long_lease)
+    leader.wait_log(READY_MARKER)
+    standby = candidates(long_lease)
+    standby.wait_log(STANDBY_MARKER)
+    pool = _pool(rk, ranks=1, cores=4)
+    rk.create(namespace, "first", {"pool": pool, "request": {"coresPerSlot": 2},
+                                   "duration": "1h"})
+    first = rk.wait_phase(namespace, "first", "Active", timeout=60)
+    _assert_standby_idle(standby)
+
+    began = time.monotonic()
+    leader.stop(timeout=60)
+    assert leader.exit_code() == 0, leader.log_text()[-3000:]
+    assert "leader election: released lease" in leader.log_text()
+    standby.wait_log(READY_MARKER, timeout=180)  # far below the 600 s lease
+    print(f"handover after SIGTERM: {time.monotonic() - began:.1f}s (lease duration 600s)")
+
+    rk.create(namespace, "second", {"pool": pool, "request": {"coresPerSlot": 2},
+                                    "duration": "1h"})
+    second = rk.wait_phase(namespace, "second", "Active", timeout=60)
+    again = rk.get(namespace, "first")
+    assert again["status"]["reservationId"] == first["status"]["reservationId"]
+    assert second["status"]["reservationId"] != first["status"]["reservationId"]
+    _assert_no_core_granted_twice([again, second])
+
+
+def test_a_leader_whose_lease_is_taken_exits_at_once(
+        candidates: Replicas, rk: Any, namespace: str,
+        kubectl: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    leader = candidates()
+    leader.wait_log(READY_MARKER)
+    standby = candidates()
+    standby.wait_log(STANDBY_MARKER)
+    name = candidates.lease
+    # Someone else takes the Lease (as after a long stall of the leader): the leader sees it at
+    # its next renewal and must stop writing - it exits non-zero, without a graceful cleanup.
+    kubectl("patch", "lease", name, "-n", namespace, "--type=merge", "-p", json.dumps(
+        {"spec": {"holderIdentity": "intruder", "leaseDurationSeconds": 3600}}))
+    assert leader.wait_exit(timeout=120) != 0
+    assert "leader election: lost lease" in leader.log_text()
+    # The intruder's lease is valid for an hour: the standby keeps standing by.
+    assert standby.running() and standby.metric("respool_leader") == {"": 0.0}
+    _wait("the standby to see the intruder",
+          lambda: standby.liveness().get("holder") == "intruder", timeout=60)
+    assert READY_MARKER not in standby.log_text()
+    identity = standby.liveness()["identity"]
+    # The intruder vanishes (its Lease deleted): the standby creates a new one and leads.
+    kubectl("delete", "lease", name, "-n", namespace)
+    standby.wait_log(READY_MARKER)
+    assert _lease(rk, namespace, name)["spec"]["holderIdentity"] == identity
