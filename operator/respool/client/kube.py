@@ -341,9 +341,28 @@ class KubeAPI:
 
 
 class ClientBase:
-    """Shared by the clients built on one `KubeAPI`: closing, and use in a ``with`` block."""
+    """Shared by the clients built on one `KubeAPI`: the connection, the namespace, how long
+    to wait for the operator, closing, and use in a ``with`` block.
 
-    api: KubeAPI
+    ``namespace=None`` means the kubeconfig context's namespace (else ``default``)."""
+
+    def __init__(
+        self,
+        namespace: str | None,
+        kubeconfig: str | None = None,
+        *,
+        context: str | None = None,
+        request_timeout: float = 30.0,
+        operator_timeout: float = 30.0,
+        api: KubeAPI | None = None,
+    ) -> None:
+        if namespace is not None and (not isinstance(namespace, str) or not namespace):
+            raise InvalidConfigRequest(f"namespace must be a non-empty string, got {namespace!r}")
+        if not operator_timeout > 0:
+            raise InvalidConfigRequest(f"operator_timeout must be > 0 seconds, got {operator_timeout!r}")
+        self.api = api or KubeAPI(kubeconfig, context, request_timeout=request_timeout)
+        self.namespace: str = namespace or self.api.default_namespace
+        self.operator_timeout = float(operator_timeout)
 
     def close(self) -> None:
         self.api.close()

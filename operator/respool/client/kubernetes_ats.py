@@ -101,13 +101,10 @@ class KubernetesATSClient(ClientBase):
         request_timeout: float = 30.0,
         api: KubeAPI | None = None,
     ) -> None:
-        if not isinstance(namespace, str) or not namespace:
-            raise InvalidConfigRequest(f"namespace must be a non-empty string, got {namespace!r}")
-        if not operator_timeout > 0:
-            raise InvalidConfigRequest(f"operator_timeout must be > 0 seconds, got {operator_timeout!r}")
-        self.namespace = namespace
-        self.operator_timeout = float(operator_timeout)
-        self.api = api or KubeAPI(kubeconfig, context, request_timeout=request_timeout)
+        if namespace is None:  # the seed's default is a fixed namespace, not the context's
+            raise InvalidConfigRequest("namespace must be a non-empty string, got None")
+        super().__init__(namespace, kubeconfig, context=context, request_timeout=request_timeout,
+                         operator_timeout=operator_timeout, api=api)
         # ID (pre-reservation or reservation) -> object name, for the IDs this client minted;
         # other IDs are looked up by listing the namespace.
         self._names: dict[str, str] = {}

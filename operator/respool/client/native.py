@@ -77,9 +77,8 @@ class RespoolClient(ClientBase):
         operator_timeout: float = 30.0,
         api: KubeAPI | None = None,
     ) -> None:
-        self.api = api or KubeAPI(kubeconfig, context, request_timeout=request_timeout)
-        self.namespace = namespace or self.api.default_namespace
-        self.operator_timeout = operator_timeout
+        super().__init__(namespace, kubeconfig, context=context, request_timeout=request_timeout,
+                         operator_timeout=operator_timeout, api=api)
 
     def create(
         self,
