@@ -129,6 +129,16 @@ class PoolActor:
         """The pool's latest body, or None when it was deleted."""
         self._pool_events += 1
         previous, self.pool_raw = self.pool_raw, raw
+        if raw is None or _uid(previous) != _uid(raw):
+            # Deleted, or a new object under the same name: what we wrote to (or learnt about)
+            # the old object says nothing about the new one - its finalizer and its status
+            # must be written afresh even if they would read the same.
+            self._last_pool_status = None
+            self._pool_finalizer_added = False
+            self._pool_generation_seen = None
+            self._pool_conditions = []
+            self._blocked_reported = False
+            self._pool_problem = ""
         if previous is not None and raw is not None and _pool_identity(previous) == \
                 _pool_identity(raw):
             return  # only its status changed (our own write, most likely): nothing to do
@@ -764,6 +774,10 @@ def set_pool_conditions(conditions: list[dict[str, Any]], ready: bool,
     lifecycle.set_condition(conditions, ConditionType.RECONCILING.value, False,
                             Reason.POOL_READY.value if not stalled else stalled[0],
                             message or (stalled[1] if stalled else ""), generation, now)
+
+
+def _uid(raw: dict[str, Any] | None) -> Any:
+    return None if raw is None else (raw.get("metadata") or {}).get("uid")
 
 
 def _pool_identity(raw: dict[str, Any]) -> tuple[Any, ...]:
