@@ -10,10 +10,11 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from respool.devcluster import shared
-from respool.devcluster.build import BINARIES, cached_bin_dir, ensure_binaries
+from respool.devcluster.build import BINARIES, cached_bin_dir, ensure_binaries, etcd_origin
 from respool.devcluster.errors import DevClusterError
 
 EXIT_NOT_RUNNING = 3
@@ -54,6 +55,11 @@ def _status(args: argparse.Namespace) -> int:
         alive = plane.processes_alive()
         ready = all(alive.values()) and plane.readyz()
         state = plane.state
+        etcd = etcd_origin(Path(state.bin_dir))
+        versions = dict(state.versions)
+        if etcd["version"]:
+            # What the bin dir really holds (Debian's etcd when the fallback was used).
+            versions["etcd"] = etcd["version"] if etcd["version"].startswith("v") else f"v{etcd['version']}"
         report.update(
             running=ready,
             server=state.server,
@@ -68,7 +74,8 @@ def _status(args: argparse.Namespace) -> int:
                 },
             },
             etcd_data=state.etcd_data,
-            versions=state.versions,
+            etcd=etcd,
+            versions=versions,
             uptime_seconds=round(time.time() - state.started_at),
             ready_seconds=state.ready_seconds,
         )
@@ -85,6 +92,7 @@ def _status(args: argparse.Namespace) -> int:
                 for name, process in report["processes"].items()
             ),
             ("etcd data", report["etcd_data"]),
+            ("etcd binary", report["etcd"]["description"]),
             ("versions", ", ".join(f"{k} {v}" for k, v in report["versions"].items())),
             ("uptime", f"{report['uptime_seconds']}s"),
         ]
@@ -119,6 +127,8 @@ def _bin(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    # ensure_binaries says on stderr when the set holds Debian's etcd; stdout stays the bare
+    # path for PATH=$(respool dev bin):$PATH.
     print(directory)
     return 0
 
@@ -132,11 +142,16 @@ def _build(args: argparse.Namespace) -> int:
     elif info_path.exists():
         info = json.loads(info_path.read_text())
         for step in info.get("steps", []):
+            names = ", ".join(step["binaries"])
+            if step.get("reused_from"):
+                print(f"respool dev: {names}: reused from {step['reused_from']}", file=sys.stderr)
+                continue
             print(
-                f"respool dev: {', '.join(step['binaries'])}: built in {step['build_seconds']}s "
+                f"respool dev: {names}: built in {step['build_seconds']}s "
                 f"(peak RSS {step['max_rss_mib']:.0f} MiB)",
                 file=sys.stderr,
             )
+    print(f"respool dev: {etcd_origin(directory)['description']}", file=sys.stderr)
     print(directory)
     return 0
 
@@ -192,6 +207,14 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
     bin_parser.set_defaults(handler=_guarded(_bin))
 
-    build = commands.add_parser("build", help="build (or verify the cache of) the binaries only")
+    build = commands.add_parser(
+        "build",
+        help="build (or verify the cache of) the binaries only",
+        description=(
+            "Build kube-apiserver, kubectl, etcd and helm from Go modules into the cache. "
+            "RESPOOL_ETCD_SOURCE chooses etcd's origin: auto (default: Go modules, Debian's "
+            "etcd-server package when that build fails), go, or debian."
+        ),
+    )
     build.add_argument("--rebuild", action="store_true", help="rebuild even when cached")
     build.set_defaults(handler=_guarded(_build))

@@ -20,7 +20,14 @@ reachable, so each binary is built from its module (recipe: ``reference/envtest-
 Binaries are built into a temporary directory next to the cache entry, checked by running
 them, described in ``build-info.json`` and then renamed into place in one atomic step: the
 cache never holds a half-written entry. A file lock serializes concurrent builders (several
-test sessions starting at once on a fresh machine build once, the others wait).
+test sessions starting at once on a fresh machine build once, the others wait). Binaries of a
+step that another cache entry already holds for the same module version, Go and CPU are
+reused (hard-linked) instead of rebuilt, unless a rebuild is asked for.
+
+etcd may instead come from Debian's ``etcd-server`` package (:mod:`.debian_etcd`):
+``RESPOOL_ETCD_SOURCE=auto`` (the default) falls back to it, saying so, when building etcd from
+Go modules fails; ``debian`` uses it directly; ``go`` never does. Such a set is cached under its
+own key (``..._etcd-debian_...``), so the Go-built set keeps its name.
 """
 
 from __future__ import annotations
@@ -39,9 +46,25 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from respool.devcluster.errors import BuildError, GoMissingError, ProxyUnreachableError
-from respool.devcluster.versions import DEFAULT_VERSIONS, Versions, cache_home, host_goarch
+from respool.devcluster.debian_etcd import PACKAGE as DEBIAN_ETCD_PACKAGE
+from respool.devcluster.debian_etcd import DebianEtcdFetcher, fetch_debian_etcd
+from respool.devcluster.errors import (
+    BuildError,
+    DebianEtcdError,
+    EtcdSourceError,
+    GoMissingError,
+    ProxyUnreachableError,
+)
+from respool.devcluster.versions import (
+    DEFAULT_VERSIONS,
+    ETCD_SOURCE_ENV,
+    ETCD_SOURCES,
+    Versions,
+    cache_home,
+    host_goarch,
+)
 
 #: The four binaries every cache entry holds.
 BINARIES = ("kube-apiserver", "kubectl", "etcd", "helm")
@@ -50,6 +73,7 @@ MINIMUM_GO = (1, 26)
 #: Set to a directory holding the four binaries to use them instead of building.
 BIN_DIR_ENV = "RESPOOL_BIN_DIR"
 BUILD_INFO = "build-info.json"
+GO_ETCD_MODULE = "go.etcd.io/etcd/server/v3"
 
 Progress = Callable[[str], None]
 
@@ -146,6 +170,25 @@ def bin_root() -> Path:
     return cache_home() / "bin"
 
 
+def etcd_source() -> str:
+    """``$RESPOOL_ETCD_SOURCE`` (go, debian or auto; default auto), checked."""
+    raw = os.environ.get(ETCD_SOURCE_ENV, "")
+    value = raw.strip().lower() or "auto"
+    if value not in ETCD_SOURCES:
+        raise EtcdSourceError(
+            f"{ETCD_SOURCE_ENV}={raw!r} is not one of go, debian, auto. Use go to build etcd from "
+            "Go modules only, debian to take it from Debian's etcd-server package, or auto (the "
+            "default) to build it and fall back to Debian's package when the build fails."
+        )
+    return value
+
+
+def _entry_prefixes(versions: Versions, source: str) -> list[str]:
+    """Cache-key prefixes of the sets ``source`` may use, most preferred first."""
+    go_built, debian = versions.key_prefix(), versions.debian_etcd_key_prefix()
+    return {"go": [go_built], "debian": [debian], "auto": [go_built, debian]}[source]
+
+
 def is_complete(directory: Path) -> bool:
     """Whether ``directory`` holds every binary (executable) and its build-info.json."""
     if not (directory / BUILD_INFO).is_file():
@@ -157,12 +200,15 @@ def cached_bin_dir(versions: Versions = DEFAULT_VERSIONS) -> Path | None:
     """A complete cache entry for ``versions`` if one exists, without building or running Go.
 
     Prefers the entry for the installed Go; without Go, any entry for these versions and this
-    CPU (the binaries are static, the Go that built them is irrelevant to running them).
+    CPU (the binaries are static, the Go that built them is irrelevant to running them). Which
+    etcd is acceptable follows ``$RESPOOL_ETCD_SOURCE``: with ``auto`` a Go-built set is
+    preferred to one holding Debian's etcd.
     """
     override = os.environ.get(BIN_DIR_ENV)
     if override:
         path = Path(override)
         return path if all(os.access(path / name, os.X_OK) for name in BINARIES) else None
+    prefixes = _entry_prefixes(versions, etcd_source())
     root = bin_root()
     if not root.is_dir():
         return None
@@ -171,18 +217,60 @@ def cached_bin_dir(versions: Versions = DEFAULT_VERSIONS) -> Path | None:
     except GoMissingError:
         toolchain = None
     if toolchain is not None:
-        exact = root / versions.cache_key(toolchain.version, toolchain.goarch)
-        if is_complete(exact):
-            return exact
+        for prefix in prefixes:
+            exact = root / f"{prefix}_{toolchain.version}_{toolchain.goarch}"
+            if is_complete(exact):
+                return exact
     suffix = f"_{host_goarch()}"
-    candidates = sorted(
-        entry
-        for entry in root.iterdir()
-        if entry.name.startswith(versions.key_prefix() + "_")
-        and entry.name.endswith(suffix)
-        and is_complete(entry)
-    )
-    return candidates[-1] if candidates else None
+    for prefix in prefixes:
+        candidates = sorted(
+            entry
+            for entry in root.iterdir()
+            if entry.name.startswith(prefix + "_") and entry.name.endswith(suffix) and is_complete(entry)
+        )
+        if candidates:
+            return candidates[-1]
+    return None
+
+
+def read_build_info(directory: Path) -> dict[str, Any]:
+    """The ``build-info.json`` of a cache entry ({} when absent or unreadable)."""
+    try:
+        info = json.loads((directory / BUILD_INFO).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def etcd_origin(directory: Path) -> dict[str, str]:
+    """Which etcd ``directory`` holds and where it came from, for ``respool dev status|bin``.
+
+    Keys: ``source`` (go, debian or unknown), ``version``, ``description`` (one line).
+    """
+    info = read_build_info(directory)
+    etcd = info.get("etcd")
+    if not isinstance(etcd, dict):
+        versions = info.get("versions")
+        if isinstance(versions, dict) and versions.get("etcd"):
+            # Entries built before the Debian fallback existed were all Go-built.
+            etcd = {"source": "go", "version": versions["etcd"], "module": GO_ETCD_MODULE}
+        else:
+            return {
+                "source": "unknown",
+                "version": "",
+                "description": f"etcd from {directory} (no build-info.json: not built by respool)",
+            }
+    source = str(etcd.get("source", "unknown"))
+    version = str(etcd.get("version", ""))
+    if source == "debian":
+        description = (
+            f"etcd {version} from Debian's {DEBIAN_ETCD_PACKAGE} {etcd.get('package_version', '?')}"
+        )
+        reason = etcd.get("fallback_reason")
+        description += f" (fallback: {reason})" if reason else f" ({ETCD_SOURCE_ENV}=debian)"
+    else:
+        description = f"etcd {version} built from {etcd.get('module', GO_ETCD_MODULE)}@{version}"
+    return {"source": source, "version": version, "description": description}
 
 
 @dataclass(frozen=True)
@@ -255,18 +343,19 @@ def build_steps(versions: Versions) -> list[BuildStep]:
             ldflags=_kubernetes_ldflags,
         ),
         BuildStep(
-            name="etcd",
-            module="go.etcd.io/etcd/server/v3",
-            version=versions.etcd,
-            # The server module's root package is etcd's main (it calls etcdmain.Main).
-            packages={"etcd": "go.etcd.io/etcd/server/v3"},
-        ),
-        BuildStep(
             name="helm",
             module="helm.sh/helm/v3",
             version=versions.helm,
             packages={"helm": "helm.sh/helm/v3/cmd/helm"},
             ldflags=_helm_ldflags,
+        ),
+        # Last, so that a fallback to Debian's etcd is decided once the rest has been built.
+        BuildStep(
+            name="etcd",
+            module=GO_ETCD_MODULE,
+            version=versions.etcd,
+            # The server module's root package is etcd's main (it calls etcdmain.Main).
+            packages={"etcd": GO_ETCD_MODULE},
         ),
     ]
 
@@ -324,18 +413,49 @@ class StepResult:
     build_seconds: float
     cpu_seconds: float
     max_rss_mib: float
+    #: The cache entry whose binaries were hard-linked instead of building them ("" if built).
+    reused_from: str = ""
+
+
+def _first_line(error: BaseException) -> str:
+    """The gist of an error: its first sentence (the advice after it is for a person, not
+    for a one-line note such as "falling back because ...")."""
+    text = str(error).strip()
+    if not text:
+        return type(error).__name__
+    return re.split(r"\.\s+(?=[A-Z])", text.splitlines()[0])[0].rstrip(".")
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another filesystem, or links not allowed: a plain copy will do
+        shutil.copy2(source, target)
 
 
 class Builder:
-    """Builds one cache entry. Use :func:`ensure_binaries` rather than this class directly."""
+    """Builds one cache entry. Use :func:`ensure_binaries` rather than this class directly.
+
+    ``etcd_source`` is go, debian or auto (see :func:`etcd_source`); ``reuse`` lets a step take
+    its binaries from another cache entry built from the same module version by the same Go.
+    """
 
     def __init__(
-        self, toolchain: GoToolchain, versions: Versions, progress: Progress = stderr_progress
+        self,
+        toolchain: GoToolchain,
+        versions: Versions,
+        progress: Progress = stderr_progress,
+        *,
+        etcd_source: str = "go",
+        reuse: bool = True,
     ) -> None:
         self.toolchain = toolchain
         self.versions = versions
         self.progress = progress
+        self.etcd_source = etcd_source
+        self.reuse = reuse
         self.key = versions.cache_key(toolchain.version, toolchain.goarch)
+        self.debian_etcd_key = versions.debian_etcd_cache_key(toolchain.version, toolchain.goarch)
         self.workspace = cache_home() / "build" / self.key
         self.env = go_environment()
 
@@ -496,12 +616,80 @@ class Builder:
             max_rss_mib=round(rss, 1),
         )
 
-    def _verify(self, out_dir: Path) -> dict[str, str]:
+    def _reusable_step(self, step: BuildStep, out_dir: Path) -> StepResult | None:
+        """Hard-link ``step``'s binaries from a cache entry that built the same module version
+        with the same Go for the same CPU; None when no entry has them."""
+        root = out_dir.parent
+        for entry in sorted(root.iterdir()):
+            if entry.name.startswith(".") or not entry.is_dir():
+                continue
+            info = read_build_info(entry)
+            versions = info.get("versions")
+            if not isinstance(versions, dict) or (versions.get("go"), versions.get("goarch")) != (
+                self.toolchain.version,
+                self.toolchain.goarch,
+            ):
+                continue
+            for recorded in info.get("steps", []):
+                if not isinstance(recorded, dict):
+                    continue
+                if (recorded.get("module"), recorded.get("version")) != (step.module, step.version):
+                    continue
+                if not all(os.access(entry / name, os.X_OK) for name in step.packages):
+                    continue
+                for name in step.packages:
+                    _link_or_copy(entry / name, out_dir / name)
+                self.progress(f"reusing {', '.join(step.packages)} ({step.module} {step.version}) from {entry}")
+                known = {name for name in StepResult.__dataclass_fields__}
+                fields = {key: value for key, value in recorded.items() if key in known}
+                fields["reused_from"] = fields.get("reused_from") or entry.name
+                return StepResult(**fields)
+        return None
+
+    def _obtain_step(self, step: BuildStep, out_dir: Path) -> StepResult:
+        if self.reuse:
+            reused = self._reusable_step(step, out_dir)
+            if reused is not None:
+                return reused
+        return self._build_step(step, out_dir)
+
+    def _debian_etcd(self, out_dir: Path, go_failure: BaseException | None) -> dict[str, Any]:
+        """Put Debian's etcd in ``out_dir``; ``go_failure`` is why the Go build was given up."""
+        fetcher = DebianEtcdFetcher(self.progress)
+        try:
+            package = fetcher.find_package()
+        except DebianEtcdError as error:
+            if go_failure is None:
+                raise
+            raise DebianEtcdError(
+                f"building etcd from Go modules failed: {go_failure}\n"
+                f"and the fallback, Debian's {DEBIAN_ETCD_PACKAGE}, is not available either: {error}"
+            ) from error
+        if go_failure is not None:
+            self.progress(
+                f"building etcd from Go modules failed: {_first_line(go_failure)}; "
+                f"falling back to Debian's {DEBIAN_ETCD_PACKAGE} {package[0]}"
+            )
+        else:
+            self.progress(f"{ETCD_SOURCE_ENV}=debian: using Debian's {DEBIAN_ETCD_PACKAGE} {package[0]}")
+        fetched = fetch_debian_etcd(out_dir, self.progress, package)
+        self.progress(f"etcd {fetched.etcd_version} from Debian's {DEBIAN_ETCD_PACKAGE} {fetched.package_version} ready")
+        return {
+            "source": "debian",
+            "version": fetched.etcd_version,
+            "package": DEBIAN_ETCD_PACKAGE,
+            "package_version": fetched.package_version,
+            "package_lists": fetched.package_lists,
+            "requested": self.etcd_source,
+            "fallback_reason": _first_line(go_failure) if go_failure is not None else None,
+        }
+
+    def _verify(self, out_dir: Path, etcd_version: str) -> dict[str, str]:
         """Run each binary's version command; its output must name the version asked for."""
         checks = {
             "kube-apiserver": (["--version"], self.versions.kubernetes),
             "kubectl": (["version", "--client"], self.versions.kubernetes),
-            "etcd": (["--version"], self.versions.etcd.lstrip("v")),
+            "etcd": (["--version"], etcd_version.lstrip("v")),
             "helm": (["version", "--short"], self.versions.helm),
         }
         reported = {}
@@ -521,23 +709,53 @@ class Builder:
             reported[name] = text.splitlines()[0]
         return reported
 
-    def build(self, destination: Path) -> Path:
-        """Build every binary and move the finished set to ``destination`` atomically."""
-        destination.parent.mkdir(parents=True, exist_ok=True)
+    def _steps(self, staging: Path) -> tuple[list[StepResult], dict[str, Any]]:
+        """Every step into ``staging``; returns the step results and where etcd came from."""
+        results: list[StepResult] = []
+        etcd: dict[str, Any] = {}
+        for step in build_steps(self.versions):
+            if step.name != "etcd":
+                results.append(self._obtain_step(step, staging))
+                continue
+            if self.etcd_source == "debian":
+                etcd = self._debian_etcd(staging, go_failure=None)
+                continue
+            try:
+                results.append(self._obtain_step(step, staging))
+                etcd = {"source": "go", "version": step.version, "module": step.module}
+            except (BuildError, ProxyUnreachableError, OSError) as failure:
+                if self.etcd_source != "auto":
+                    raise
+                # go may have left part of a binary behind; Debian's replaces it.
+                (staging / "etcd").unlink(missing_ok=True)
+                etcd = self._debian_etcd(staging, go_failure=failure)
+        return results, etcd
+
+    def build(self, destination: Path | None = None) -> Path:
+        """Build every binary and move the finished set into the cache atomically.
+
+        The set lands in ``destination`` when given, else under the key of the etcd it holds
+        (:attr:`key` for a Go-built etcd, :attr:`debian_etcd_key` for Debian's); returns where.
+        """
+        root = destination.parent if destination is not None else bin_root()
+        root.mkdir(parents=True, exist_ok=True)
         self.workspace.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{self.key}.partial-", dir=destination.parent))
+        staging = Path(tempfile.mkdtemp(prefix=f".{self.key}.partial-", dir=root))
         started = time.monotonic()
         try:
-            results = [self._build_step(step, staging) for step in build_steps(self.versions)]
-            reported = self._verify(staging)
+            results, etcd = self._steps(staging)
+            reported = self._verify(staging, etcd["version"])
+            if destination is None:
+                destination = root / (self.key if etcd["source"] == "go" else self.debian_etcd_key)
             info = {
                 "versions": {
                     "kubernetes": self.versions.kubernetes,
-                    "etcd": self.versions.etcd,
+                    "etcd": etcd["version"] if etcd["source"] == "go" else f"v{etcd['version']}",
                     "helm": self.versions.helm,
                     "go": self.toolchain.version,
                     "goarch": self.toolchain.goarch,
                 },
+                "etcd": etcd,
                 "reported": reported,
                 "built_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "total_seconds": round(time.monotonic() - started, 1),
@@ -587,7 +805,11 @@ def ensure_binaries(
     ``$RESPOOL_BIN_DIR``, when set, is used as is (it must hold all four binaries). Otherwise
     the cache entry for these versions and the installed Go is used, or built (minutes when
     cold). Without Go, an entry for these versions built by another Go is accepted.
+    ``$RESPOOL_ETCD_SOURCE`` (go, debian, auto; default auto) says where etcd may come from:
+    with auto, a failed etcd build falls back to Debian's etcd-server, and a set holding it is
+    used until a Go-built set exists (``respool dev build --rebuild`` tries Go again).
     """
+    source = etcd_source()
     override = os.environ.get(BIN_DIR_ENV)
     if override:
         path = Path(override)
@@ -605,22 +827,48 @@ def ensure_binaries(
         if fallback is not None and not rebuild:
             return fallback
         raise
-    destination = bin_root() / versions.cache_key(toolchain.version, toolchain.goarch)
-    if is_complete(destination) and not rebuild:
-        return destination
+    go_built = bin_root() / versions.cache_key(toolchain.version, toolchain.goarch)
+    with_debian_etcd = bin_root() / versions.debian_etcd_cache_key(toolchain.version, toolchain.goarch)
+
+    def usable() -> Path | None:
+        if rebuild:
+            return None
+        if source in ("go", "auto") and is_complete(go_built):
+            return go_built
+        if source in ("debian", "auto") and is_complete(with_debian_etcd):
+            # Never silently: tests and `respool dev up` then run against an older etcd.
+            advice = (
+                f"; `{ETCD_SOURCE_ENV}=go respool dev build` builds etcd from Go modules instead"
+                if source == "auto"
+                else ""
+            )
+            progress(f"using {etcd_origin(with_debian_etcd)['description']}{advice}")
+            return with_debian_etcd
+        return None
+
+    found = usable()
+    if found is not None:
+        return found
     with _exclusive_lock(
         bin_root() / ".build.lock",
         progress,
         "another respool process is building the binaries; waiting for it to finish",
     ):
         # The process we waited for may have built exactly this entry.
-        if is_complete(destination) and not rebuild:
-            return destination
+        found = usable()
+        if found is not None:
+            return found
+        etcd_from = {
+            "go": f"etcd {versions.etcd}",
+            "auto": f"etcd {versions.etcd} (Debian's etcd-server if that fails)",
+            "debian": "etcd from Debian's etcd-server",
+        }[source]
         progress(
-            f"building Kubernetes {versions.kubernetes} (kube-apiserver, kubectl), etcd {versions.etcd} "
-            f"and helm {versions.helm} with {toolchain.version} into {destination}"
+            f"building Kubernetes {versions.kubernetes} (kube-apiserver, kubectl), helm {versions.helm} "
+            f"and {etcd_from} with {toolchain.version} into {bin_root()}"
         )
         started = time.monotonic()
-        Builder(toolchain, versions, progress).build(destination)
+        builder = Builder(toolchain, versions, progress, etcd_source=source, reuse=not rebuild)
+        destination = builder.build()
         progress(f"binaries ready in {time.monotonic() - started:.0f}s: {destination}")
         return destination

@@ -28,3 +28,11 @@ class PortInUseError(DevClusterError):
 
 class StartError(DevClusterError):
     """etcd or kube-apiserver did not start or did not become ready in time."""
+
+
+class DebianEtcdError(BuildError):
+    """Debian's etcd-server (the fallback etcd) could not be found, fetched or run."""
+
+
+class EtcdSourceError(DevClusterError):
+    """``RESPOOL_ETCD_SOURCE`` holds a value other than go, debian or auto."""

@@ -31,6 +31,16 @@ class Versions:
     def key_prefix(self) -> str:
         return f"k8s-{self.kubernetes}_etcd-{self.etcd}_helm-{self.helm}"
 
+    def debian_etcd_cache_key(self, go_version: str, goarch: str) -> str:
+        """Directory name of a set whose etcd is Debian's etcd-server (the fallback), e.g.
+        ``k8s-v1.36.3_etcd-debian_helm-v3.21.4_go1.26.8_amd64``; the package version it holds
+        is recorded in its ``build-info.json``, not in the name, so that the entry is found
+        again without asking apt."""
+        return f"{self.debian_etcd_key_prefix()}_{go_version}_{goarch}"
+
+    def debian_etcd_key_prefix(self) -> str:
+        return f"k8s-{self.kubernetes}_etcd-debian_helm-{self.helm}"
+
     @property
     def kubernetes_minor(self) -> int:
         return int(self.kubernetes.lstrip("v").split(".")[1])
@@ -44,6 +54,11 @@ class Versions:
 
 
 DEFAULT_VERSIONS = Versions()
+
+#: Where etcd comes from: ``go`` (built from go.etcd.io/etcd/server/v3 only), ``debian``
+#: (Debian's etcd-server package only), ``auto`` (Go modules, Debian's package when that fails).
+ETCD_SOURCE_ENV = "RESPOOL_ETCD_SOURCE"
+ETCD_SOURCES = ("auto", "go", "debian")
 
 
 def cache_home() -> Path:
