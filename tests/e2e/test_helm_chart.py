@@ -34,6 +34,10 @@ ALL_OPTIONS = [
     "image.digest=sha256:" + "a" * 64,
     "--set",
     "podAnnotations.example\\.com/note=hello",
+    "--set",
+    "replicaCount=2",
+    "--set",
+    "podAntiAffinity=hard",
 ]
 
 
@@ -64,7 +68,15 @@ def test_helm_lint_strict(control_plane: Any) -> None:
 def test_default_render_has_the_expected_objects(control_plane: Any) -> None:
     kinds = sorted(d["kind"] for d in render(control_plane.bin_dir))
     assert kinds == sorted(
-        ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service"]
+        [
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
+            "Deployment",
+            "Service",
+        ]
     )
     all_kinds = sorted(d["kind"] for d in render(control_plane.bin_dir, *ALL_OPTIONS))
     assert all_kinds == sorted([*kinds, "ServiceMonitor", "PodDisruptionBudget", "ConfigMap"])
@@ -84,7 +96,12 @@ def _container(deployment: dict[str, Any]) -> dict[str, Any]:
 def test_deployment_is_hardened_and_probed(control_plane: Any) -> None:
     deployment = by_kind(render(control_plane.bin_dir))["Deployment"]
     spec = deployment["spec"]
-    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    assert spec["replicas"] == 1
+    # Leader election is on by default: a rollout starts the new Pod as a standby.
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
     pod = spec["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -109,6 +126,12 @@ def test_rendered_arguments_are_accepted_by_respool_run(
     container_args = _container(deployment)["args"]
     args = build_parser(container_args).parse_args(container_args)
     assert args.command == "run"
+    assert args.leader_elect and args.leader_election_id == "respool-leader"
+    assert (
+        args.leader_elect_lease_duration,
+        args.leader_elect_renew_deadline,
+        args.leader_elect_retry_period,
+    ) == (15.0, 10.0, 2.0)
     if options:
         assert args.namespace == ["team-a", "team-b"] and args.verbose
 
@@ -164,12 +187,80 @@ def test_cluster_role_is_the_kustomize_one_and_least_privilege(control_plane: An
     }
 
 
+def test_lease_role_is_namespaced_and_names_the_lease(control_plane: Any) -> None:
+    objects = render(control_plane.bin_dir, namespace="ops")
+    role, binding = by_kind(objects)["Role"], by_kind(objects)["RoleBinding"]
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "ops"
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": ["respool-leader"],
+            "verbs": ["get", "update"],
+        },
+    ]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    assert binding["subjects"] == by_kind(objects)["ClusterRoleBinding"]["subjects"]
+    kustomize = [
+        d
+        for d in yaml.safe_load_all((ROOT / "manifests" / "rbac.yaml").read_text())
+        if d and d["kind"] == "Role"
+    ]
+    assert [k["rules"] for k in kustomize] == [role["rules"]]
+
+
+def test_replicas_spread_and_pdb_with_leader_election(control_plane: Any) -> None:
+    objects = by_kind(render(control_plane.bin_dir, *ALL_OPTIONS))
+    pod = objects["Deployment"]["spec"]["template"]["spec"]
+    assert objects["Deployment"]["spec"]["replicas"] == 2
+    (term,) = pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    assert term["labelSelector"]["matchLabels"] == objects["Deployment"]["spec"]["selector"][
+        "matchLabels"
+    ]
+    assert objects["PodDisruptionBudget"]["spec"]["maxUnavailable"] == 1
+    soft = by_kind(render(control_plane.bin_dir, "--set", "replicaCount=3"))["Deployment"]
+    preferred = soft["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    assert list(preferred) == ["preferredDuringSchedulingIgnoredDuringExecution"]
+    single = by_kind(render(control_plane.bin_dir))["Deployment"]["spec"]["template"]["spec"]
+    assert "affinity" not in single  # one replica: nothing to spread
+
+
+def test_leader_election_off_means_one_replica_recreated(control_plane: Any) -> None:
+    objects = by_kind(render(control_plane.bin_dir, "--set", "leaderElection.enabled=false"))
+    assert "Role" not in objects and "RoleBinding" not in objects
+    deployment = objects["Deployment"]
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert not any(a.startswith("--leader-elect") for a in _container(deployment)["args"])
+    refused = helm(
+        control_plane.bin_dir,
+        "template",
+        "rp",
+        str(CHART),
+        "--set",
+        "leaderElection.enabled=false",
+        "--set",
+        "replicaCount=2",
+        check=False,
+    )
+    assert refused.returncode != 0 and "replicaCount" in refused.stderr
+
+
 def test_kustomize_deployment_matches_the_chart(control_plane: Any) -> None:
     chart = _container(by_kind(render(control_plane.bin_dir))["Deployment"])
     kustomize_deployment = yaml.safe_load((ROOT / "manifests" / "deployment.yaml").read_text())
     kustomize = _container(kustomize_deployment)
     for key in ("securityContext", "livenessProbe", "ports", "resources", "env", "volumeMounts"):
         assert kustomize[key] == chart[key], key
+    assert (
+        kustomize_deployment["spec"]["strategy"]
+        == by_kind(render(control_plane.bin_dir))["Deployment"]["spec"]["strategy"]
+    )
     assert kustomize["args"] == [a for a in chart["args"] if not a.startswith("--pool-status")]
     chart_pod = by_kind(render(control_plane.bin_dir))["Deployment"]["spec"]["template"]["spec"]
     assert (
@@ -181,7 +272,11 @@ def test_kustomize_deployment_matches_the_chart(control_plane: Any) -> None:
 @pytest.mark.parametrize(
     ("option", "complaint"),
     [
-        ("replicaCount=2", "replicaCount"),
+        ("replicaCount=11", "replicaCount"),
+        ("replicaCount=0", "replicaCount"),
+        ("leaderElection.leaseDuration=15", "leaseDuration"),
+        ("leaderElection.enabled=yes", "enabled"),
+        ("podAntiAffinity=always", "podAntiAffinity"),
         ("securityContext.readOnlyRootFilesystem=false", "readOnlyRootFilesystem"),
         ("securityContext.allowPrivilegeEscalation=true", "allowPrivilegeEscalation"),
         ("podSecurityContext.runAsNonRoot=false", "runAsNonRoot"),

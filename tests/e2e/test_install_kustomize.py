@@ -26,11 +26,17 @@ def test_kustomize_build_renders_the_base(kubectl: Any) -> None:
             "ServiceAccount",
             "ClusterRole",
             "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
             "Deployment",
             "Service",
         ]
     )
-    namespaced = [d for d in documents if d["kind"] in {"ServiceAccount", "Deployment", "Service"}]
+    namespaced = [
+        d
+        for d in documents
+        if d["kind"] in {"ServiceAccount", "Deployment", "Service", "Role", "RoleBinding"}
+    ]
     assert {d["metadata"]["namespace"] for d in namespaced} == {"respool-system"}
     binding = next(d for d in documents if d["kind"] == "ClusterRoleBinding")
     assert binding["subjects"] == [
@@ -39,6 +45,11 @@ def test_kustomize_build_renders_the_base(kubectl: Any) -> None:
     deployment = next(d for d in documents if d["kind"] == "Deployment")
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["image"] == "ghcr.io/respool/respool:0.1.0"
+    # Leader election: the new Pod of a rollout waits as a standby, never a second writer.
+    assert "--leader-elect" in container["args"]
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    lease_binding = next(d for d in documents if d["kind"] == "RoleBinding")
+    assert lease_binding["subjects"] == binding["subjects"]
     crds = [d for d in documents if d["kind"] == "CustomResourceDefinition"]
     # kustomize adds only the part-of label; the schemas are the generated ones.
     assert [c["spec"] for c in crds] == [c["spec"] for c in generate()]
@@ -53,6 +64,8 @@ def test_kubectl_apply_k_installs_everything(kubectl: Any) -> None:
         "serviceaccount/respool",
         "clusterrole.rbac.authorization.k8s.io/respool",
         "clusterrolebinding.rbac.authorization.k8s.io/respool",
+        "role.rbac.authorization.k8s.io/respool-leader-election",
+        "rolebinding.rbac.authorization.k8s.io/respool-leader-election",
         "service/respool-metrics",
         "deployment.apps/respool",
     ):
@@ -95,6 +108,20 @@ def test_kubectl_apply_k_installs_everything(kubectl: Any) -> None:
         for verb, resource in denied:
             assert can(verb, resource) == "no", f"{verb} {resource} allowed"
         assert can("update", "resourcereservations.respool.io/status") == "no"
+        # The leader-election Lease: in respool-system only, and only respool's by name.
+
+        def can_lease(verb: str, where: str, name: str = "") -> str:
+            target = f"leases.coordination.k8s.io/{name}" if name else "leases.coordination.k8s.io"
+            result = kubectl("auth", "can-i", verb, target, "-n", where, who, check=False)
+            return str(result.stdout.strip())
+
+        for verb in ("get", "update"):
+            assert can_lease(verb, "respool-system", "respool-leader") == "yes", verb
+            assert can_lease(verb, "respool-system", "someone-elses") == "no", verb
+            assert can_lease(verb, "default", "respool-leader") == "no", verb
+        assert can_lease("create", "respool-system") == "yes"
+        assert can_lease("create", "default") == "no"
+        assert can_lease("delete", "respool-system", "respool-leader") == "no"
         # Applying again changes nothing (idempotent install).
         again = kubectl("apply", "-k", str(ROOT / "manifests")).stdout
         assert "configured" not in again, again
@@ -105,6 +132,8 @@ def test_kubectl_apply_k_installs_everything(kubectl: Any) -> None:
             "deployment/respool",
             "service/respool-metrics",
             "serviceaccount/respool",
+            "role/respool-leader-election",
+            "rolebinding/respool-leader-election",
             "-n",
             "respool-system",
             "--wait=false",
