@@ -79,9 +79,16 @@ def kubeconfig_for_token(admin_kubeconfig: Path, token: str, path: Path) -> Path
 class LimitedOperator:
     """`respool run` with a kubeconfig of its own; the log is kept for the 403 check."""
 
-    def __init__(self, kubeconfig: Path, log_path: Path, base_env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        kubeconfig: Path,
+        log_path: Path,
+        base_env: dict[str, str],
+        extra_args: list[str] | None = None,
+    ) -> None:
         self.env = {**base_env, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"}
         self.log_path = log_path
+        self.extra_args = list(extra_args or [])
         self.liveness_port = _free_port()
         self.metrics_port = _free_port()
         self.process: subprocess.Popen[bytes] | None = None
@@ -97,6 +104,7 @@ class LimitedOperator:
                 f"--liveness=http://127.0.0.1:{self.liveness_port}/healthz",
                 f"--metrics-port={self.metrics_port}",
                 "--pool-status-interval=0.2",
+                *self.extra_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -115,6 +123,16 @@ class LimitedOperator:
                 pass
             time.sleep(0.3)
         raise AssertionError(f"the operator did not become live:\n{self.log()[-4000:]}")
+
+    def wait_log(self, marker: str, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if marker in self.log():
+                return
+            if not self.alive():
+                raise AssertionError(f"the operator exited before {marker!r}:\n{self.log()[-4000:]}")
+            time.sleep(0.2)
+        raise AssertionError(f"{marker!r} not logged in {timeout}s:\n{self.log()[-4000:]}")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -185,6 +203,7 @@ def installed_chart(
     )
     assert install.returncode == 0, install.stderr
     assert "kubectl wait --for=condition=Ready" in install.stdout  # NOTES.txt rendered
+    assert "High availability: leader election is on" in install.stdout
     account = f"{release}-respool"
     try:
         yield namespace, account
@@ -289,9 +308,23 @@ def test_operator_runs_with_only_the_chart_identity(
         ),
     )
 
-    operator = LimitedOperator(operator_config, tmp_path / "operator.log", kube_env)
+    # With leader election, as the chart runs it: the Lease in the chart's namespace, which the
+    # chart's Role (not its ClusterRole) lets it create, read and renew; a second replica with
+    # the same identity stands by (reads the Lease) and takes over when the first releases it.
+    election = [
+        "--leader-elect",
+        f"--leader-election-namespace={chart_namespace}",
+        "--leader-elect-lease-duration=15s",
+        "--leader-elect-renew-deadline=10s",
+        "--leader-elect-retry-period=1s",
+    ]
+    operator = LimitedOperator(operator_config, tmp_path / "operator.log", kube_env, election)
+    standby = LimitedOperator(operator_config, tmp_path / "standby.log", kube_env, election)
     try:
         operator.start()
+        operator.wait_log("respool controller started")
+        standby.start()
+        standby.wait_log("leader election: standing by")
         # Grant: fits now.
         kubectl(
             "create",
@@ -437,14 +470,25 @@ def test_operator_runs_with_only_the_chart_identity(
         assert phase_of(kubectl, tenant, "sneaky") == "Failed"
 
         assert operator.alive(), operator.log()[-4000:]
+        lease = _get(kubectl, "lease", "respool-leader", "-n", chart_namespace)
+        assert lease["spec"]["holderIdentity"], lease
+        # SIGTERM: the leader releases the Lease (update), the standby takes it (update).
+        operator.stop()
+        assert operator.process is not None and operator.process.returncode == 0, operator.log()
+        assert "leader election: released lease" in operator.log()
+        standby.wait_log("respool controller started")
+        later = _get(kubectl, "rsv", "later", "-n", team)["status"]
+        assert later["phase"] == "Scheduled" and later["preReservationId"]
+        assert standby.alive(), standby.log()[-4000:]
     finally:
         operator.stop()
+        standby.stop()
         kubectl("delete", "rsv", "--all", "-n", team, "--wait=false", check=False)
         kubectl("delete", "rsv", "--all", "-n", tenant, "--wait=false", check=False)
         kubectl("delete", "rpool", pool, "--wait=false", check=False)
         kubectl("delete", "node", cordoned, "--wait=false", check=False)
 
-    log = operator.log()
-    denied = PERMISSION_ERROR.search(log)
-    assert denied is None, f"the operator hit a permission error ({denied[0]!r}):\n{log[-6000:]}"
-    assert "Traceback" not in log, log[-6000:]
+    for log in (operator.log(), standby.log()):
+        denied = PERMISSION_ERROR.search(log)
+        assert denied is None, f"the operator hit a permission error ({denied[0]!r}):\n{log[-6000:]}"
+        assert "Traceback" not in log, log[-6000:]
