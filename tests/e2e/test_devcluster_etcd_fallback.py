@@ -27,6 +27,7 @@ import pytest
 from respool.devcluster import DEFAULT_VERSIONS, ensure_binaries, find_go
 from respool.devcluster.build import BUILD_INFO
 from respool.devcluster.controlplane import pid_alive
+from respool.devcluster.debian_etcd import fetch_debian_etcd, upstream_version
 
 pytestmark = pytest.mark.e2e
 
@@ -197,3 +198,40 @@ def test_failed_etcd_build_falls_back_to_debian_and_a_control_plane_runs_on_it(t
     finally:
         down = _respool("down", env=env)
         assert down.returncode == 0, down.stderr
+
+
+def test_debian_etcd_is_fetched_with_private_package_lists_when_apt_has_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fresh container has empty apt lists and `apt-get update` on them needs root: respool
+    then refreshes lists of its own in its cache. The system's lists are hidden here with an
+    APT_CONFIG naming an empty lists directory (the machine's sources stay as they are).
+    Networked: about 25 MB of package lists and the 8 MB package."""
+    empty_lists = tmp_path / "empty-lists"
+    (empty_lists / "partial").mkdir(parents=True)
+    apt_config = tmp_path / "apt.conf"
+    apt_config.write_text(f'Dir::State::Lists "{empty_lists}/";\n')
+    monkeypatch.setenv("APT_CONFIG", str(apt_config))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    hidden = subprocess.run(
+        ["apt-cache", "policy", "etcd-server"], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert "Candidate: 3" not in hidden.stdout  # the system's lists are really out of sight
+
+    staging = tmp_path / "cache" / "respool" / "bin" / ".staging"
+    staging.mkdir(parents=True)
+    messages: list[str] = []
+    fetched = fetch_debian_etcd(staging, messages.append)
+
+    private_lists = tmp_path / "cache" / "respool" / "apt" / "lists"
+    assert fetched.package_lists == str(private_lists)
+    assert any("refreshing a private copy" in message for message in messages), messages
+    assert fetched.binary == staging / "etcd"
+    version = subprocess.run(
+        [str(fetched.binary), "--version"], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert f"etcd Version: {fetched.etcd_version}" in version.stdout
+    assert fetched.etcd_version == upstream_version(fetched.package_version)
+    # Only the binary lands in the staging directory; the download and unpacked tree are gone.
+    assert sorted(p.name for p in staging.parent.iterdir()) == [".staging"]
+    assert sorted(p.name for p in staging.iterdir()) == ["etcd"]
