@@ -371,26 +371,45 @@ class LeaderElector:
         LEADER.set(0)
         if not was_leading:
             return
-        now = _micro_time(datetime.now(UTC))
-        spec = dict(self._observed_spec)
-        spec.update(holderIdentity="", leaseDurationSeconds=1, renewTime=now, acquireTime=now)
-        body = {
-            "apiVersion": "coordination.k8s.io/v1",
-            "kind": "Lease",
-            "metadata": {"name": self.name, "namespace": self.namespace,
-                         "resourceVersion": self._observed_version},
-            "spec": spec,
-        }
         try:
-            await asyncio.wait_for(
-                self._client().request("PUT", lease_path(self.namespace, self.name), body=body),
-                timeout=self.timings.renew_deadline)
+            released = await asyncio.wait_for(self._hand_back(),
+                                              timeout=self.timings.renew_deadline)
         except (TimeoutError, ApiError, OSError) as exc:
             # The standby takes over after the lease duration instead: slower, still safe.
             logger.warning("leader election: could not release lease %s (%s); a standby takes "
                            "over when it expires", self.where, exc)
             return
-        logger.info("leader election: released lease %s", self.where)
+        if released:
+            logger.info("leader election: released lease %s", self.where)
+
+    async def _hand_back(self) -> bool:
+        """Empty the holder with an optimistic-concurrency update. A renewal cancelled in
+        flight may have landed unseen (a 409 here): read again and retry while we still hold
+        it; someone else holding it means there is nothing to release."""
+        api = self._client()
+        path = lease_path(self.namespace, self.name)
+        for _attempt in range(3):
+            now = _micro_time(datetime.now(UTC))
+            spec = dict(self._observed_spec)
+            spec.update(holderIdentity="", leaseDurationSeconds=1, renewTime=now,
+                        acquireTime=now)
+            body = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": self.name, "namespace": self.namespace,
+                             "resourceVersion": self._observed_version},
+                "spec": spec,
+            }
+            try:
+                await api.request("PUT", path, body=body)
+                return True
+            except ApiError as exc:
+                if not exc.conflict:
+                    raise
+            self._observe(await api.get(path))
+            if self.holder() != self.identity:
+                return False
+        raise ApiError(409, "the Lease kept changing while it was being released", "Conflict")
 
 
 __all__ = ["EXIT_LEADERSHIP_LOST", "LEADER", "LeaderElector", "LeaseTimings", "default_identity",
