@@ -23,16 +23,23 @@ def test_metrics_and_liveness(operator: Any, rk: Any, namespace: str) -> None:
     pool = _pool(rk)
     rk.create(namespace, "m", {"pool": pool, "request": {"coresPerSlot": 2, "gpusPerSlot": 1}})
     rk.wait_phase(namespace, "m", "Active")
-    deadline = time.monotonic() + 10
+    # The gauges follow the pool's debounced summary: wait for all of them to agree with the
+    # grant (the capacity one can be set a summary before the phase count catches up).
+    expected = [
+        f'respool_pool_capacity{{pool="{pool}",resource="gpu",state="allocated"}} 1.0',
+        f'respool_pool_capacity{{pool="{pool}",resource="core",state="free"}} 6.0',
+        f'respool_reservations{{phase="Active",pool="{pool}"}} 1.0',
+    ]
+    deadline = time.monotonic() + 30
     text = ""
     while time.monotonic() < deadline:
         text = operator.metrics()
-        if f'respool_pool_capacity{{pool="{pool}",resource="gpu",state="allocated"}} 1.0' in text:
+        if all(line in text for line in expected):
             break
         time.sleep(0.3)
-    assert f'respool_pool_capacity{{pool="{pool}",resource="gpu",state="allocated"}} 1.0' in text
-    assert f'respool_pool_capacity{{pool="{pool}",resource="core",state="free"}} 6.0' in text
-    assert f'respool_reservations{{phase="Active",pool="{pool}"}} 1.0' in text
+    missing = [line for line in expected if line not in text]
+    assert not missing, f"metrics never showed {missing}; respool lines:\n" + "\n".join(
+        line for line in text.splitlines() if line.startswith("respool_") and pool in line)
     assert "respool_request_to_grant_seconds_count" in text
     assert "respool_decision_seconds_count" in text
     with urllib.request.urlopen(
