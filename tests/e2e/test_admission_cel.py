@@ -199,6 +199,29 @@ RESERVATION_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("vertex-count", _set(NO_REQUEST, "resources", [_slot({"type": "core", "count": 0})]), "count"),
     ("one-top-vertex", _set(NO_REQUEST, "resources", [_slot(CORE), _slot(CORE)]), "Too many"),
     ("config-size", _set(GOOD_RESERVATION_SPEC, "pool", "x" * 100_000), "Too long"),
+    (
+        "window-past-year-9999",
+        _set(
+            _set(_set(GOOD_RESERVATION_SPEC, "endTime", ...), "startTime", "9999-12-31T23:00:00Z"),
+            "duration",
+            "2h",
+        ),
+        "spec.startTime plus spec.duration must not end after 9999-12-31T23:59:59Z, the last "
+        "time RFC 3339 can write",
+    ),
+    (
+        "duration-beyond-go",
+        _set(_set(GOOD_RESERVATION_SPEC, "endTime", ...), "duration", "99999999999h"),
+        "spec.duration in body should match",
+    ),
+    (
+        "duration-unit-twice",
+        _set(_set(GOOD_RESERVATION_SPEC, "endTime", ...), "duration", "1h1h"),
+        "spec.duration in body should match",
+    ),
+    ("max-wait-beyond-go", _set(GOOD_RESERVATION_SPEC, "maxWait", "2562048h"), "spec.maxWait"),
+    ("start-year-0000", _set(GOOD_RESERVATION_SPEC, "startTime", "0000-12-01T08:00:00Z"),
+     "spec.startTime in body should match"),
 ]
 
 POOL_CASES: list[tuple[str, dict[str, Any], str]] = [
@@ -231,6 +254,16 @@ POOL_CASES: list[tuple[str, dict[str, Any], str]] = [
     ),
     ("down-idset", _set(GOOD_POOL_SPEC, "down", "3,a"), "spec.down"),
     ("expiration-format", _set(GOOD_POOL_SPEC, "expiration", "tomorrow"), "spec.expiration"),
+    (
+        "expiration-before-epoch",
+        _set(GOOD_POOL_SPEC, "expiration", "1969-12-31T23:59:59Z"),
+        "spec.expiration must not be before 1970-01-01T00:00:00Z",
+    ),
+    (
+        "policy-duration-beyond-go",
+        _set(GOOD_POOL_SPEC, "policy.maxDuration", "99999999999h"),
+        "spec.policy.maxDuration in body should match",
+    ),
     (
         "policy-order",
         _set(GOOD_POOL_SPEC, "policy.defaultDuration", "48h"),
@@ -301,6 +334,7 @@ def test_reservation_rejected_with_message(
     assert result.returncode != 0, f"{case}: accepted, expected a refusal mentioning {message!r}"
     assert message in result.stderr, result.stderr
     assert "evaluation error" not in result.stderr, result.stderr
+    assert "evaluating rule" not in result.stderr, result.stderr  # a CEL runtime error
 
 
 def test_too_deep_constraints_refused_for_non_strict_clients_too(
@@ -354,6 +388,7 @@ def test_pool_rejected_with_message(
     assert result.returncode != 0, f"{case}: accepted, expected a refusal mentioning {message!r}"
     assert message in result.stderr, result.stderr
     assert "evaluation error" not in result.stderr, result.stderr
+    assert "evaluating rule" not in result.stderr, result.stderr  # a CEL runtime error
 
 
 def test_pool_name_must_be_a_dns_label(kubectl: Any, crds: None) -> None:

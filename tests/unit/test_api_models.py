@@ -218,11 +218,57 @@ def _reject(model: type[Any], data: dict[str, Any], fragment: str) -> None:
         ({"request": {"gpusPerSlot": -1}}, "gpusPerSlot"),
         ({"constraints": {"properties": ["a|b"]}}, "properties"),
         ({"constraints": {"ranks": "3-1x"}}, "ranks"),
+        ({"constraints": {"ranks": "3-1"}}, "range '3-1' is reversed"),
+        ({"constraints": {"hostlist": ["n[3-1]"]}}, "range '3-1' is reversed"),
+        ({"constraints": {"hostlist": ["n[0-9999999]"]}}, "more than 262144 host names"),
+        ({"maxWait": "2562048h"}, "is not a duration"),
+        ({"maxWait": "1h1h"}, "each at most once"),
+        ({"startTime": "0000-12-01T08:00:00Z"}, "startTime"),
         ({"unknownField": 1}, "unknownField"),
     ],
 )
 def test_reservation_spec_rejections(change: dict[str, Any], fragment: str) -> None:
     _reject(ResourceReservationSpec, {**RESERVATION_SPEC, **change}, fragment)
+
+
+def test_window_must_end_by_the_last_time_rfc3339_can_write() -> None:
+    spec = {k: v for k, v in RESERVATION_SPEC.items() if k != "endTime"}
+    _reject(
+        ResourceReservationSpec,
+        {**spec, "startTime": "9999-12-31T23:00:00Z", "duration": "1h0m1s"},
+        "spec.startTime plus spec.duration must not end after 9999-12-31T23:59:59Z",
+    )
+    ResourceReservationSpec.model_validate(
+        {**spec, "startTime": "9999-12-31T23:00:00Z", "duration": "59m59s"}
+    )
+
+
+def test_pool_nodelist_may_repeat_host_names_but_not_miscount_them() -> None:
+    # Flux test instances run several ranks on one host: repeated names are fine.
+    data = copy.deepcopy(POOL_SPEC)
+    data["resources"]["execution"]["nodelist"] = ["n0", "n0", "n1", "n1"]
+    ResourcePoolSpec.model_validate(data)
+    del data["resources"]["execution"]["nodelist"]
+    ResourcePoolSpec.model_validate(data)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["0", "0s", "90s", "1h30m", "1.5h", ".5s", "250ms", "1h2m3s4ms5us6ns", "999999h",
+     "999999.999999999h9999999.999999999m999999999.999999999s999999999999.999999999ms"
+     "999999999999999.999999999us999999999999999999.999999999ns"],
+)
+def test_every_duration_the_schema_accepts_is_a_go_duration(text: str) -> None:
+    # The schema's pattern bounds each unit so that even its largest value stays within Go's
+    # time.Duration (about 292 years): the API server's CEL duration() never fails on one.
+    import re
+
+    from respool.api import PoolPolicy, parse_duration, patterns
+
+    assert re.match(patterns.DURATION, text)
+    assert parse_duration(text) < 292 * 365.25 * 86400
+    if len(text) <= 64:  # the schema's maxLength
+        PoolPolicy.model_validate({"claimTimeout": text})
 
 
 def test_duration_must_be_positive() -> None:
@@ -307,6 +353,13 @@ def test_constraint_nesting_is_bounded() -> None:
         (("resources", "execution", "expiration"), 5.0, "expiration must be later"),
         (("down",), "3,a", "down"),
         (("expiration",), "tomorrow", "expiration"),
+        (("expiration",), "1969-12-31T23:59:59Z", "must not be before 1970-01-01T00:00:00Z"),
+        (("down",), "3-1", "range '3-1' is reversed"),
+        (("resources", "execution", "R_lite", 0, "rank"), "3-0", "range '3-0' is reversed"),
+        (("resources", "execution", "nodelist"), ["node[0-1]"], "names 2 hosts for 4 ranks"),
+        (("resources", "execution", "nodelist"), ["node[0-9]"], "names 10 hosts for 4 ranks"),
+        (("resources", "execution", "nodelist"), ["n[3-1]"], "range '3-1' is reversed"),
+        (("policy", "claimTimeout"), "99999999999h", "is not a duration"),
         (("policy", "defaultDuration"), "48h", "must not be longer than policy.maxDuration"),
         (("policy", "maxDuration"), "0s", "maxDuration must be longer than zero"),
         (("namespaceSelector",), {"matchExpressions": [{"key": "a", "operator": "In"}]}, "values"),

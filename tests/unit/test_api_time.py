@@ -93,6 +93,10 @@ def test_parse_time_rejects(text: str) -> None:
 def test_format_time() -> None:
     assert format_time(1796112000.0) == "2026-12-01T08:00:00Z"
     assert format_time(1796112000.25) == "2026-12-01T08:00:00.25Z"
+    # RFC 3339 years have four digits, also before the year 1000 (strftime writes "1").
+    assert format_time(parse_time("0001-01-01T00:00:00Z")) == "0001-01-01T00:00:00Z"
+    assert format_time(parse_time("0999-05-06T07:08:09.5Z")) == "0999-05-06T07:08:09.5Z"
+    assert format_time(parse_time("9999-12-31T23:59:59Z")) == "9999-12-31T23:59:59Z"
 
 
 @given(st.floats(min_value=0, max_value=4e9, allow_nan=False))

@@ -6,6 +6,7 @@ The models are the single source of the CRD schemas (``respool.api.crds.generate
 from respool.api.models import (
     API_VERSION,
     GROUP,
+    LAST_TIME,
     VERSION,
     Allocated,
     ClaimPolicy,
@@ -48,6 +49,7 @@ from respool.api.timefmt import (
 __all__ = [
     "API_VERSION",
     "GROUP",
+    "LAST_TIME",
     "VERSION",
     "Allocated",
     "ClaimPolicy",

@@ -15,15 +15,24 @@ dumps to exactly the fields that were set: safe to send as a merge patch.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict, JsonValue
 
 from respool.api import patterns
 from respool.api.timefmt import parse_duration, parse_time
+from respool.pool import Hostlist, IDset
 
 GROUP = "respool.io"
 VERSION = "v1alpha1"
@@ -119,28 +128,70 @@ class Reason(StrEnum):
     IN_USE = "InUse"
 
 
+LAST_TIME = "9999-12-31T23:59:59Z"
+"""The latest time RFC 3339 (and CEL's timestamp()) can write: no window may end after it."""
+FIRST_TIME = "1970-01-01T00:00:00Z"
+"""The engine counts time in seconds since this instant; a pool cannot expire before it."""
+_EXPIRATION_BEFORE_EPOCH = f"spec.expiration must not be before {FIRST_TIME}"
+_WINDOW_PAST_LAST_TIME = (
+    f"spec.startTime plus spec.duration must not end after {LAST_TIME}, the last time RFC 3339 "
+    "can write"
+)
+
+
 # ---------------------------------------------------------------------------------------------
 # String types shared by many fields.
+
+
+def _parses_as_idset(value: str) -> str:
+    """What the pattern cannot judge: a reversed range such as '3-1' (ValueError names it)."""
+    IDset(value)
+    return value
+
+
+def _parses_as_hostlist(value: str) -> str:
+    """What the pattern cannot judge: reversed ranges, more names than the engine holds."""
+    Hostlist(value)
+    return value
+
 
 IdSet = Annotated[
     str,
     StringConstraints(pattern=patterns.IDSET, max_length=MAX_IDSET_LENGTH),
+    AfterValidator(_parses_as_idset),
     Field(description="An RFC 22 idset, e.g. '0-3,7' (ascending, no repeats)."),
 ]
 NonEmptyIdSet = Annotated[
     str,
     StringConstraints(pattern=patterns.NONEMPTY_IDSET, max_length=MAX_IDSET_LENGTH),
+    AfterValidator(_parses_as_idset),
     Field(description="A non-empty RFC 22 idset, e.g. '0-3,7'."),
 ]
 HostList = Annotated[
     str,
     StringConstraints(pattern=patterns.HOSTLIST, max_length=MAX_HOSTLIST_LENGTH),
+    AfterValidator(_parses_as_hostlist),
     Field(description="An RFC 29 hostlist, e.g. 'node[0-3],gpu01'."),
 ]
+def _is_duration(value: str) -> str:
+    """The schema's pattern, with a message a person can act on (the pattern is long)."""
+    if _DURATION.match(value) is None:
+        raise ValueError(
+            f"{value[:80]!r} is not a duration: write it like '90s', '30m', '1h30m' or '1.5h' "
+            "(units h, m, s, ms, us, ns, largest first, each at most once; at most 999999h)"
+        )
+    return value
+
+
+_DURATION = re.compile(patterns.DURATION)
 Duration = Annotated[
     str,
-    StringConstraints(pattern=patterns.DURATION, max_length=64),
-    Field(description="A Go-style duration: '90s', '30m', '1h30m', '1.5h'."),
+    StringConstraints(max_length=64),
+    AfterValidator(_is_duration),
+    Field(
+        description="A Go-style duration: '90s', '30m', '1h30m', '1.5h'.",
+        json_schema_extra={"pattern": patterns.DURATION},
+    ),
 ]
 Timestamp = Annotated[
     str,
@@ -166,7 +217,8 @@ def _cel_string(text: str) -> str:
 
 
 def _time_ok(expr: str) -> str:
-    return f"{expr}.matches({_cel_string(patterns.RFC3339)})"
+    return (f"({expr}.matches({_cel_string(patterns.RFC3339)}) "
+            f"&& !{expr}.matches({_cel_string(patterns.RFC3339_OUT_OF_RANGE)}))")
 
 
 def _duration_ok(expr: str) -> str:
@@ -413,6 +465,19 @@ class PoolPolicy(WireModel):
 class ResourcePoolSpec(WireModel):
     """What a platform team declares: the hardware (R v1) and who may reserve it, how."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "!has(self.expiration) || !" + _time_ok("self.expiration")
+                    + f" || timestamp(self.expiration) >= timestamp('{FIRST_TIME}')",
+                    _EXPIRATION_BEFORE_EPOCH,
+                    field_path=".expiration",
+                )
+            ]
+        }
+    )
+
     resources: Rv1 = Field(description="The pool's hardware in R version 1 (Flux RFC 20).")
     down: IdSet | None = Field(
         default=None, description="Ranks an administrator takes out of service (an RFC 22 idset)."
@@ -437,8 +502,23 @@ class ResourcePoolSpec(WireModel):
 
     @model_validator(mode="after")
     def _times_parse(self) -> Self:
-        if self.expiration is not None:
-            parse_time(self.expiration)
+        if self.expiration is not None and parse_time(self.expiration) < 0:
+            raise ValueError(_EXPIRATION_BEFORE_EPOCH)
+        return self
+
+    @model_validator(mode="after")
+    def _one_host_per_rank(self) -> Self:
+        # The engine names ranks without a host 'rank<N>'; in a pool that hides a typo, and
+        # such ranks could never be matched by trackNodes or a hostlist constraint.
+        execution = self.resources.execution
+        if execution.nodelist:
+            hosts = len(Hostlist(",".join(execution.nodelist)))
+            ranks = IDset(",".join(entry.rank.strip("[]") for entry in execution.r_lite))
+            if hosts != len(ranks):
+                raise ValueError(
+                    f"execution.nodelist names {hosts} hosts for {len(ranks)} ranks: give one "
+                    "host name per rank, in rank order"
+                )
         return self
 
 
@@ -716,6 +796,16 @@ class ResourceReservationSpec(WireModel):
                     "spec.duration must be longer than zero",
                     field_path=".duration",
                 ),
+                _cel(
+                    "!has(self.startTime) || !has(self.duration) || !("
+                    + _time_ok("self.startTime")
+                    + " && "
+                    + _duration_ok("self.duration")
+                    + f") || timestamp(self.startTime) <= timestamp('{LAST_TIME}') "
+                    "- duration(self.duration)",
+                    _WINDOW_PAST_LAST_TIME,
+                    field_path=".duration",
+                ),
             ]
         }
     )
@@ -732,6 +822,12 @@ class ResourceReservationSpec(WireModel):
             raise ValueError("spec.endTime must be after spec.startTime")
         if self.duration is not None and parse_duration(self.duration) <= 0:
             raise ValueError("spec.duration must be longer than zero")
+        if (
+            start is not None
+            and self.duration is not None
+            and start + parse_duration(self.duration) > parse_time(LAST_TIME)
+        ):
+            raise ValueError(_WINDOW_PAST_LAST_TIME)
         if self.max_wait is not None:
             parse_duration(self.max_wait)
         if self.resources is not None:

@@ -30,14 +30,32 @@ _HOSTTERM = rf"({_HOSTCHARS}+|{_HOSTCHARS}*\[{_HOSTRUN}(,{_HOSTRUN})*\]{_HOSTCHA
 HOSTLIST = rf"^{_HOSTTERM}(,{_HOSTTERM})*$"
 """A non-empty RFC 29 hostlist."""
 
-# Go duration, non-negative: one or more ``<number><unit>`` terms, or a bare 0.
-DURATION = r"^(0|(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|ms|s|m|h))+)$"
+# Go duration, non-negative, written the way Go prints one: a bare 0, or terms in the order
+# h, m, s, ms, us, ns, each unit at most once. The digits allowed per unit (h: 6, m: 7, s: 9,
+# ms: 12, us: 15, ns: 18, each with up to 9 fraction digits) keep the largest value that matches
+# (about 260 years) below Go's limit (about 292 years), so every accepted string is a valid
+# Go duration: the API server's CEL duration() never fails on one, and a start time up to year
+# 9700 plus any duration stays within what RFC 3339 can write.
+_DURATION_TERMS = [
+    rf"(([0-9]{{1,{digits}}}(\.[0-9]{{0,9}})?|\.[0-9]{{1,9}}){unit})"
+    for unit, digits in (("h", 6), ("m", 7), ("s", 9), ("ms", 12), ("us", 15), ("ns", 18))
+]
+# One alternative per first term present (RE2 has no look-ahead to say "not empty" otherwise).
+DURATION = "^(0|" + "|".join(
+    _DURATION_TERMS[first] + "".join(term + "?" for term in _DURATION_TERMS[first + 1:])
+    for first in range(len(_DURATION_TERMS))
+) + ")$"
 
 # RFC 3339 date-time with a mandatory zone (what Kubernetes and CEL's timestamp() accept).
 RFC3339 = (
-    r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:"
+    r"^(000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:"
     r"[0-5][0-9](\.[0-9]{1,9})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
 )
+
+# Times the pattern accepts but that lie outside the years 1 to 9999 once their zone offset is
+# applied (CEL's timestamp() would fail on them): the CEL rules skip these, and the operator
+# reports them as InvalidSpec.
+RFC3339_OUT_OF_RANGE = r"^(9999-12-31[Tt].*-|0001-01-01[Tt].*\+)"
 
 # A DNS-1123 label: pool names become part of reservation IDs and metric labels.
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"

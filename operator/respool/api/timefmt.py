@@ -168,7 +168,9 @@ def format_time(epoch: float) -> str:
         moment = datetime.fromtimestamp(whole, tz=UTC)
     except (OverflowError, OSError, ValueError) as exc:
         raise ValueError(f"cannot format time {epoch!r}: {exc}") from None
-    stamp = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    # Not strftime("%Y"): it writes year 1 as "1", and RFC 3339 wants four digits.
+    stamp = (f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:"
+             f"{moment.minute:02d}:{moment.second:02d}")
     if fraction:
         stamp += "." + f"{fraction:06d}".rstrip("0")
     return stamp + "Z"

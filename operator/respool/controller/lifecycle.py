@@ -26,6 +26,7 @@ from typing import Any
 import pydantic
 
 from respool.api import (
+    LAST_TIME,
     ConditionType,
     Phase,
     PoolPolicy,
@@ -57,6 +58,8 @@ TERMINAL_PHASES = frozenset({EXPIRED, FAILED})
 DEFAULT_DURATION = 3600.0
 DEFAULT_CLAIM_TIMEOUT = 300.0
 DEFAULT_MAX_RETRY = 5
+# No window may end (nor a claim deadline fall) after the last time RFC 3339 can write.
+LAST_EPOCH = parse_time(LAST_TIME)
 EXTENDED = "Extended"  # condition type: did the last change of the window's end succeed
 # Condition type: the operator itself moved the end of a granted window earlier (the pool's
 # expiration was lowered below it); nothing is ever granted past the pool's expiration.
@@ -640,7 +643,21 @@ class _Decider:
                 f"the window asked for ({_human(length)}) is longer than the pool's "
                 f"policy.maxDuration ({_human(limit)})"
             )
+        start = max(self._anchor(spec), _floor(self.now))
+        if start > self._latest_start(length):
+            raise SpecError(
+                f"the window asked for ({_human(length)} from {format_time(start)}) would "
+                f"end after {LAST_TIME}, the last time RFC 3339 can write"
+            )
         return length
+
+    @staticmethod
+    def _latest_start(length: float) -> float:
+        """The latest start of a window of this length that can still be written down."""
+        return LAST_EPOCH - length
+
+    def _claim_deadline(self, start: float) -> float:
+        return min(start + self.pool.policy.claim_timeout, LAST_EPOCH)
 
     def _max_wait_deadline(self, spec: ParsedSpec) -> float | None:
         if spec.max_wait is None:
@@ -677,6 +694,8 @@ class _Decider:
                 f"{format_time(expiration)}",
             )
         deadline = self._max_wait_deadline(spec)
+        latest = self._latest_start(length)
+        deadline = latest if deadline is None else min(deadline, latest)
         booking: Booking | None = None
         try:
             booking = planner.reserve(uid, request, start, end, spec.mode)
@@ -697,7 +716,7 @@ class _Decider:
             }
             return self._hold(spec, booking)
         # Nothing now (nor, with nextAvailable, within maxWait): a failed attempt.
-        earliest = planner.earliest(request, length, start, spec.mode)
+        earliest = planner.earliest(request, length, start, spec.mode, deadline=latest)
         next_available = {
             "available": False,
             "availStart": _fmt(earliest),
@@ -732,7 +751,7 @@ class _Decider:
         if booking.start <= self.now and (not spec.manual or spec.claimed):
             return self._activate(spec, booking)
         pre_id = self.mint()
-        expires = booking.start + self.pool.policy.claim_timeout
+        expires = self._claim_deadline(booking.start)
         self.status["preReservationId"] = pre_id
         self.status["preReservationExpires"] = format_time(expires)
         self.status["phase"] = SCHEDULED
@@ -806,7 +825,7 @@ class _Decider:
             return self._plan(spec, request, length, count_retry=False)
         expires = parse_time_or_none(self.status.get("preReservationExpires"))
         if expires is None:
-            expires = booking.start + self.pool.policy.claim_timeout
+            expires = self._claim_deadline(booking.start)
         # Move earlier when capacity freed and the start asked for has already passed.
         wanted = max(self._anchor(spec), _floor(now))
         if wanted < booking.start:
@@ -921,6 +940,12 @@ class _Decider:
         if wanted_end <= now:
             self.status["endTime"] = format_time(max(booking.start + 1, now))
             return self.expire()
+        if wanted_end > LAST_EPOCH:
+            message = f"cannot move the end past {LAST_TIME}, the last time RFC 3339 can write"
+            set_condition(self.conditions, EXTENDED, False, Reason.EXTENSION_DENIED.value,
+                          message, gen, now)
+            self.event(Reason.EXTENSION_DENIED.value, message, warning=True)
+            return None
         try:
             self.planner.extend(self.rsv.uid, wanted_end)
         except (InsufficientResources, ValueError) as exc:
