@@ -280,7 +280,7 @@ class RespoolKube:
             raise
 
     def wait_for(self, namespace: str, name: str, predicate: Callable[[dict[str, Any]], bool],
-                 timeout: float = 20.0, what: str = "condition") -> dict[str, Any]:
+                 timeout: float = 60.0, what: str = "condition") -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         last: dict[str, Any] = {}
         while time.monotonic() < deadline:
@@ -292,13 +292,13 @@ class RespoolKube:
                              f"{json.dumps(last.get('status'), indent=1)}")
 
     def wait_phase(self, namespace: str, name: str, phase: str,
-                   timeout: float = 20.0) -> dict[str, Any]:
+                   timeout: float = 60.0) -> dict[str, Any]:
         return self.wait_for(namespace, name,
                              lambda o: (o.get("status") or {}).get("phase") == phase,
                              timeout, f"phase {phase}")
 
     def wait_pool(self, name: str, predicate: Callable[[dict[str, Any]], bool],
-                  timeout: float = 20.0, what: str = "condition") -> dict[str, Any]:
+                  timeout: float = 60.0, what: str = "condition") -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         last: dict[str, Any] = {}
         while time.monotonic() < deadline:
