@@ -326,12 +326,13 @@ def _apply_cross_field(base: dict[str, Any], case: tuple[str, Any]) -> tuple[dic
 
 
 reservation_examples = st.one_of(
-    st.tuples(valid_reservation, st.just(None), st.booleans()),
-    st.tuples(valid_reservation, reservation_mutations, st.booleans()),
-    st.tuples(valid_reservation, reservation_mutations, st.booleans()),
-    st.tuples(valid_reservation, reservation_mutations, st.booleans()),
-    st.tuples(valid_reservation, cross_field, st.booleans()),
+    st.tuples(valid_reservation, st.just(None), st.booleans(), st.booleans()),
+    st.tuples(valid_reservation, reservation_mutations, st.booleans(), st.booleans()),
+    st.tuples(valid_reservation, reservation_mutations, st.booleans(), st.booleans()),
+    st.tuples(valid_reservation, reservation_mutations, st.booleans(), st.booleans()),
+    st.tuples(valid_reservation, cross_field, st.booleans(), st.booleans()),
 )
+"""(valid spec, mutation or None, strict field validation?, as an update of the valid one?)"""
 
 
 # -- pools -----------------------------------------------------------------------------------
@@ -546,6 +547,15 @@ def _create_reservation(rk: RespoolKube, namespace: str, name: str, spec: Any,
         GROUP, VERSION, namespace, "resourcereservations", body, _request_timeout=60, **kwargs))
 
 
+def _replace_spec(rk: RespoolKube, namespace: str, name: str, spec: Any, strict: bool) -> None:
+    """Replace the whole spec (a JSON patch: the operator's finalizer edits cannot conflict)."""
+    kwargs = {"field_validation": "Strict"} if strict else {}
+    rk.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "resourcereservations", name,
+        [{"op": "replace", "path": "/spec", "value": spec}],
+        _content_type="application/json-patch+json", _request_timeout=60, **kwargs)
+
+
 def _create_pool(rk: RespoolKube, name: str, spec: Any, strict: bool) -> dict[str, Any]:
     body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ResourcePool",
             "metadata": {"name": name}, "spec": spec}
@@ -599,29 +609,45 @@ def fuzz_pools(rk: RespoolKube, operator: OperatorProcess) -> Iterator[None]:
 # The two judges: every example, fuzzed or hand-picked, goes through one of them.
 
 
+IMMUTABLE_WHILE_ACTIVE = "cannot change while the reservation is Active"
+
+
 def judge_reservation(rk: RespoolKube, operator: OperatorProcess, namespace: str,
-                      spec: Any, hint: str, strict: bool) -> str:
-    """Submit one reservation and check how it ends; returns what happened (for statistics)."""
+                      spec: Any, hint: str, strict: bool,
+                      update_of: dict[str, Any] | None = None) -> str:
+    """Submit one reservation - created with ``spec``, or created with the valid ``update_of``
+    and then replaced by ``spec`` - and check how it ends; returns what happened."""
     name = _name("fz")
-    what = f"reservation {name} (strict={strict}) spec={json.dumps(spec)[:1500]}"
+    verb = "update" if update_of is not None else "create"
+    what = f"reservation {name} ({verb}, strict={strict}) spec={json.dumps(spec)[:1500]}"
     offset = operator.log_size()
+    created: dict[str, Any] | None = None
     try:
-        created = _create_reservation(rk, namespace, name, spec, strict)
-    except ApiException as error:
-        message = _refusal(error)
-        assert hint in message, f"{what}: refusal does not name {hint!r}: {message[:2000]}"
-        _check_operator(operator, offset, what)
-        return f"refused with HTTP {error.status}"
-    try:
-        obj = _wait_evaluated(rk, namespace, name, what)
-        _check_reservation_status(rk, namespace, obj, what)
-        assert obj["metadata"]["uid"] == created["metadata"]["uid"]
-        stalled = condition_of(obj, "Stalled") or {}
-        outcome = f"accepted: {phase_of(obj)}" + (
-            f"/{stalled.get('reason')}" if stalled.get("status") == "True" else "")
+        try:
+            if update_of is not None:
+                created = _create_reservation(rk, namespace, name, update_of, strict=True)
+                _wait_evaluated(rk, namespace, name, f"{what}: before the update")
+                _replace_spec(rk, namespace, name, spec, strict)
+            else:
+                created = _create_reservation(rk, namespace, name, spec, strict)
+        except ApiException as error:
+            message = _refusal(error)
+            if update_of is None or IMMUTABLE_WHILE_ACTIVE not in message:
+                assert hint in message, \
+                    f"{what}: refusal does not name {hint!r}: {message[:2000]}"
+            outcome = f"{verb} refused with HTTP {error.status}"
+        else:
+            obj = _wait_evaluated(rk, namespace, name, what)
+            _check_reservation_status(rk, namespace, obj, what)
+            assert created is not None and obj["metadata"]["uid"] == created["metadata"]["uid"]
+            stalled = condition_of(obj, "Stalled") or {}
+            outcome = f"{verb} accepted: {phase_of(obj)}" + (
+                f"/{stalled.get('reason')}" if stalled.get("status") == "True" else "")
     finally:
-        rk.delete(namespace, name)
-    _wait_gone(lambda: rk.exists(namespace, name), f"reservation {namespace}/{name}")
+        if created is not None:
+            rk.delete(namespace, name)
+    if created is not None:
+        _wait_gone(lambda: rk.exists(namespace, name), f"reservation {namespace}/{name}")
     _check_operator(operator, offset, what)
     return outcome
 
@@ -680,17 +706,18 @@ def judge_pool(rk: RespoolKube, operator: OperatorProcess, namespace: str, spec:
 @settings(FUZZ_SETTINGS, max_examples=100)
 @given(example=reservation_examples)
 def test_fuzzed_reservations_are_refused_or_evaluated(
-    example: tuple[dict[str, Any], Any, bool], rk: RespoolKube, operator: OperatorProcess,
-    namespace: str, fuzz_pools: None,
+    example: tuple[dict[str, Any], Any, bool, bool], rk: RespoolKube,
+    operator: OperatorProcess, namespace: str, fuzz_pools: None,
 ) -> None:
-    base, mutation, strict = example
+    base, mutation, strict, as_update = example
     if mutation is None:
         spec, hint = base, ""
     elif isinstance(mutation[0], str) and mutation[0] in ("both", "reversed", "end-and-duration"):
         spec, hint = _apply_cross_field(base, mutation)
     else:
         spec, hint = _apply_reservation_mutation(base, mutation)
-    event(judge_reservation(rk, operator, namespace, spec, hint, strict))
+    event(judge_reservation(rk, operator, namespace, spec, hint, strict,
+                            update_of=base if as_update else None))
 
 
 def test_fuzzed_reservations_left_the_operator_working(
@@ -776,9 +803,43 @@ def test_edge_reservations(case: str, fields: dict[str, Any], expected: str, rk:
     spec = {"pool": FUZZ_POOL, **fields}
     outcome = judge_reservation(rk, operator, namespace, spec, "spec", strict=True)
     if expected == "refused":
-        assert outcome.startswith("refused with HTTP 422"), f"{case}: {outcome}"
+        assert outcome == "create refused with HTTP 422", f"{case}: {outcome}"
     else:
-        assert outcome == f"accepted: {expected}", f"{case}: {outcome}"
+        assert outcome == f"create accepted: {expected}", f"{case}: {outcome}"
+
+
+EDGE_UPDATES: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
+    # (case, the valid spec created first, the spec it is replaced with, the outcome)
+    ("active-extended-to-the-last-time", {"duration": "1m"},
+     {"endTime": "9999-12-31T23:59:59Z"}, "update accepted: Active"),
+    ("active-extended-by-the-longest-duration", {"duration": "1m"}, {"duration": "999999h"},
+     "update accepted: Active"),
+    ("active-shortened-to-one-nanosecond", {"duration": "1h"}, {"duration": "1ns"},
+     "update accepted: Active"),
+    ("active-request-changed", {"duration": "1m"},
+     {"duration": "1m", "request": {"slots": 2}}, "update refused with HTTP 422"),
+    ("scheduled-moved-to-the-year-9999", {"startTime": "2030-01-01T00:00:00Z"},
+     {"startTime": "9999-12-31T23:30:00Z"}, "update accepted: Failed/InvalidSpec"),
+    ("scheduled-window-past-the-year-9999", {"startTime": "9999-12-31T20:00:00Z",
+                                             "duration": "1h"},
+     {"startTime": "9999-12-31T20:00:00Z", "duration": "4h"}, "update refused with HTTP 422"),
+    ("scheduled-pool-renamed-to-a-missing-one", {"startTime": "2030-01-01T00:00:00Z"},
+     {"startTime": "2030-01-01T00:00:00Z", "pool": "fuzz-no-such-pool"},
+     "update accepted: Pending/PoolNotFound"),
+    ("scheduled-ranks-reversed", {"startTime": "2030-01-01T00:00:00Z"},
+     {"startTime": "2030-01-01T00:00:00Z", "constraints": {"ranks": "3-1"}},
+     "update accepted: Failed/InvalidSpec"),
+]
+
+
+@pytest.mark.parametrize(("case", "before", "after", "expected"), EDGE_UPDATES,
+                         ids=[case for case, _, _, _ in EDGE_UPDATES])
+def test_edge_updates(case: str, before: dict[str, Any], after: dict[str, Any], expected: str,
+                      rk: RespoolKube, operator: OperatorProcess, namespace: str,
+                      fuzz_pools: None) -> None:
+    outcome = judge_reservation(rk, operator, namespace, {"pool": FUZZ_POOL, **after}, "spec",
+                                strict=True, update_of={"pool": FUZZ_POOL, **before})
+    assert outcome == expected, f"{case}: {outcome}"
 
 
 HOSTILE_POOLS: list[tuple[str, str, Any, str]] = [
