@@ -211,8 +211,9 @@ class KubernetesATSClient(ClientBase):
 
         Success: ``reservation_id`` (also as ``reservation_ID``), ``start_time``,
         ``expire_time``, ``resource_config``. A hold the operator re-planned because its claim
-        deadline passed: ``pre_reservation_id``, ``new_avail``, ``new_expire``. A hold that is
-        gone: `ResourceUnavailable`.
+        deadline passed (also one claimed after its deadline, which the operator is about to
+        re-plan): ``pre_reservation_id``, ``new_avail``, ``new_expire``. A hold that is gone:
+        `ResourceUnavailable`.
         """
         if not pre_reservation_id:
             raise ResourceUnavailable("nothing to claim: no pre-reservation ID was given")
@@ -231,7 +232,12 @@ class KubernetesATSClient(ClientBase):
             raise unavailable_error(obj)
         if view.pre_reservation_id != pre_reservation_id:
             return self._late_reply(obj)
-        self.api.patch_reservation(self.namespace, name, {"spec": {"claimed": True}})
+        deadline = view.pre_reservation_expires
+        late = deadline is not None and time.time() >= deadline
+        if not late:
+            self.api.patch_reservation(self.namespace, name, {"spec": {"claimed": True}})
+        # else: too late (ATS "late claim"). The operator re-plans a hold whose claim deadline
+        # has passed; claiming now would race that re-plan, so wait for the new hold instead.
 
         def settled(candidate: Object) -> bool:
             if not evaluated(candidate):
@@ -244,16 +250,17 @@ class KubernetesATSClient(ClientBase):
                 or status.get("preReservationId") != pre_reservation_id
             )
 
-        until_start = max(0.0, (view.start or 0.0) - time.time())
+        until_start = 0.0 if late else max(0.0, (view.start or 0.0) - time.time())
         timeout = until_start + self.operator_timeout
         try:
             found = self.api.wait_reservation(self.namespace, name, settled, timeout)
         except ReservationNotFound as exc:
             raise ResourceUnavailable(f"hold {pre_reservation_id!r} was deleted while claiming") from exc
         if found is None:
+            doing = "re-plan the late claim of" if late else "activate the claimed"
             raise OperatorNotResponding(
-                f"claimed ResourceReservation {self.namespace}/{name}, but the operator did not "
-                f"activate it within {timeout:g}s of the claim; is it running?"
+                f"the operator did not {doing} ResourceReservation {self.namespace}/{name} "
+                f"within {timeout:g}s; is it running?"
             )
         result = Reservation.from_object(found)
         if result.active:
