@@ -126,7 +126,7 @@ def test_release_on_delete_lets_a_pending_one_in(
     assert st["nextAvailable"]["available"] is False
     assert st["nextAvailable"]["availStart"] == rk.get(namespace, "holder")["status"]["endTime"]
     rk.delete(namespace, "holder")
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60
     while rk.exists(namespace, "holder") and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not rk.exists(namespace, "holder"), "the finalizer was not released on delete"
@@ -138,7 +138,8 @@ def test_fits_later_is_scheduled_then_claimed_automatically(
         rk: Any, pool: Callable[..., str], namespace: str) -> None:
     name = pool()
     whole = {"nodes": 2, "coresPerSlot": 4}
-    rk.create(namespace, "first", {"pool": name, "request": whole, "duration": "4s"})
+    # "first" must outlive the time it takes to see "second" Scheduled, even on a loaded machine.
+    rk.create(namespace, "first", {"pool": name, "request": whole, "duration": "10s"})
     first = rk.wait_phase(namespace, "first", "Active")
     rk.create(namespace, "second", {"pool": name, "request": whole, "duration": "1h"})
     second = rk.wait_phase(namespace, "second", "Scheduled")
@@ -152,7 +153,7 @@ def test_fits_later_is_scheduled_then_claimed_automatically(
     assert rk.condition(second, "Scheduled")["status"] == "True"  # type: ignore[index]
     assert rk.condition(second, "Ready")["status"] == "False"  # type: ignore[index]
     pre_id = st["preReservationId"]
-    active = rk.wait_phase(namespace, "second", "Active", timeout=15)
+    active = rk.wait_phase(namespace, "second", "Active")
     assert active["status"]["reservationId"] != pre_id
     assert "preReservationId" not in active["status"]
     expired = rk.wait_phase(namespace, "first", "Expired")
@@ -166,13 +167,13 @@ def test_fits_later_is_scheduled_then_claimed_automatically(
 def test_future_window_as_asked(rk: Any, pool: Callable[..., str],
                                 namespace: str) -> None:
     name = pool()
-    start = time.time() + 3
+    start = time.time() + 8  # far enough ahead to see it Scheduled first, even under load
     rk.create(namespace, "future", {"pool": name, "startTime": format_time(int(start)),
                                     "duration": "1h", "nextAvailable": False})
     obj = rk.wait_phase(namespace, "future", "Scheduled")
     assert obj["status"]["startTime"] == format_time(int(start))
     assert rk.condition(obj, "Reconciling")["reason"] == "WaitingForStart"  # type: ignore[index]
-    obj = rk.wait_phase(namespace, "future", "Active", timeout=15)
+    obj = rk.wait_phase(namespace, "future", "Active")
     assert obj["status"]["startTime"] == format_time(int(start))
 
 
@@ -199,11 +200,11 @@ def test_manual_late_claim_is_replanned_and_counts_a_retry(
                                   "maxRetry": 1})
     first = rk.wait_phase(namespace, "late", "Scheduled")["status"]["preReservationId"]
     obj = rk.wait_for(namespace, "late", lambda o: o["status"].get("retryCount") == 1,
-                      timeout=10, what="retryCount 1")
+                      what="retryCount 1")
     assert obj["status"]["phase"] == "Scheduled"
     assert obj["status"]["preReservationId"] != first
     wait_events(rk, namespace, "late", "ClaimExpired")
-    obj = rk.wait_phase(namespace, "late", "Failed", timeout=10)
+    obj = rk.wait_phase(namespace, "late", "Failed")
     assert rk.condition(obj, "Stalled")["reason"] == "RetryExceeded"  # type: ignore[index]
 
 
@@ -211,10 +212,10 @@ def test_expires_at_end_time_and_returns_resources(
         rk: Any, pool: Callable[..., str], namespace: str) -> None:
     name = pool()
     rk.create(namespace, "short", {"pool": name, "request": {"nodes": 2, "coresPerSlot": 4},
-                                   "duration": "2s"})
+                                   "duration": "5s"})
     obj = rk.wait_phase(namespace, "short", "Active")
     end = parse_time(obj["status"]["endTime"])
-    rk.wait_phase(namespace, "short", "Expired", timeout=10)
+    rk.wait_phase(namespace, "short", "Expired")
     assert time.time() >= end
     # Nothing held any more: the finalizer goes (right after the commit, in the background).
     rk.wait_for(namespace, "short",
@@ -286,13 +287,15 @@ def test_max_wait_exceeded(rk: Any, pool: Callable[..., str], namespace: str) ->
     rk.create(namespace, "big", {"pool": name, "request": everything, "duration": "1h"})
     rk.wait_phase(namespace, "big", "Active")
     rk.create(namespace, "impatient", {"pool": name, "request": everything, "duration": "1h",
-                                       "maxWait": "3s", "maxRetry": 50})
+                                       "maxWait": "8s", "maxRetry": 50})
     obj = rk.wait_phase(namespace, "impatient", "Pending")
-    obj = rk.wait_phase(namespace, "impatient", "Failed", timeout=10)
+    obj = rk.wait_phase(namespace, "impatient", "Failed")
     assert rk.condition(obj, "Stalled")["reason"] == "MaxWaitExceeded"  # type: ignore[index]
     waited = parse_time(rk.condition(obj, "Stalled")["lastTransitionTime"]) - parse_time(  # type: ignore[index]
         obj["status"]["firstRequestTime"])
-    assert 3 <= waited <= 6
+    # Enforced by the pool's clock at maxWait, not at some later unrelated event (the slack
+    # is for a loaded machine).
+    assert 8 <= waited <= 18, waited
 
 
 def test_infeasible_fails(rk: Any, pool: Callable[..., str], namespace: str) -> None:
@@ -428,7 +431,7 @@ def test_pool_deletion_blocked_while_reservations_hold(
                        == "InUse", what="InUse")
     assert "deletion blocked" in obj["status"]["message"]
     rk.delete(namespace, "holder")
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60
     while rk.pool_exists(name) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not rk.pool_exists(name)

@@ -158,7 +158,7 @@ def test_deleted_while_down_is_released_on_restart(fresh_operator: Any,
     rk.create(namespace, "waiter", {"pool": pool, **whole, "nextAvailable": False})
     fresh_operator.start()
     rk.wait_phase(namespace, "waiter", "Active")
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while rk.exists(namespace, "holder") and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not rk.exists(namespace, "holder")
