@@ -466,6 +466,10 @@ def _emit(view: Reservation, output: str) -> None:
         print(_granted_text(view) if view.phase in HELD_PHASES else f"{view.namespace}/{view.name}: {view.describe_state()}")
 
 
+MAX_WAIT_VERDICT_GRACE = 10.0
+"""Seconds `reserve --wait` waits past --timeout for the operator's MaxWaitExceeded verdict."""
+
+
 def _reserve(args: argparse.Namespace) -> int:
     if args.nodes is not None and args.nodes < 1:
         raise InvalidConfigRequest(f"--nodes must be >= 1, got {args.nodes}")
@@ -501,8 +505,12 @@ def _reserve(args: argparse.Namespace) -> int:
         f"waiting up to {format_duration(timeout)} for {created.name} to become Active ...",
         file=sys.stderr, flush=True,
     )
+    # With --timeout as the object's maxWait, the operator enforces it from its first look at
+    # the object, a moment after the create: allow its verdict (Failed/MaxWaitExceeded, with
+    # its reason and Event) that moment to arrive instead of racing it with a local timeout.
+    budget = timeout + MAX_WAIT_VERDICT_GRACE if args.max_wait is None else timeout
     try:
-        granted = client.wait(created.name, timeout, _progress(sys.stderr))
+        granted = client.wait(created.name, budget, _progress(sys.stderr))
     except (RespoolError, KeyboardInterrupt) as exc:
         if not isinstance(exc, ReservationNotFound):
             client.api.delete_reservation(created.namespace, created.name)
