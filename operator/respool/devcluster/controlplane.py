@@ -530,6 +530,45 @@ current-context: {quote(self.name)}
         self.state.ready_seconds = round(time.monotonic() - started, 2)
         self._save_state()
 
+    def restart_apiserver(self, *, kill: bool = False,
+                          while_down: Callable[[], None] | None = None) -> float:
+        """Stop kube-apiserver and start it again on the same port, against the same etcd.
+
+        Certificates, tokens, the service-account key and etcd (with its data) are kept, so
+        clients keep their kubeconfig and every object survives: what a control-plane upgrade
+        or an apiserver crash looks like to an operator. ``kill=True`` sends SIGKILL (a crash:
+        open watches and requests are cut without a goodbye) instead of SIGTERM (a graceful
+        shutdown). ``while_down`` runs after the old process is gone and before the new one
+        starts. Returns the monotonic time at which the new one answered ``/readyz``.
+        """
+        state = self.state
+        if state is None:
+            raise DevClusterError(f"the control plane in {self.workdir} is not started")
+        marker = str(self.token_file)
+        if kill:
+            process = self._processes.pop("kube-apiserver", None)
+            if pid_alive(state.apiserver_pid, marker):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(state.apiserver_pid, signal.SIGKILL)
+            if process is not None:
+                process.wait(timeout=30)
+            deadline = time.monotonic() + 30
+            while pid_alive(state.apiserver_pid, marker) and time.monotonic() < deadline:
+                time.sleep(0.05)  # not our child (a plane found through state.json)
+        else:
+            self._stop_process(state.apiserver_pid, marker, "kube-apiserver")
+        if pid_alive(state.apiserver_pid, marker):
+            raise DevClusterError(f"kube-apiserver (pid {state.apiserver_pid}) did not stop")
+        if while_down is not None:
+            while_down()
+        apiserver = self._spawn("kube-apiserver",
+                                self._apiserver_args(state.api_port, state.etcd_port))
+        state.apiserver_pid = apiserver.pid
+        self._save_state()
+        self._wait("kube-apiserver /readyz", self.readyz, "kube-apiserver",
+                   time.monotonic() + self.start_timeout)
+        return time.monotonic()
+
     def _save_state(self) -> None:
         assert self.state is not None
         tmp = self.workdir / (STATE_FILE + ".tmp")
