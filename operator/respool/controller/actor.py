@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 import math
+import random
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -55,6 +56,12 @@ logger = logging.getLogger(__name__)
 
 PHASES = ("Pending", "Scheduled", "Active", "Expired", "Failed")
 RETRY_AFTER_WRITE_FAILURE = 2.0
+#: Backoff while a status write's outcome is unknown (the API server unreachable or failing):
+#: the booking stays held and the same write is repeated, from the first to the last delay.
+UNKNOWN_OUTCOME_RETRY_FIRST = 0.5
+UNKNOWN_OUTCOME_RETRY_MAX = 4.0
+#: Backoff of finalizer edits that failed (per pool, not per object: an outage fails them all).
+FINALIZER_RETRY_MAX = 10.0
 
 
 @dataclass
@@ -66,6 +73,7 @@ class _Pending:
     after: Booking | None
     outcome: Outcome
     planned_key_before: str | None
+    generation: int  # of the spec decided on: the write commits only if it is still current
 
 
 class PoolActor:
@@ -99,12 +107,17 @@ class PoolActor:
         self._after_commit: set[str] = set()
         self._last_pool_status: dict[str, Any] | None = None
         self._pool_status_due: float | None = None
+        # The pool's own status (and finalizer) is written beside the decision loop, never in
+        # it: while the API server is away a write can take seconds to fail, and decisions
+        # must resume the moment it is back.
+        self._pool_status_task: asyncio.Task[None] | None = None
         self._pool_status_written_at = 0.0
         self._pool_generation_seen: Any = None
         self._pool_conditions: list[dict[str, Any]] = []
         self._pool_finalizer_added = False
         self._pool_events = 0
         self._pool_lookup_after = 0.0
+        self._pool_status_failures = 0
 
     # -- inputs (called from watch handlers; never block) ------------------------------------
 
@@ -116,11 +129,16 @@ class PoolActor:
                 self._finalizer_loop(), name=f"respool-finalizers-{self.name}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        tasks = [self._task, self._finalizer_task, self._pool_status_task,
+                 *self._inflight.values()]
+        self._task = self._finalizer_task = self._pool_status_task = None
+        for task in tasks:
+            if task is not None:
+                task.cancel()
+        for task in tasks:
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     def kick(self) -> None:
         self._kick.set()
@@ -239,7 +257,7 @@ class PoolActor:
         if self.dirty or self.gone or self.pool_dirty:
             return 0.0
         candidates = list(self.wake_at.values())
-        if self._pool_status_due is not None:
+        if self._pool_status_due is not None and self._pool_status_task is None:
             candidates.append(self._pool_status_due)
         if not candidates:
             return None
@@ -269,6 +287,7 @@ class PoolActor:
             self._apply_pool(now)
         if self.gone:
             gone, self.gone = self.gone, {}
+            self._schedule_pool_status()  # its counts no longer include them
             for record in gone.values():
                 released = lifecycle.release(record, self.planner)
                 if released is not None:
@@ -297,7 +316,18 @@ class PoolActor:
                                    float(math.floor(time.time())), done)
         if self.capacity_changed:
             self.kick()  # more freed during the last round: another pass soon
-        await self._maybe_write_pool_status()
+        if self._pool_status_task is None:
+            self._pool_status_task = asyncio.create_task(
+                self._maybe_write_pool_status(), name=f"respool-pool-status-{self.name}")
+            self._pool_status_task.add_done_callback(self._pool_status_written)
+
+    def _pool_status_written(self, task: asyncio.Task[None]) -> None:
+        self._pool_status_task = None
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("pool %s: writing its status failed", self.name,
+                         exc_info=task.exception())
+        if self._pool_status_due is not None:
+            self.kick()  # due meanwhile: the loop did not count it while this one ran
 
     def _ordered(self, uids: Iterable[str]) -> list[Reservation]:
         """Deletions and Active ones first (they free capacity), then everything waiting in
@@ -328,6 +358,7 @@ class PoolActor:
             planner = self.planner
             before = planner.get(record.uid) if planner is not None else None
             planned_before = record.planned_key
+            generation = record.generation
             started = time.perf_counter()
             try:
                 outcome = lifecycle.decide(record, self.context, planner, now)
@@ -344,7 +375,7 @@ class PoolActor:
                 self.wake_at.pop(record.uid, None)
             if canonical(outcome.status) == record.status_text and not outcome.events:
                 continue  # nothing to commit
-            pending = _Pending(record, before, after, outcome, planned_before)
+            pending = _Pending(record, before, after, outcome, planned_before, generation)
             if _frees(before, after):
                 # Commit before any later decision may be given what this one freed, so that
                 # a failed write can restore exactly what was held.
@@ -371,13 +402,23 @@ class PoolActor:
     async def _commit(self, pending: _Pending) -> None:
         uid = pending.rsv.uid
         try:
-            answer = await self._write(pending)
+            answer = await self._write_until_answered(pending)
         except asyncio.CancelledError:
             raise
+        except ApiError as error:
+            current = await self._read_back(pending.rsv) if error.conflict else None
+            if error.not_found or current == "gone":
+                self._write_failed(pending, error, gone=True)
+            elif isinstance(current, dict) and self._changed_meanwhile(pending, current):
+                self._write_conflicted(pending, current)
+            else:
+                # A 409/422 we could not explain by reading the object back is retried soon;
+                # one explained by nothing (the object unchanged) is a refusal of what we wrote.
+                self._write_failed(pending, error, gone=False,
+                                   refused=not error.conflict or current is not None)
+            self._rollback(pending)
         except Exception as error:
-            gone = isinstance(error, ApiError) and (
-                error.not_found or (error.conflict and await self._is_gone(pending.rsv)))
-            self._write_failed(pending, error, gone)
+            self._write_failed(pending, error, gone=False)
             self._rollback(pending)
         else:
             self._committed(pending, answer)
@@ -389,9 +430,46 @@ class PoolActor:
                 self.dirty.add(uid)
                 self.kick()
 
+    async def _write_until_answered(self, pending: _Pending) -> dict[str, Any]:
+        """Write the status; while the API server cannot say whether the write was applied
+        (unreachable, restarting, 5xx), keep the booking and repeat the same write.
+
+        Rolling back on such an error would be wrong: a write that did land (the answer was
+        lost when the server went away) would leave a grant in status that the engine no
+        longer holds, free to be granted again. The write is idempotent (the same status
+        value, the same preconditions), so repeating it until a definite answer is safe:
+        success commits, 404 / a failed precondition rolls back."""
+        delay = UNKNOWN_OUTCOME_RETRY_FIRST
+        began: float | None = None
+        while True:
+            try:
+                answer = await self._write(pending)
+            except ApiError as error:
+                if not error.unavailable:
+                    raise
+                metrics.STATUS_WRITES.labels("reservation", "unavailable").inc()
+                if began is None:
+                    began = time.monotonic()
+                    logger.warning("status write for %s: the API server is unavailable (%s); "
+                                   "holding its booking and retrying", pending.rsv.key, error)
+                else:
+                    logger.debug("status write for %s still unanswered: %s", pending.rsv.key,
+                                 error)
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, UNKNOWN_OUTCOME_RETRY_MAX)
+                continue
+            if began is not None:
+                logger.info("status write for %s landed after %.1fs of API server outage",
+                            pending.rsv.key, time.monotonic() - began)
+            return answer
+
     async def _write(self, pending: _Pending) -> dict[str, Any]:
         record = pending.rsv
+        # The decision is committed only on the object it was made for (same UID) and only if
+        # its spec has not changed since (same generation): a decision about a spec that is no
+        # longer there is rolled back and taken again on the new one.
         ops = [{"op": "test", "path": "/metadata/uid", "value": record.uid},
+               {"op": "test", "path": "/metadata/generation", "value": pending.generation},
                {"op": "add", "path": "/status", "value": _clean(pending.outcome.status)}]
         path = reservation_path(record.namespace, record.name, status=True)
         answer = await self.ctl.api.json_patch(path, ops)
@@ -416,15 +494,38 @@ class PoolActor:
                            "id": status.get("reservationId") or status.get("preReservationId")})
         self._schedule_pool_status()
 
-    async def _is_gone(self, record: Reservation) -> bool:
-        """After a refused write: was the object deleted (or deleted and re-created)?"""
+    async def _read_back(self, record: Reservation) -> dict[str, Any] | str | None:
+        """After a refused write: the object as it is now, "gone" if it was deleted (or
+        deleted and re-created), None if it cannot be read."""
         try:
             current = await self.ctl.api.get(reservation_path(record.namespace, record.name))
         except ApiError as exc:
-            return exc.not_found
-        return bool((current.get("metadata") or {}).get("uid") != record.uid)
+            return "gone" if exc.not_found else None
+        if (current.get("metadata") or {}).get("uid") != record.uid:
+            return "gone"
+        return current
 
-    def _write_failed(self, pending: _Pending, error: BaseException, gone: bool) -> None:
+    @staticmethod
+    def _changed_meanwhile(pending: _Pending, current: dict[str, Any]) -> bool:
+        metadata = current.get("metadata") or {}
+        return int(metadata.get("generation") or 0) != pending.generation
+
+    def _write_conflicted(self, pending: _Pending, current: dict[str, Any]) -> None:
+        """Someone changed the spec between the decision and its write: not an error, the
+        ordinary race of a level-based controller. The write did not land; roll back (the
+        caller does) and decide again on the spec that is there now."""
+        record = pending.rsv
+        metrics.STATUS_WRITES.labels("reservation", "conflict").inc()
+        logger.debug("status write for %s: the spec changed meanwhile (generation %s -> %s); "
+                     "deciding again", record.key, pending.generation,
+                     (current.get("metadata") or {}).get("generation"))
+        if self.records.get(record.uid) is record:
+            self.reservation_event(current, deleted=False)  # takes the new spec now
+            self.dirty.add(record.uid)
+            self.kick()
+
+    def _write_failed(self, pending: _Pending, error: BaseException, gone: bool,
+                      refused: bool = True) -> None:
         record = pending.rsv
         metrics.STATUS_WRITES.labels("reservation", "error").inc()
         if gone:
@@ -432,7 +533,7 @@ class PoolActor:
             if self.records.get(record.uid) is record:
                 self.records.pop(record.uid, None)
                 self.wake_at.pop(record.uid, None)
-        elif isinstance(error, ApiError) and error.status in (400, 403, 422):
+        elif isinstance(error, ApiError) and error.status in (400, 403, 422) and refused:
             # The API server refused what we wrote (a schema or RBAC problem on our side):
             # say so loudly and try again later, never in a hot loop.
             logger.error("status write for %s refused: %s; retrying in 30s", record.key, error)
@@ -468,7 +569,11 @@ class PoolActor:
     async def _finalizer_loop(self) -> None:
         """Hold our finalizer exactly while a reservation holds resources, and drop it once
         a deleted reservation has been released. Level-based: each pass compares what is
-        wanted now with what the object has."""
+        wanted now with what the object has; what could not be done (API server away, a
+        conflict that outlasted the retries) is tried again after a backoff that grows while
+        passes keep failing - one pause per pass, however many objects failed."""
+        delay = RETRY_AFTER_WRITE_FAILURE
+        failing_since: float | None = None
         while True:
             await self._finalizer_kick.wait()
             self._finalizer_kick.clear()
@@ -476,32 +581,52 @@ class PoolActor:
             records = [self.records[uid] for uid in batch if uid in self.records]
             results = await asyncio.gather(*(self._sync_finalizer(r) for r in records),
                                            return_exceptions=True)
-            for record, result in zip(records, results, strict=True):
-                if isinstance(result, BaseException):
-                    logger.warning("pool %s: finalizer of %s: %s", self.name, record.key, result)
-                    await asyncio.sleep(RETRY_AFTER_WRITE_FAILURE)
-                    self._finalizers_due(record.uid)
+            failed = [(record, result) for record, result in zip(records, results, strict=True)
+                      if result is not True]
+            if not failed:
+                if failing_since is not None:
+                    logger.info("pool %s: finalizer edits succeed again after %.1fs",
+                                self.name, time.monotonic() - failing_since)
+                failing_since, delay = None, RETRY_AFTER_WRITE_FAILURE
+                continue
+            record, result = failed[0]
+            why = result if isinstance(result, BaseException) else "not done after retries"
+            if failing_since is None:
+                failing_since = time.monotonic()
+                logger.warning("pool %s: finalizer of %s (and %d more): %s; retrying in %.0fs",
+                               self.name, record.key, len(failed) - 1, why, delay)
+            else:
+                logger.debug("pool %s: %d finalizer edits failed again (%s)", self.name,
+                             len(failed), why)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, FINALIZER_RETRY_MAX)
+            for record, _result in failed:
+                self._finalizers_due(record.uid)
 
-    async def _sync_finalizer(self, record: Reservation) -> None:
+    async def _sync_finalizer(self, record: Reservation) -> bool:
         async with self.ctl.background_slots:
-            await self._sync_finalizer_now(record)
+            return await self._sync_finalizer_now(record)
 
-    async def _sync_finalizer_now(self, record: Reservation) -> None:
+    async def _sync_finalizer_now(self, record: Reservation) -> bool:
+        """True when the finalizer is as wanted (or the object is gone)."""
         wanted = record.phase in HOLDING_PHASES and not record.deleting
         if record.deleting and self.planner is not None and self.planner.get(record.uid):
-            return  # not released yet (the decision loop releases first, then asks again)
+            return True  # not released yet (the decision loop releases first, then asks again)
         path = reservation_path(record.namespace, record.name)
         if wanted and not record.has_finalizer:
             metadata = {"finalizers": record.finalizers,
                         "resourceVersion": record.resource_version}
             # (A stale resourceVersion only costs a re-read: the patch is conditional on it.)
-            if await add_finalizer(self.ctl.api, path, record.uid, metadata):
-                record.has_finalizer = True
-                record.finalizers = [*record.finalizers, FINALIZER]
-        elif (not wanted and record.has_finalizer
-              and await remove_finalizer(self.ctl.api, path, record.uid, record.finalizers)):
+            if not await add_finalizer(self.ctl.api, path, record.uid, metadata):
+                return False  # gone (its DELETED event ends this), or conflicts outlasted
+            record.has_finalizer = True
+            record.finalizers = [*record.finalizers, FINALIZER]
+        elif not wanted and record.has_finalizer:
+            if not await remove_finalizer(self.ctl.api, path, record.uid, record.finalizers):
+                return False
             record.has_finalizer = False
             record.finalizers = [f for f in record.finalizers if f != FINALIZER]
+        return True
 
     def _post_rsv(self, record: Reservation, type_: str, reason: str, message: str) -> None:
         self.ctl.events.post(
@@ -658,12 +783,23 @@ class PoolActor:
         try:
             await self.ctl.api.json_patch(pool_path(self.name, status=True), ops)
         except ApiError as exc:
-            metrics.STATUS_WRITES.labels("pool", "error").inc()
+            metrics.STATUS_WRITES.labels(
+                "pool", "unavailable" if exc.unavailable else "error").inc()
             if not exc.not_found:
-                logger.warning("pool %s: status write failed: %s", self.name, exc)
+                # A summary: the next write carries everything, so retry with a growing pause
+                # and say so once, not once per attempt, while the API server is away.
+                self._pool_status_failures += 1
+                log = logger.warning if self._pool_status_failures == 1 else logger.debug
+                log("pool %s: status write failed: %s", self.name, exc)
+                self._pool_status_written_at = time.time() + min(
+                    2.0 ** self._pool_status_failures, 8.0)
                 self._schedule_pool_status()
             return
         metrics.STATUS_WRITES.labels("pool", "ok").inc()
+        if self._pool_status_failures:
+            logger.info("pool %s: status written again after %d failed attempts", self.name,
+                        self._pool_status_failures)
+            self._pool_status_failures = 0
         self._last_pool_status = comparable
         self._pool_status_written_at = time.time()
         self._pool_conditions = status.get("conditions") or []

@@ -11,9 +11,12 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import time
 from collections.abc import Iterable
 from typing import Any
+
+import aiohttp
 
 from respool.controller.actor import PoolActor, _created
 from respool.controller.events import EventPoster
@@ -29,6 +32,12 @@ from respool.controller.kubeapi import (
 from respool.controller.lifecycle import Reservation
 
 logger = logging.getLogger(__name__)
+
+#: Reconnect backoff of our own reservation watch. Capped low: while the API server is away
+#: nothing is lost by trying every few seconds, and it bounds how long after its return the
+#: operator is blind to new reservations.
+WATCH_RETRY_FIRST = 0.5
+WATCH_RETRY_MAX = 4.0
 
 
 class Controller:
@@ -143,29 +152,60 @@ class Controller:
                 return items, version
 
     async def _watch_reservations(self, path: str, version: str) -> None:
-        delay = 0.5
+        """Follow the collection from `version` for as long as the operator runs.
+
+        Whatever the API server does - closes the stream, restarts, answers 410 Gone or 5xx
+        while it comes back - this loop reconnects (re-listing when the version is too old),
+        with a short capped backoff so that it is following again within seconds of the
+        server's return. One warning when it breaks, one line when it follows again."""
+        delay = WATCH_RETRY_FIRST
+        broken_since: float | None = None
+        relist = False
         while True:
             try:
+                if relist:
+                    version = await self._relist(path)
+                    relist = False
+                    if broken_since is not None:
+                        logger.info("watch of %s re-listed and following again after %.1fs",
+                                    path, time.monotonic() - broken_since)
+                        broken_since = None
+                opened = time.monotonic()
+                received = False
                 async for event in watch_events(self.api, path, version):
-                    delay = 0.5
+                    received = True
+                    if broken_since is not None:
+                        logger.info("watch of %s following again after %.1fs", path,
+                                    time.monotonic() - broken_since)
+                        broken_since = None
+                    delay = WATCH_RETRY_FIRST
                     obj = event.get("object") or {}
                     seen = (obj.get("metadata") or {}).get("resourceVersion")
                     if event.get("type") != "BOOKMARK":
                         self.on_reservation(event.get("type"), obj)
                     version = seen or version
+                if received or time.monotonic() - opened > 1.0:
+                    continue  # the server ended the stream (its timeout): carry on
+                # Closed at once and empty: a server shutting down. Back off, never spin.
+                logger.debug("watch of %s closed at once; retrying in %.1fs", path, delay)
             except WatchExpired:
-                logger.info("watch of %s expired; listing again", path)
-                version = await self._relist(path)
+                logger.info("watch of %s expired (410 Gone); listing again", path)
+                relist = True
+                continue
             except asyncio.CancelledError:
                 raise
-            except (TimeoutError, ApiError, OSError, json.JSONDecodeError, ValueError) as exc:
-                logger.warning("watch of %s failed (%s); retrying in %.1fs", path, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+            except (TimeoutError, ApiError, OSError, aiohttp.ClientError,
+                    json.JSONDecodeError, ValueError) as exc:
+                if broken_since is None:
+                    broken_since = time.monotonic()
+                    logger.warning("watch of %s broke (%s); reconnecting", path, exc)
+                else:
+                    logger.debug("watch of %s: %s; retrying in %.1fs", path, exc, delay)
             except Exception:
+                broken_since = broken_since or time.monotonic()
                 logger.exception("watch of %s failed; retrying in %.1fs", path, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, WATCH_RETRY_MAX)
 
     async def _relist(self, path: str) -> str:
         items, version = await self._list(path)

@@ -55,6 +55,12 @@ class ApiError(Exception):
         # 409 Conflict (resourceVersion/UID preconditions), 422 for a failed JSON-patch `test`.
         return self.status in (409, 422)
 
+    @property
+    def unavailable(self) -> bool:
+        """The API server was unreachable or failing (after the transient retries): the
+        request may or may not have been applied. Anything else is a definite answer."""
+        return self.status == 0 or self.status in _TRANSIENT_STATUSES
+
 
 def pool_path(name: str | None = None, *, status: bool = False) -> str:
     path = f"/apis/{GROUP}/{VERSION}/{POOLS}"
@@ -156,7 +162,8 @@ class KubeApi:
                         delay = min(delay * 2, 5.0)
                         continue
                     raise _api_error(response.status, text)
-            except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                # Refused, reset, or cut mid-answer (an API server restarting): unknown outcome.
                 if attempt >= self._retries:
                     raise ApiError(0, f"{type(exc).__name__}: {exc}", "Unreachable") from exc
                 logger.debug("%s %s: %s, retrying in %.1fs", method, path, exc, delay)
