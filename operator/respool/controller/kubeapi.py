@@ -35,6 +35,8 @@ MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 
 _TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Answers that say the request was not applied (too many requests, not ready to serve).
+_NOT_APPLIED_STATUSES = frozenset({429, 503})
 
 
 class ApiError(Exception):
@@ -134,8 +136,13 @@ class KubeApi:
         body: Any = None,
         content_type: str = "application/json",
         params: Mapping[str, str] | None = None,
+        idempotent: bool = True,
     ) -> dict[str, Any]:
-        """Send one request; retry transient failures; return the decoded JSON answer."""
+        """Send one request; retry transient failures; return the decoded JSON answer.
+
+        `idempotent=False` (a POST with a generated name): retried only when the server surely
+        did not apply it (no connection, 429, 503) - resending one whose answer was lost would
+        create a second object."""
         session = self._ensure_session()
         url = self.server + path
         if params:
@@ -153,7 +160,8 @@ class KubeApi:
                                  (time.monotonic() - began) * 1000)
                     if response.status < 400:
                         return json.loads(text) if text else {}
-                    if response.status in _TRANSIENT_STATUSES and attempt < self._retries:
+                    retryable = _TRANSIENT_STATUSES if idempotent else _NOT_APPLIED_STATUSES
+                    if response.status in retryable and attempt < self._retries:
                         retry_after = response.headers.get("Retry-After")
                         wait = float(retry_after) if retry_after and retry_after.isdigit() else delay
                         logger.debug("%s %s: HTTP %s, retrying in %.1fs", method, path,
@@ -164,7 +172,8 @@ class KubeApi:
                     raise _api_error(response.status, text)
             except (TimeoutError, aiohttp.ClientError) as exc:
                 # Refused, reset, or cut mid-answer (an API server restarting): unknown outcome.
-                if attempt >= self._retries:
+                never_sent = isinstance(exc, aiohttp.ClientConnectorError)
+                if attempt >= self._retries or not (idempotent or never_sent):
                     raise ApiError(0, f"{type(exc).__name__}: {exc}", "Unreachable") from exc
                 logger.debug("%s %s: %s, retrying in %.1fs", method, path, exc, delay)
                 await asyncio.sleep(delay)
@@ -195,7 +204,9 @@ class KubeApi:
         return await self.request("PATCH", path, body=ops, content_type=JSON_PATCH)
 
     async def post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        return await self.request("POST", path, body=body)
+        # A fixed name makes a resend harmless (409 AlreadyExists); a generated one does not.
+        named = bool((body.get("metadata") or {}).get("name"))
+        return await self.request("POST", path, body=body, idempotent=named)
 
 
 def _api_error(status: int, text: str) -> ApiError:
