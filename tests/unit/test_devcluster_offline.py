@@ -235,9 +235,26 @@ def test_control_plane_refuses_a_taken_port_before_starting_anything(
 # -- process bookkeeping --------------------------------------------------------------------
 
 
+def _with_command_line(process: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+    """``process`` once /proc shows its command line.
+
+    Right after exec, /proc/<pid>/cmdline can still read empty for a moment (seen in 12 of 30
+    starts on a loaded machine); pid_alive then rightly refuses to recognise the process.
+    """
+    deadline = time.monotonic() + 30.0
+    while not Path(f"/proc/{process.pid}/cmdline").read_bytes():
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"pid {process.pid}'s command line stayed empty for 30 s")
+        time.sleep(0.01)
+    return process
+
+
 def test_pid_alive_checks_the_command_line_marker(tmp_path: Path) -> None:
     marker = str(tmp_path / "marker-dir")
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", marker])
+    sleeper = _with_command_line(
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", marker])
+    )
     try:
         assert pid_alive(sleeper.pid, marker)
         assert not pid_alive(sleeper.pid, str(tmp_path / "someone-else"))
@@ -401,7 +418,9 @@ def test_a_builder_waits_for_another_and_reuses_its_entry(isolated_cache: Path) 
 
 def _sleeper(*marker: str) -> subprocess.Popen[bytes]:
     """A live process whose command line carries `marker` (as `respool run` would)."""
-    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", *marker])
+    return _with_command_line(
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", *marker])
+    )
 
 
 def test_down_stops_the_operator_the_demo_recorded(

@@ -655,9 +655,8 @@ class Builder:
 
     def _debian_etcd(self, out_dir: Path, go_failure: BaseException | None) -> dict[str, Any]:
         """Put Debian's etcd in ``out_dir``; ``go_failure`` is why the Go build was given up."""
-        fetcher = DebianEtcdFetcher(self.progress)
         try:
-            package = fetcher.find_package()
+            return self._fetch_debian_etcd(out_dir, go_failure)
         except DebianEtcdError as error:
             if go_failure is None:
                 raise
@@ -665,6 +664,9 @@ class Builder:
                 f"building etcd from Go modules failed: {go_failure}\n"
                 f"and the fallback, Debian's {DEBIAN_ETCD_PACKAGE}, is not available either: {error}"
             ) from error
+
+    def _fetch_debian_etcd(self, out_dir: Path, go_failure: BaseException | None) -> dict[str, Any]:
+        package = DebianEtcdFetcher(self.progress).find_package()
         if go_failure is not None:
             self.progress(
                 f"building etcd from Go modules failed: {_first_line(go_failure)}; "
@@ -673,7 +675,9 @@ class Builder:
         else:
             self.progress(f"{ETCD_SOURCE_ENV}=debian: using Debian's {DEBIAN_ETCD_PACKAGE} {package[0]}")
         fetched = fetch_debian_etcd(out_dir, self.progress, package)
-        self.progress(f"etcd {fetched.etcd_version} from Debian's {DEBIAN_ETCD_PACKAGE} {fetched.package_version} ready")
+        self.progress(
+            f"etcd {fetched.etcd_version} from Debian's {DEBIAN_ETCD_PACKAGE} {fetched.package_version} ready"
+        )
         return {
             "source": "debian",
             "version": fetched.etcd_version,
