@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -33,7 +34,11 @@ from respool.devcluster import (
 from respool.devcluster.build import BUILD_INFO, GO_ETCD_MODULE, bin_root
 from respool.devcluster.debian_etcd import candidate_version, upstream_version
 
-GO_BUILT_KEY = "k8s-v1.36.3_etcd-v3.6.16_helm-v3.21.4_go1.26.8_amd64"
+# The Go-built set's directory name, e.g. k8s-v1.36.3_etcd-v3.6.16_helm-v3.21.4_go1.26.8_amd64.
+GO_BUILT_KEY = (
+    f"k8s-{DEFAULT_VERSIONS.kubernetes}_etcd-{DEFAULT_VERSIONS.etcd}_helm-{DEFAULT_VERSIONS.helm}"
+    "_go1.26.8_amd64"
+)
 
 APT_POLICY_OUTPUT = """\
 etcd-server:
@@ -95,7 +100,9 @@ def test_the_go_built_set_keeps_its_cache_name_and_debian_sets_get_their_own() -
     # CI caches the Go-built set by this exact name: it must not change.
     assert DEFAULT_VERSIONS.cache_key("go1.26.8", "amd64") == GO_BUILT_KEY
     debian_key = DEFAULT_VERSIONS.debian_etcd_cache_key("go1.26.8", "amd64")
-    assert debian_key == "k8s-v1.36.3_etcd-debian_helm-v3.21.4_go1.26.8_amd64"
+    assert debian_key == (
+        f"k8s-{DEFAULT_VERSIONS.kubernetes}_etcd-debian_helm-{DEFAULT_VERSIONS.helm}_go1.26.8_amd64"
+    )
     assert not debian_key.startswith(DEFAULT_VERSIONS.key_prefix() + "_")
 
 
@@ -234,7 +241,8 @@ def test_a_failed_etcd_build_with_go_chosen_leaves_no_binary_behind(
     entry = _set_whose_etcd_is_missing()
     before = _snapshot(bin_root())
     messages: list[str] = []
-    with pytest.raises(ProxyUnreachableError, match=r"go\.etcd\.io/etcd/server/v3@v3\.6\.16.*unreachable"):
+    expected = re.escape(f"go.etcd.io/etcd/server/v3@{DEFAULT_VERSIONS.etcd}") + ".*unreachable"
+    with pytest.raises(ProxyUnreachableError, match=expected):
         ensure_binaries(progress=messages.append)
     assert not any("falling back" in message for message in messages)  # go means go only
     assert any(message.startswith("reusing kube-apiserver, kubectl") for message in messages)
