@@ -793,6 +793,11 @@ EDGE_RESERVATIONS: list[tuple[str, dict[str, Any], str]] = [
     ("no-such-pool", {"pool": "fuzz-no-such-pool", "duration": "1m"}, "Pending/PoolNotFound"),
     ("property-unknown", {"duration": "1m", "constraints": {"properties": ["nosuch"]}},
      "Failed/Infeasible"),
+    # A config echoed to status must fit in one etcd object with the spec (else HTTP 500 on
+    # every status write: the operator once retried that forever, leaving no phase).
+    ("config-too-large", {"duration": "1m", "config": {"blob": "x" * 300_000}},
+     "Failed/InvalidSpec"),
+    ("config-largest", {"duration": "1m", "config": {"blob": "x" * 200_000}}, "Active"),
 ]
 
 
@@ -909,3 +914,43 @@ def test_pool_recreated_under_the_same_name_is_reconciled(
         _wait_gone(lambda r=reservation: rk.exists(namespace, r), f"reservation {reservation}")
         rk.delete_pool(name)
         _wait_gone(lambda: rk.pool_exists(name), f"pool {name}")
+
+
+def test_a_grant_too_large_to_write_fails_and_gives_its_resources_back(
+    rk: RespoolKube, operator: OperatorProcess, namespace: str
+) -> None:
+    """A pool whose host names do not compress (4,200 distinct 200-character names): a grant
+    of every node lists them twice in status (allocated.nodelist and allocated.R), 1.6 MB -
+    more than etcd stores in one object (it answers HTTP 500, which looks like an outage). The reservation fails with a reason instead of a status write that
+    is refused forever, and what it was about to hold is free again."""
+    import hashlib
+
+    ranks = 4200
+    hosts = [hashlib.sha256(str(i).encode()).hexdigest() * 3 + "-h" for i in range(ranks)]
+    pool = _name("longnames")
+    rk.create_pool(pool, {"resources": {"version": 1, "execution": {
+        "R_lite": [{"rank": f"0-{ranks - 1}", "children": {"core": "0"}}],
+        "nodelist": hosts}}})
+    try:
+        _pool_ready(rk, pool)
+        offset = operator.log_size()
+        whole = _name("whole")
+        rk.create(namespace, whole, {"pool": pool, "duration": "10m",
+                                     "request": {"nodes": ranks, "exclusive": True}})
+        obj = _wait_evaluated(rk, namespace, whole, "the whole-pool reservation")
+        _check_reservation_status(rk, namespace, obj, "the whole-pool reservation")
+        assert phase_of(obj) == "Failed", obj.get("status")
+        assert (condition_of(obj, "Stalled") or {}).get("reason") == "InvalidSpec"
+        assert "bytes of JSON" in obj["status"]["message"], obj["status"]["message"]
+        # Nothing of it stayed booked: one node is granted at once.
+        one = _name("one")
+        rk.create(namespace, one, {"pool": pool, "duration": "10m", "request": {"nodes": 1}})
+        rk.wait_phase(namespace, one, "Active", timeout=PHASE_TIMEOUT)
+        _check_operator(operator, offset, "a grant too large to write")
+        for name in (whole, one):
+            rk.delete(namespace, name)
+        for name in (whole, one):
+            _wait_gone(lambda n=name: rk.exists(namespace, n), f"reservation {name}")
+    finally:
+        rk.delete_pool(pool)
+    _wait_gone(lambda: rk.pool_exists(pool), f"pool {pool}")

@@ -224,6 +224,7 @@ def _reject(model: type[Any], data: dict[str, Any], fragment: str) -> None:
         ({"maxWait": "2562048h"}, "is not a duration"),
         ({"maxWait": "1h1h"}, "each at most once"),
         ({"startTime": "0000-12-01T08:00:00Z"}, "startTime"),
+        ({"config": {"blob": "x" * 262_144}}, "spec.config is 262155 bytes of JSON; at most 262144"),
         ({"unknownField": 1}, "unknownField"),
     ],
 )

@@ -15,6 +15,7 @@ dumps to exactly the fields that were set: safe to send as a merge patch.
 
 from __future__ import annotations
 
+import json
 import re
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal, Self
@@ -49,6 +50,9 @@ MAX_MESSAGE_LENGTH = 32768
 MAX_CONDITIONS = 16
 MAX_COUNT = 1_000_000
 MAX_RETRY = 1000
+MAX_CONFIG_BYTES = 262144
+"""spec.config is echoed to status.config: both must fit in one object (etcd stores at most
+1.5 MiB per object, and answers a larger write with HTTP 500), so config is kept well below."""
 MAX_CONSTRAINT_ITEMS = 8
 MAX_CONSTRAINT_PROPERTIES = 32
 MAX_CONSTRAINT_HOSTLISTS = 32
@@ -830,6 +834,13 @@ class ResourceReservationSpec(WireModel):
             raise ValueError(_WINDOW_PAST_LAST_TIME)
         if self.max_wait is not None:
             parse_duration(self.max_wait)
+        if self.config is not None:
+            size = len(json.dumps(self.config, separators=(",", ":")))
+            if size > MAX_CONFIG_BYTES:
+                raise ValueError(
+                    f"spec.config is {size} bytes of JSON; at most {MAX_CONFIG_BYTES} (it is "
+                    "echoed to status.config, and the object must fit in etcd)"
+                )
         if self.resources is not None:
             _check_jobspec(self.resources)
         if self.constraints is not None and self.constraints.depth() > CONSTRAINT_MAX_DEPTH:

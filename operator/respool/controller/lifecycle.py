@@ -60,6 +60,9 @@ DEFAULT_CLAIM_TIMEOUT = 300.0
 DEFAULT_MAX_RETRY = 5
 # No window may end (nor a claim deadline fall) after the last time RFC 3339 can write.
 LAST_EPOCH = parse_time(LAST_TIME)
+# The largest status the operator writes: etcd stores at most 1.5 MiB per object (spec and
+# status together) and answers a larger write with HTTP 500.
+MAX_STATUS_BYTES = 524288
 EXTENDED = "Extended"  # condition type: did the last change of the window's end succeed
 # Condition type: the operator itself moved the end of a granted window earlier (the pool's
 # expiration was lowered below it); nothing is ever granted past the pool's expiration.
@@ -1013,7 +1016,21 @@ def _human(seconds: float) -> str:
 
 def decide(rsv: Reservation, pool: PoolContext, planner: Planner | None, now: float) -> Outcome:
     """Advance one reservation's life cycle at time `now` (see the module docstring)."""
-    return _Decider(rsv, pool, planner, now).decide()
+    outcome = _Decider(rsv, pool, planner, now).decide()
+    size = len(canonical(outcome.status))
+    if size <= MAX_STATUS_BYTES:
+        return outcome
+    # etcd would refuse to store it (HTTP 500, which looks like an outage and would be retried
+    # forever): whatever the decision booked is given back, and the reservation fails instead.
+    decider = _Decider(rsv, pool, planner, now)
+    decider.status["config"] = None
+    decider.status["nextAvailable"] = None
+    return decider.fail(
+        Reason.INVALID_SPEC.value,
+        f"the status of this reservation would be {size} bytes of JSON, more than the "
+        f"{MAX_STATUS_BYTES} an object may hold here (the grant lists too many host names, "
+        "or spec.config is too large)",
+    )
 
 
 def release(rsv: Reservation, planner: Planner | None) -> Booking | None:
