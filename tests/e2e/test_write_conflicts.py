@@ -139,7 +139,9 @@ def _burst_with_storm(rk: Any, operator: Any, namespace: str, pool: str,
         rk.delete(namespace, name)
     more = [f"d{i:02d}" for i in range(4)]
     for name in more:
-        rk.create(namespace, name, {"pool": pool, "duration": "1h",
+        # Each spec edit of a Pending reservation is one more failed attempt (ATS semantics):
+        # allow plenty, so that they stay Pending however many rounds the storm runs.
+        rk.create(namespace, name, {"pool": pool, "duration": "1h", "maxRetry": 1000,
                                     "request": {"coresPerSlot": 1}, "nextAvailable": False})
     # A few full rounds after the last creation, so that every object was patched while the
     # operator was deciding it or its neighbours.
