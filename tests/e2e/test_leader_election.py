@@ -178,6 +178,21 @@ def _settled(rk: Any, namespace: str, count: int, timeout: float = 120.0) -> lis
     return list(_wait(f"{count} reservations Active or Scheduled", probe, timeout))
 
 
+def _wait_pool_quiet(rk: Any, pool: str, quiet: float = 1.5) -> None:
+    """Until the pool's object has not changed for `quiet` seconds: the leader has written
+    its summary and has nothing left to do, so a stop below meets an idle controller."""
+    last, since = None, time.monotonic()
+    deadline = since + 60
+    while time.monotonic() < deadline:
+        version = rk.pool(pool)["metadata"]["resourceVersion"]
+        if version != last:
+            last, since = version, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"pool {pool} kept changing for 60s")
+
+
 def _holds(items: list[dict[str, Any]]) -> dict[str, tuple[str, str, str]]:
     """name -> (ID, allocated summary, start) of every Active or Scheduled reservation."""
     out = {}
@@ -271,6 +286,7 @@ def test_sigterm_releases_the_lease_so_the_standby_takes_over_at_once(
                                    "duration": "1h"})
     first = rk.wait_phase(namespace, "first", "Active", timeout=60)
     _assert_standby_idle(standby)
+    _wait_pool_quiet(rk, pool)
 
     began = time.monotonic()
     leader.stop(timeout=60)

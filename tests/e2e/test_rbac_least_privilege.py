@@ -472,6 +472,18 @@ def test_operator_runs_with_only_the_chart_identity(
         assert operator.alive(), operator.log()[-4000:]
         lease = _get(kubectl, "lease", "respool-leader", "-n", chart_namespace)
         assert lease["spec"]["holderIdentity"], lease
+
+        # Let the leader finish its last pool summary, so the stop below meets an idle one.
+        seen: dict[str, Any] = {}
+
+        def pool_quiet() -> bool:
+            version = _get(kubectl, "rpool", pool)["metadata"]["resourceVersion"]
+            now = time.monotonic()
+            if seen.get("version") != version:
+                seen.update(version=version, since=now)
+            return bool(now - seen["since"] >= 1.5)
+
+        wait_for("the pool's status to settle", pool_quiet)
         # SIGTERM: the leader releases the Lease (update), the standby takes it (update).
         operator.stop()
         assert operator.process is not None and operator.process.returncode == 0, operator.log()

@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from respool.controller.leader import LeaderElector
 
 DEFAULT_LEADER_ELECTION_ID = "respool-leader"
+# A leader asked to stop gets this long to stop the controller and release the Lease before it
+# exits hard; below the chart's terminationGracePeriodSeconds (30), so that the exit is ours.
+SHUTDOWN_GRACE_SECONDS = 20
 
 
 def _seconds(text: str) -> float:
@@ -194,9 +197,41 @@ async def _lead_then_operate(args: argparse.Namespace, timings: Any,
             # Free the liveness port for kopf's own probe endpoint.
             await standby_probe.cleanup()
     elector.start_renewing()
+    stop_flag, ready_flag = asyncio.Event(), asyncio.Event()
+    operator = asyncio.create_task(kopf.operator(
+        standalone=True, liveness_endpoint=args.liveness, stop_flag=stop_flag,
+        ready_flag=ready_flag, **scope), name="respool-operator")
+
+    def hard_stop() -> None:
+        # The controller did not stop in time: some task may still write, so the Lease is not
+        # released (it expires; a standby takes over after the lease duration) - exit now.
+        if not operator.done():
+            logger.error("the operator did not stop within %ds of the signal; exiting without "
+                         "releasing lease %s", SHUTDOWN_GRACE_SECONDS, elector.where)
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            os._exit(1)
+
+    def on_signal(signum: signal.Signals) -> None:
+        if stop_flag.is_set():
+            return
+        logger.info("signal %s: stopping the controller, then releasing lease %s",
+                    signum.name, elector.where)
+        stop_flag.set()
+        loop.call_later(SHUTDOWN_GRACE_SECONDS, hard_stop)
+
+    async def bound_the_shutdown() -> None:
+        # kopf installs its own SIGINT/SIGTERM handlers when it starts (a graceful stop, but
+        # unbounded); once it runs, ours replace them: the same graceful stop, with a deadline.
+        await ready_flag.wait()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal, signum)
+
+    signals = asyncio.create_task(bound_the_shutdown(), name="respool-signals")
     try:
-        await kopf.operator(standalone=True, liveness_endpoint=args.liveness, **scope)
+        await operator
     finally:
+        signals.cancel()
         # kopf has stopped the controller (no write is in flight any more): hand over now.
         await elector.release()
         await elector.close()

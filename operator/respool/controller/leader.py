@@ -236,7 +236,10 @@ class LeaderElector:
     async def _attempt(self, timeout: float) -> bool:
         """One attempt with a time bound; API and network errors count as a failed attempt."""
         try:
-            return await asyncio.wait_for(self._try_acquire_or_renew(), timeout=timeout)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation
+            # that arrives as the attempt completes, and release() would wait forever.
+            async with asyncio.timeout(timeout):
+                return await self._try_acquire_or_renew()
         except TimeoutError:
             logger.warning("lease %s: no answer from the API server within %.1fs",
                            self.where, timeout)
@@ -290,8 +293,10 @@ class LeaderElector:
         return self._renewer
 
     async def _renew_loop(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             await asyncio.sleep(self.timings.retry_period)
+            if self._stopping.is_set():
+                return
             with self._lock:
                 valid_until = self._valid_until
             if valid_until is None:
@@ -362,8 +367,9 @@ class LeaderElector:
         self._stopping.set()
         if self._renewer is not None:
             self._renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewer
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                async with asyncio.timeout(self.timings.renew_deadline):
+                    await self._renewer
             self._renewer = None
         with self._lock:
             was_leading = self._valid_until is not None
@@ -372,8 +378,8 @@ class LeaderElector:
         if not was_leading:
             return
         try:
-            released = await asyncio.wait_for(self._hand_back(),
-                                              timeout=self.timings.renew_deadline)
+            async with asyncio.timeout(self.timings.renew_deadline):
+                released = await self._hand_back()
         except (TimeoutError, ApiError, OSError) as exc:
             # The standby takes over after the lease duration instead: slower, still safe.
             logger.warning("leader election: could not release lease %s (%s); a standby takes "
