@@ -356,7 +356,6 @@ def test_constraint_nesting_is_bounded() -> None:
         (("expiration",), "tomorrow", "expiration"),
         (("expiration",), "1969-12-31T23:59:59Z", "must not be before 1970-01-01T00:00:00Z"),
         (("down",), "3-1", "range '3-1' is reversed"),
-        (("resources", "execution", "R_lite", 0, "rank"), "3-0", "range '3-0' is reversed"),
         (("resources", "execution", "nodelist"), ["node[0-1]"], "names 2 hosts for 4 ranks"),
         (("resources", "execution", "nodelist"), ["node[0-9]"], "names 10 hosts for 4 ranks"),
         (("resources", "execution", "nodelist"), ["n[3-1]"], "range '3-1' is reversed"),
