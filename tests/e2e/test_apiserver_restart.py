@@ -351,3 +351,52 @@ def test_apiserver_restart_mid_burst_keeps_invariants(
     counts = _granted_counts(rk, namespace)
     # Events are posted after the commit: the outage can lose one, never duplicate one.
     assert max(counts.values(), default=0) <= 1, f"granted more than once: {dict(counts)}"
+
+
+def test_operator_started_while_apiserver_down_starts_when_it_returns(
+        control_plane: Any, fresh_operator: Any, rk: Any, namespace: str,
+        cleanup_pools: list[str]) -> None:
+    """An operator (re)started during the outage - a Pod rescheduled in a control-plane
+    upgrade - waits for the API server and starts within seconds of its return, with what
+    was granted before intact (not at kopf's next start-up retry, a minute later)."""
+    plane = restartable_plane(control_plane)
+    pool = make_pool(rk, "rd", ranks=1, cores=2)
+    cleanup_pools.append(pool)
+    one_core = {"pool": pool, "duration": "1h", "request": {"coresPerSlot": 1},
+                "nextAvailable": False}
+    rk.create(namespace, "before", one_core)
+    held = rk.wait_phase(namespace, "before", "Active")["status"]
+    fresh_operator.kill()
+    log_offset = fresh_operator.log_size()
+    failures: list[BaseException] = []
+
+    def start_operator() -> None:
+        try:
+            fresh_operator.start(timeout=SETTLE_TIMEOUT + 60)
+        except BaseException as error:
+            failures.append(error)
+
+    starter = threading.Thread(target=start_operator, daemon=True)
+
+    def while_down() -> None:
+        starter.start()
+        wait_until("the operator waiting for the API server",
+                   lambda: None if "is unavailable" in fresh_operator.log_text(log_offset)
+                   else "not logged yet", 60)
+
+    ready_at = plane.restart_apiserver(kill=True, while_down=while_down)
+    starter.join(SETTLE_TIMEOUT + 90)
+    assert not starter.is_alive() and not failures, f"the operator did not start: {failures!r}"
+    started = time.monotonic() - ready_at
+    rk.create(namespace, "after", one_core)
+    rk.wait_phase(namespace, "after", "Active", timeout=SETTLE_TIMEOUT)
+    print(f"\noperator started during the outage: ready {started:.2f}s after the API server, "
+          f"first decision {time.monotonic() - ready_at:.2f}s after it")
+    before = rk.get(namespace, "before")["status"]
+    assert before["reservationId"] == held["reservationId"]
+    assert before["allocated"] == held["allocated"]
+    assert_no_conflicting_holds(list_retrying(rk, namespace))
+    rk.create(namespace, "third", one_core)
+    third = rk.wait_for(namespace, "third", lambda o: bool((o.get("status") or {}).get("phase")),
+                        timeout=SETTLE_TIMEOUT, what="a phase")
+    assert rk.phase(third) == "Pending", "a third core was granted from a 2-core pool"

@@ -64,17 +64,8 @@ class Controller:
     async def start(self) -> None:
         """List everything, restore every pool's grants, then start the actors."""
         began = time.monotonic()
+        pools, listings = await self._initial_listing()
         self.events.start()
-        try:
-            pools = [p async for p in self.api.list_items(pool_path())]
-            listings = [(path, *await self._list(path)) for path in self._reservation_paths()]
-        except ApiError as exc:
-            if exc.not_found:
-                raise RuntimeError(
-                    "the respool CRDs are not installed in this cluster: apply crds/ first "
-                    "(kubectl apply -f crds/, or `respool crds | kubectl apply -f -`)"
-                ) from exc
-            raise
         reservations = [item for _path, items, _version in listings for item in items]
         try:
             async for node in self.api.list_items("/api/v1/nodes"):
@@ -116,6 +107,44 @@ class Controller:
         logger.info("respool controller started: %d pools, %d reservations, %d grants restored "
                     "in %.2fs", len(pools), len(reservations), restored,
                     time.monotonic() - began)
+
+    async def _initial_listing(self) -> tuple[list[dict[str, Any]],
+                                              list[tuple[str, list[dict[str, Any]], str]]]:
+        """Pools and reservations as the start-up sees them, waiting for an API server that
+        is away (an operator restarted during a control-plane upgrade starts within seconds
+        of the server's return, not at kopf's next start-up retry a minute later)."""
+        delay = WATCH_RETRY_FIRST
+        waiting_since: float | None = None
+        reminded = 0.0
+        while True:
+            try:
+                pools = [p async for p in self.api.list_items(pool_path())]
+                listings = [(path, *await self._list(path))
+                            for path in self._reservation_paths()]
+            except ApiError as exc:
+                if exc.not_found:
+                    raise RuntimeError(
+                        "the respool CRDs are not installed in this cluster: apply crds/ first "
+                        "(kubectl apply -f crds/, or `respool crds | kubectl apply -f -`)"
+                    ) from exc
+                if not exc.unavailable:
+                    raise
+                now = time.monotonic()
+                if waiting_since is None:
+                    waiting_since = reminded = now
+                    logger.warning("the API server %s is unavailable (%s); waiting for it",
+                                   self.api.server, exc)
+                elif now - reminded >= 60:
+                    reminded = now
+                    logger.warning("still waiting for the API server %s after %.0fs (%s)",
+                                   self.api.server, now - waiting_since, exc)
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, WATCH_RETRY_MAX)
+                continue
+            if waiting_since is not None:
+                logger.info("the API server answered after %.1fs", time.monotonic() -
+                            waiting_since)
+            return pools, listings
 
     async def stop(self) -> None:
         for task in self._watchers:
