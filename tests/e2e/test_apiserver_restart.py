@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import re
 import secrets
 import threading
 import time
@@ -348,6 +349,15 @@ def test_apiserver_restart_mid_burst_keeps_invariants(
 
     wait_until("ResourcesDegraded on rank 1's holders", degraded, SETTLE_TIMEOUT)
     print(f"pool change after the restart seen {time.monotonic() - ready_at:.2f}s after it")
+    log = fresh_operator.log_text()
+    assert re.search(r"watch of \S+/resourcereservations (re-listed and )?following again",
+                     log), "the reservation watch never said it was following again"
+    respool_lines = [line for line in log.splitlines() if re.match(r"\[[^]]+\] respool", line)]
+    errors = [line for line in respool_lines if "[ERROR" in line or "[CRITICAL" in line]
+    assert not errors, "the outage was logged as errors:\n" + "\n".join(errors[:20])
+    warnings = [line for line in respool_lines if "[WARNING" in line]
+    # One per broken stream, per pool and per write caught in flight - not one per attempt.
+    assert len(warnings) < 80, f"{len(warnings)} warnings:\n" + "\n".join(warnings[:40])
     counts = _granted_counts(rk, namespace)
     # Events are posted after the commit: the outage can lose one, never duplicate one.
     assert max(counts.values(), default=0) <= 1, f"granted more than once: {dict(counts)}"
