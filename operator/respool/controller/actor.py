@@ -240,8 +240,11 @@ class PoolActor:
         while True:
             timeout = self._sleep_for()
             if timeout is None or timeout > 0:
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a
+                # cancellation that arrives as the kick fires, and stop() then waits forever.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._kick.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await self._kick.wait()
             self._kick.clear()
             try:
                 await self.step()
@@ -533,7 +536,8 @@ class PoolActor:
             if self.records.get(record.uid) is record:
                 self.records.pop(record.uid, None)
                 self.wake_at.pop(record.uid, None)
-        elif isinstance(error, ApiError) and error.status in (400, 403, 422) and refused:
+        elif isinstance(error, ApiError) and refused and (error.status in (400, 403, 422)
+                                                          or error.too_large):
             # The API server refused what we wrote (a schema or RBAC problem on our side):
             # say so loudly and try again later, never in a hot loop.
             logger.error("status write for %s refused: %s; retrying in 30s", record.key, error)

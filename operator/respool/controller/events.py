@@ -55,8 +55,9 @@ class EventPoster:
             self._tasks.append(asyncio.create_task(self._work(), name=f"respool-events-{index}"))
 
     async def stop(self, drain_timeout: float = 2.0) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._queue.join(), drain_timeout)
+        with contextlib.suppress(TimeoutError):  # (asyncio.timeout: see PoolActor._run)
+            async with asyncio.timeout(drain_timeout):
+                await self._queue.join()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -35,6 +35,8 @@ MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 
 _TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+# How etcd and its gRPC client word a refusal of an object too large to store.
+_TOO_LARGE_MARKS = ("request is too large", "code = ResourceExhausted")
 # Answers that say the request was not applied (too many requests, not ready to serve).
 _NOT_APPLIED_STATUSES = frozenset({429, 503})
 
@@ -58,9 +60,22 @@ class ApiError(Exception):
         return self.status in (409, 422)
 
     @property
+    def too_large(self) -> bool:
+        """The object would exceed what the API server or etcd stores. Past etcd's request
+        limit (1.5 MiB) the answer is a 500 "etcdserver: request is too large", past the gRPC
+        message limit between them (2 MiB) a 500 "rpc error: code = ResourceExhausted ...
+        message larger than max" (both seen on the real server); either is as definite as a
+        413: the write was not applied, and repeating it can never succeed."""
+        if self.status == 413:
+            return True
+        return self.status == 500 and any(mark in self.message for mark in _TOO_LARGE_MARKS)
+
+    @property
     def unavailable(self) -> bool:
         """The API server was unreachable or failing (after the transient retries): the
         request may or may not have been applied. Anything else is a definite answer."""
+        if self.too_large:
+            return False
         return self.status == 0 or self.status in _TRANSIENT_STATUSES
 
 
@@ -160,8 +175,10 @@ class KubeApi:
                                  (time.monotonic() - began) * 1000)
                     if response.status < 400:
                         return json.loads(text) if text else {}
+                    error = _api_error(response.status, text)
                     retryable = _TRANSIENT_STATUSES if idempotent else _NOT_APPLIED_STATUSES
-                    if response.status in retryable and attempt < self._retries:
+                    if (response.status in retryable and not error.too_large
+                            and attempt < self._retries):
                         retry_after = response.headers.get("Retry-After")
                         wait = float(retry_after) if retry_after and retry_after.isdigit() else delay
                         logger.debug("%s %s: HTTP %s, retrying in %.1fs", method, path,
@@ -169,7 +186,7 @@ class KubeApi:
                         await asyncio.sleep(wait)
                         delay = min(delay * 2, 5.0)
                         continue
-                    raise _api_error(response.status, text)
+                    raise error
             except (TimeoutError, aiohttp.ClientError) as exc:
                 # Refused, reset, or cut mid-answer (an API server restarting): unknown outcome.
                 never_sent = isinstance(exc, aiohttp.ClientConnectorError)
