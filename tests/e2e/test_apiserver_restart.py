@@ -410,3 +410,41 @@ def test_operator_started_while_apiserver_down_starts_when_it_returns(
     third = rk.wait_for(namespace, "third", lambda o: bool((o.get("status") or {}).get("phase")),
                         timeout=SETTLE_TIMEOUT, what="a phase")
     assert rk.phase(third) == "Pending", "a third core was granted from a 2-core pool"
+
+
+LONG_OUTAGE = 75.0
+"""Seconds the API server stays away in the long-outage test: longer than kopf's default
+request retries (1+1+2+3+5+8+13+21 = 54 s), after which kopf escalates the error."""
+
+
+def test_a_long_outage_does_not_end_the_operator(
+        control_plane: Any, fresh_operator: Any, rk: Any, namespace: str,
+        cleanup_pools: list[str]) -> None:
+    """A control-plane upgrade can keep the API server away for minutes. The operator waits it
+    out, live and without crashing, and decides again once the server is back: a process
+    that exits instead would sit in CrashLoopBackOff well after the server's return."""
+    plane = restartable_plane(control_plane)
+    pool = make_pool(rk, "lo", ranks=1, cores=2)
+    cleanup_pools.append(pool)
+    one_core = {"pool": pool, "duration": "1h", "request": {"coresPerSlot": 1},
+                "nextAvailable": False}
+    rk.create(namespace, "before", one_core)
+    held = rk.wait_phase(namespace, "before", "Active")["status"]
+    log_offset = fresh_operator.log_size()
+    plane.restart_apiserver(kill=True, while_down=lambda: time.sleep(LONG_OUTAGE))
+    assert fresh_operator.running(), "the operator exited during the outage:\n" + (
+        fresh_operator.log_text(log_offset)[-6000:])
+    outage_log = fresh_operator.log_text(log_offset)
+    assert "Request attempt" in outage_log, "kopf's retries are not in the log: nothing was tested"
+    retries_as_errors = [line for line in outage_log.splitlines()
+                         if "ERROR" in line and "will retry" in line]
+    assert not retries_as_errors, "a retried request is a warning, not an error:\n" + "\n".join(
+        retries_as_errors[:5])
+    rk.create(namespace, "after", one_core)
+    rk.wait_phase(namespace, "after", "Active", timeout=SETTLE_TIMEOUT)
+    # kopf's watches came back too: a pool edit is seen (a rank marked down shows in status).
+    rk.patch_pool(pool, {"down": "0"})
+    rk.wait_pool(pool, lambda o: (o.get("status") or {}).get("down") == "0",
+                 timeout=SETTLE_TIMEOUT, what="the pool edit seen after the outage")
+    assert rk.get(namespace, "before")["status"]["reservationId"] == held["reservationId"]
+    assert fresh_operator.running(), fresh_operator.log_text(log_offset)[-6000:]

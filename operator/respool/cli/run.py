@@ -38,6 +38,20 @@ def _seconds(text: str) -> float:
     return value
 
 
+class RetryIsAWarning(logging.Filter):
+    """kopf logs every retried API request at ERROR. While the API server is away (an upgrade,
+    a restart) that is a stream of errors, four watches at a time, for something kopf and
+    respool recover from by themselves: a retry is a WARNING. The last attempt ("escalating")
+    stays an ERROR."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and record.name.startswith("kopf"):
+            message = record.getMessage()
+            if message.startswith("Request attempt") and "will retry" in message:
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     """Add `respool run` to the `respool` parser."""
     parser = sub.add_parser(
@@ -130,6 +144,8 @@ def run(args: argparse.Namespace) -> int:
     log_format = {"plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL,
                   "json": kopf.LogFormat.JSON}[args.log_format]
     kopf.configure(verbose=args.verbose, quiet=args.quiet, log_format=log_format)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RetryIsAWarning())
     if not args.verbose:
         # kopf logs every handler call per object; our actors log every decision instead.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
