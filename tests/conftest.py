@@ -71,12 +71,15 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     # and they are not cached yet (a cold build takes many minutes). Failures surface again,
     # as errors, in the fixture.
     needing = any(_needs_cluster(item) for item in session.items)
-    if needing and not session.config.option.collectonly and cached_bin_dir() is None:
-        print("\nrespool: building the control-plane binaries (first run only)", file=sys.stderr)
-        try:
+    if not needing or session.config.option.collectonly:
+        return
+    try:
+        if cached_bin_dir() is None:
+            print("\nrespool: building the control-plane binaries (first run only)",
+                  file=sys.stderr)
             ensure_binaries()
-        except DevClusterError as error:
-            print(f"respool: {error}", file=sys.stderr)
+    except DevClusterError as error:  # e.g. a bad RESPOOL_ETCD_SOURCE: one clear line
+        print(f"respool: {error}", file=sys.stderr)
 
 
 def _external_cluster(path_text: str) -> Cluster:

@@ -369,17 +369,23 @@ current-context: {quote(self.name)}
 
     def _stop_process(self, pid: int, marker: str, name: str, grace: float = 15.0) -> None:
         process = self._processes.pop(name, None)
-        if not pid_alive(pid, marker):
+        if process is not None and process.pid != pid:
+            process = None  # not the process the state names: judge that one by its pid
+
+        def running() -> bool:
+            # Our own child: poll() is exact, even right after exec, when /proc/<pid>/cmdline
+            # can still read empty and pid_alive() would wrongly say it is gone.
             if process is not None:
-                process.poll()
+                return process.poll() is None
+            return pid_alive(pid, marker)
+
+        if not running():
             return
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
-            if process is not None and process.poll() is not None:
-                return
-            if not pid_alive(pid, marker):
+            if not running():
                 return
             time.sleep(0.1)
         with contextlib.suppress(ProcessLookupError):
