@@ -20,7 +20,7 @@ import re
 import secrets
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -28,8 +28,9 @@ import pytest
 import urllib3
 from kubernetes.client.rest import ApiException
 
+from e2e.invariants import assert_no_conflicting_holds
 from e2e.test_restart import _granted_counts, _ids
-from respool.api import format_time, parse_time
+from respool.api import format_time
 from respool.devcluster import ControlPlane
 from respool.pool import IDset
 
@@ -94,27 +95,6 @@ def list_retrying(rk: Any, namespace: str, timeout: float = 60.0) -> list[dict[s
                 raise
         time.sleep(0.2)
 
-
-def assert_no_conflicting_holds(items: list[dict[str, Any]]) -> None:
-    """Invariant 1 on what the API server holds: a core held by an exclusive reservation is
-    held by no other reservation of its pool in overlapping time (shared may overlap shared)."""
-    holds: dict[tuple[str, int, int], list[tuple[float, float, str, str]]] = defaultdict(list)
-    for obj in items:
-        status = obj.get("status") or {}
-        if status.get("phase") not in HOLDING:
-            continue
-        start, end = parse_time(status["startTime"]), parse_time(status["endTime"])
-        mode = obj["spec"].get("mode", "exclusive")
-        for entry in status["allocated"]["R"]["execution"]["R_lite"]:
-            for rank in IDset(entry["rank"]):
-                for core in IDset(entry["children"]["core"]):
-                    key = (obj["spec"]["pool"], rank, core)
-                    holds[key].append((start, end, mode, obj["metadata"]["name"]))
-    for key, windows in holds.items():
-        for (s1, e1, m1, n1), (s2, e2, m2, n2) in itertools.combinations(windows, 2):
-            if s1 < e2 and s2 < e1 and "exclusive" in (m1, m2):
-                raise AssertionError(f"core {key} held by {n1} ({m1}, [{s1}, {e1})) and by "
-                                     f"{n2} ({m2}, [{s2}, {e2}))")
 
 
 def wait_until(what: str, check: Callable[[], str | None], timeout: float) -> None:

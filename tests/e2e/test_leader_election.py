@@ -13,7 +13,6 @@ Lease timings are short (flags) to keep the tests quick; every wait is generous.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import re
 import secrets
@@ -32,8 +31,7 @@ import pytest
 import yaml
 from tests.e2e.conftest import READY_MARKER, OperatorProcess
 
-from respool.api import parse_time
-from respool.pool import IDset
+from e2e.invariants import assert_no_conflicting_holds
 
 SETTLED = {"Active", "Scheduled"}
 STANDBY_MARKER = "leader election: standing by"
@@ -205,22 +203,6 @@ def _holds(items: list[dict[str, Any]]) -> dict[str, tuple[str, str, str]]:
     return out
 
 
-def _assert_no_core_granted_twice(items: list[dict[str, Any]]) -> None:
-    holds: dict[tuple[int, int], list[tuple[float, float, str]]] = defaultdict(list)
-    for obj in items:
-        status = obj.get("status") or {}
-        if status.get("phase") not in SETTLED:
-            continue
-        start, end = parse_time(status["startTime"]), parse_time(status["endTime"])
-        for entry in status["allocated"]["R"]["execution"]["R_lite"]:
-            for rank in IDset(entry["rank"]):
-                for core in IDset(entry["children"]["core"]):
-                    holds[(rank, core)].append((start, end, obj["metadata"]["name"]))
-    for key, windows in holds.items():
-        windows.sort()
-        for (_s1, e1, n1), (s2, _e2, n2) in itertools.pairwise(windows):
-            assert s2 >= e1, f"core {key} granted to both {n1} and {n2}"
-
 
 def test_standby_is_idle_and_takes_over_a_killed_leader_mid_burst(
         candidates: Replicas, rk: Any, namespace: str) -> None:
@@ -255,7 +237,7 @@ def test_standby_is_idle_and_takes_over_a_killed_leader_mid_burst(
     standby.wait_log(READY_MARKER)  # the lease expired: the standby leads now
     print(f"kill -9 -> standby leads {time.monotonic() - killed:.1f}s (lease duration 10s)")
     items = _settled(rk, namespace, len(names))
-    _assert_no_core_granted_twice(items)
+    assert_no_conflicting_holds(items)
     after = _holds(items)
     for name, held in before.items():
         assert after[name] == held, f"{name}: held {held} before the takeover, {after[name]} after"
@@ -303,7 +285,7 @@ def test_sigterm_releases_the_lease_so_the_standby_takes_over_at_once(
     again = rk.get(namespace, "first")
     assert again["status"]["reservationId"] == first["status"]["reservationId"]
     assert second["status"]["reservationId"] != first["status"]["reservationId"]
-    _assert_no_core_granted_twice([again, second])
+    assert_no_conflicting_holds([again, second])
 
 
 def _usurp(rk: Any, namespace: str, name: str) -> str:
@@ -477,4 +459,4 @@ def test_a_leader_cut_off_from_the_api_server_exits_before_the_standby_leads(
     after = rk.wait_phase(namespace, "after", "Active", timeout=60)
     assert rk.get(namespace, "before")["status"]["reservationId"] == \
         before["status"]["reservationId"]
-    _assert_no_core_granted_twice([rk.get(namespace, "before"), after])
+    assert_no_conflicting_holds([rk.get(namespace, "before"), after])

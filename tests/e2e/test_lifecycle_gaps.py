@@ -5,18 +5,16 @@ operator is down, and a pool's expiration lowered below granted windows."""
 from __future__ import annotations
 
 import contextlib
-import itertools
 import math
 import secrets
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
+from e2e.invariants import assert_no_conflicting_holds
 from respool.api import format_time, parse_time
-from respool.pool import IDset
 
 
 def R(ranks: str, hosts: str, cores: str = "0-3") -> dict[str, Any]:
@@ -62,23 +60,6 @@ def _settled(obj: dict[str, Any]) -> bool:
     status = obj.get("status") or {}
     return status.get("observedGeneration") == obj["metadata"]["generation"]
 
-
-def _assert_no_core_booked_twice(items: list[dict[str, Any]]) -> None:
-    """Invariant 1 on what the API server holds: exclusive holds never overlap in time."""
-    holds: dict[tuple[int, int], list[tuple[float, float, str]]] = defaultdict(list)
-    for obj in items:
-        status = obj.get("status") or {}
-        if status.get("phase") not in ("Active", "Scheduled"):
-            continue
-        start, end = parse_time(status["startTime"]), parse_time(status["endTime"])
-        for entry in status["allocated"]["R"]["execution"]["R_lite"]:
-            for rank in IDset(entry["rank"]):
-                for core in IDset(entry["children"]["core"]):
-                    holds[(rank, core)].append((start, end, obj["metadata"]["name"]))
-    for key, windows in holds.items():
-        windows.sort()
-        for (_s1, e1, n1), (s2, _e2, n2) in itertools.pairwise(windows):
-            assert s2 >= e1, f"core {key} booked by {n1} until {e1} and by {n2} from {s2}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -167,7 +148,7 @@ def test_spec_edited_while_operator_down_is_replanned_on_restart(
     other = rk.get(namespace, "other")
     assert other["status"]["phase"] == "Scheduled"
     assert other["status"]["startTime"] == format_time(base + 2 * 3600)
-    _assert_no_core_booked_twice(rk.list(namespace))
+    assert_no_conflicting_holds(rk.list(namespace))
 
 
 def test_lowered_pool_expiration_cuts_active_and_fails_scheduled_past_it(
@@ -247,6 +228,6 @@ def test_expiration_lowered_while_operator_down_is_applied_on_restart(
     assert rk.condition(long, "Shortened")["reason"] == "PoolExpired"  # type: ignore[index]
     later = rk.wait_phase(namespace, "later", "Failed", timeout=30)
     assert rk.condition(later, "Stalled")["reason"] == "PoolExpired"  # type: ignore[index]
-    _assert_no_core_booked_twice(rk.list(namespace))
+    assert_no_conflicting_holds(rk.list(namespace))
     # Exactly one Granted Event for the restored grant: cutting it is not a new grant.
     assert sum(1 for e in rk.events(namespace, "long") if e.reason == "Granted") == 1

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
 import secrets
 import threading
 import time
 from collections import defaultdict
 from typing import Any
 
-from respool.api import parse_time
-from respool.pool import IDset
+from e2e.invariants import assert_no_conflicting_holds
 
 SETTLED = {"Active", "Scheduled"}
 
@@ -52,23 +50,6 @@ def _wait_settled(rk: Any, namespace: str, count: int, timeout: float = 60) -> l
     raise AssertionError(f"not settled in {timeout}s: {dict(phases)} of {count}")
 
 
-def _assert_no_core_granted_twice(items: list[dict[str, Any]]) -> None:
-    """Invariant 1 on what the API server holds: exclusive holds never overlap in time."""
-    holds: dict[tuple[int, int], list[tuple[float, float, str]]] = defaultdict(list)
-    for obj in items:
-        st = obj.get("status") or {}
-        if st.get("phase") not in SETTLED:
-            continue
-        start, end = parse_time(st["startTime"]), parse_time(st["endTime"])
-        for entry in st["allocated"]["R"]["execution"]["R_lite"]:
-            for rank in IDset(entry["rank"]):
-                for core in IDset(entry["children"]["core"]):
-                    holds[(rank, core)].append((start, end, obj["metadata"]["name"]))
-    for key, windows in holds.items():
-        windows.sort()
-        for (s1, e1, n1), (s2, _e2, n2) in itertools.pairwise(windows):
-            assert s2 >= e1, f"core {key} granted to {n1} [{s1},{e1}) and {n2} from {s2}"
-
 
 def _ids(items: list[dict[str, Any]]) -> dict[str, tuple[str | None, str | None, str | None]]:
     out = {}
@@ -106,7 +87,7 @@ def test_sigkill_mid_burst_then_restart(fresh_operator: Any, rk: Any,
     assert before, "nothing was granted before the kill"
     fresh_operator.start()
     items = _wait_settled(rk, namespace, len(names))
-    _assert_no_core_granted_twice(items)
+    assert_no_conflicting_holds(items)
     after = _ids(items)
     for name, held in before.items():
         assert after[name] == held, f"{name}: held {held} before the restart, {after[name]} after"
@@ -135,7 +116,7 @@ def test_repeated_kills_keep_invariants(fresh_operator: Any, rk: Any,
         fresh_operator.start()
     thread.join(60)
     items = _wait_settled(rk, namespace, len(names))
-    _assert_no_core_granted_twice(items)
+    assert_no_conflicting_holds(items)
     active = [o for o in items if o["status"]["phase"] == "Active"]
     assert len(active) == 16
     time.sleep(2)

@@ -35,12 +35,8 @@ from typing import Any
 import pytest
 from kubernetes.client.rest import ApiException
 
-from e2e.test_apiserver_restart import (
-    assert_no_conflicting_holds,
-    make_pool,
-    pool_summary_agrees,
-    wait_until,
-)
+from e2e.invariants import assert_no_conflicting_holds
+from e2e.test_apiserver_restart import make_pool, pool_summary_agrees, wait_until
 
 pytestmark = pytest.mark.timeout(300)
 
