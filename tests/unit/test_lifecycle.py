@@ -182,6 +182,12 @@ def test_manual_late_claims_end_in_retry_exceeded() -> None:
     assert p.bookings() == []
 
 
+def capacity_changes(p: Planner) -> None:
+    """What a release or a rank coming back does to the planner: its generation moves on."""
+    p.mark_down("1")
+    p.mark_up("1")
+
+
 def test_retry_exceeded_after_max_retry_failed_attempts() -> None:
     p, ctx = planner(), pool()
     apply(rsv({"request": {"nodes": 2, "coresPerSlot": 4}}), ctx, p, T0)
@@ -189,10 +195,38 @@ def test_retry_exceeded_after_max_retry_failed_attempts() -> None:
     for attempt in (1, 2):
         apply(r, ctx, p, T0 + attempt)
         assert r.status["phase"] == "Pending" and r.status["retryCount"] == attempt
+        capacity_changes(p)
     outcome = apply(r, ctx, p, T0 + 3)
     assert r.status["phase"] == "Failed"
     assert condition(r, "Stalled")["reason"] == "RetryExceeded"
     assert [e.type for e in outcome.events] == ["Warning"]
+
+
+def test_only_an_attempt_that_could_have_another_answer_counts_a_retry() -> None:
+    p, ctx = planner(), pool()
+    apply(rsv({"request": {"nodes": 2, "coresPerSlot": 4}}), ctx, p, T0)
+    r = rsv({"nextAvailable": False, "maxRetry": 2})
+    apply(r, ctx, p, T0)
+    assert r.status["retryCount"] == 1  # the first attempt counts
+    # Asked again with nothing changed (a pool policy or label edit, a config edit of the
+    # reservation): the same answer, not a retry - else edits alone would reach maxRetry.
+    for later in range(1, 6):
+        apply(r, ctx, p, T0 + later)
+        assert r.status["phase"] == "Pending" and r.status["retryCount"] == 1
+    # After an operator restart the reservation is rebuilt from its status: not a retry either.
+    restored = Reservation(uid=r.uid, namespace=r.namespace, name=r.name, generation=1,
+                           spec=r.spec, status=r.status)
+    apply(restored, ctx, p, T0 + 10)
+    assert restored.status["phase"] == "Pending" and restored.status["retryCount"] == 1
+    # What was asked changed (the window): a new attempt, counted.
+    restored.spec = {**restored.spec, "duration": "2h"}
+    apply(restored, ctx, p, T0 + 11)
+    assert restored.status["retryCount"] == 2
+    # Capacity changed: counted, and past maxRetry it fails.
+    capacity_changes(p)
+    apply(restored, ctx, p, T0 + 12)
+    assert restored.status["phase"] == "Failed"
+    assert condition(restored, "Stalled")["reason"] == "RetryExceeded"
 
 
 def test_max_wait_exceeded() -> None:

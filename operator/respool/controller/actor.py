@@ -73,6 +73,7 @@ class _Pending:
     after: Booking | None
     outcome: Outcome
     planned_key_before: str | None
+    failed_attempt_before: tuple[int, int, str] | None
     generation: int  # of the spec decided on: the write commits only if it is still current
 
 
@@ -361,6 +362,7 @@ class PoolActor:
             planner = self.planner
             before = planner.get(record.uid) if planner is not None else None
             planned_before = record.planned_key
+            failed_attempt_before = record.failed_attempt
             generation = record.generation
             started = time.perf_counter()
             try:
@@ -378,7 +380,8 @@ class PoolActor:
                 self.wake_at.pop(record.uid, None)
             if canonical(outcome.status) == record.status_text and not outcome.events:
                 continue  # nothing to commit
-            pending = _Pending(record, before, after, outcome, planned_before, generation)
+            pending = _Pending(record, before, after, outcome, planned_before,
+                               failed_attempt_before, generation)
             if _frees(before, after):
                 # Commit before any later decision may be given what this one freed, so that
                 # a failed write can restore exactly what was held.
@@ -549,6 +552,7 @@ class PoolActor:
     def _rollback(self, pending: _Pending) -> None:
         planner, record = self.planner, pending.rsv
         record.planned_key = pending.planned_key_before
+        record.failed_attempt = pending.failed_attempt_before
         if planner is None:
             return
         if planner.get(record.uid) is not None:

@@ -87,9 +87,9 @@ class Reservation:
     10,000 reservations, nested dicts would be most of the operator's memory. The few fields
     that hot loops read are kept beside them."""
 
-    __slots__ = ("_spec", "_status", "allocated_ranks", "created", "deleting", "finalizers",
-                 "first_request", "generation", "has_finalizer", "name", "namespace", "phase",
-                 "planned_key", "resource_version", "uid")
+    __slots__ = ("_spec", "_status", "allocated_ranks", "created", "deleting", "failed_attempt",
+                 "finalizers", "first_request", "generation", "has_finalizer", "name",
+                 "namespace", "phase", "planned_key", "resource_version", "uid")
 
     def __init__(self, uid: str, namespace: str, name: str, generation: int,
                  spec: Mapping[str, Any], status: Mapping[str, Any], created: float = 0.0,
@@ -109,6 +109,10 @@ class Reservation:
         # restart it is unknown: the held booking is trusted if status.observedGeneration is
         # the object's generation, else the spec changed meanwhile and the window is re-planned.
         self.planned_key = planned_key
+        # What the last failed attempt saw (memory only): the planner, its generation and the
+        # spec's plan key. An attempt that sees the same again cannot have another answer and
+        # is not counted as a retry (see Decision._counts_as_retry).
+        self.failed_attempt: tuple[int, int, str] | None = None
         self.spec = spec
         self.status = status
 
@@ -680,6 +684,22 @@ class _Decider:
 
     # -- Pending: find a window --------------------------------------------------------------
 
+    def _counts_as_retry(self, spec: ParsedSpec) -> bool:
+        """Whether this failed attempt is a retry to count (DESIGN §2: retried when capacity
+        changes, each failed attempt counts). It is one when the pool's capacity or topology
+        (the planner and its generation) or what was asked (the spec's plan key) changed since
+        the last failed attempt - not when the same question is asked again because the pool's
+        policy or labels were edited, the reservation's config or labels changed, or the
+        operator restarted: those would otherwise use up maxRetry with nothing retried."""
+        assert self.planner is not None
+        seen = (id(self.planner), self.planner.generation, spec.plan_key)
+        last, self.rsv.failed_attempt = self.rsv.failed_attempt, seen
+        if last is None:
+            # First attempt in this process: it counts, unless the reservation was already
+            # Pending before (its attempt was counted then, and a restart changes nothing).
+            return self.old_phase != PENDING
+        return last != seen
+
     def _plan(self, spec: ParsedSpec, request: Any, length: float, count_retry: bool) -> Outcome:
         assert self.planner is not None
         planner, uid, now = self.planner, self.rsv.uid, self.now
@@ -725,7 +745,8 @@ class _Decider:
             "availStart": _fmt(earliest),
             "availEnd": _fmt(None if earliest is None else earliest + length),
         }
-        retries = int(self.status.get("retryCount") or 0) + (1 if count_retry else 0)
+        counted = count_retry and self._counts_as_retry(spec)
+        retries = int(self.status.get("retryCount") or 0) + (1 if counted else 0)
         self.status["retryCount"] = retries
         self.status["nextAvailable"] = next_available
         if retries > spec.max_retry:
