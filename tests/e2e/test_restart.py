@@ -143,3 +143,37 @@ def test_deleted_while_down_is_released_on_restart(fresh_operator: Any,
     while rk.exists(namespace, "holder") and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not rk.exists(namespace, "holder")
+
+
+def test_restarts_and_edits_do_not_use_up_max_retry(fresh_operator: Any,
+                                                    rk: Any, namespace: str) -> None:
+    """A waiting reservation is retried when capacity changes; asking it again after an
+    operator restart or an edit that changes nothing it depends on is not a retry."""
+    pool = _pool(rk, ranks=1, cores=4)
+    whole = {"request": {"nodes": 1, "coresPerSlot": 4}, "duration": "1h"}
+    rk.create(namespace, "holder", {"pool": pool, **whole})
+    rk.wait_phase(namespace, "holder", "Active")
+    rk.create(namespace, "waiter", {"pool": pool, **whole, "nextAvailable": False,
+                                    "maxRetry": 1})
+    waiting = rk.wait_phase(namespace, "waiter", "Pending")
+    assert waiting["status"]["retryCount"] == 1
+    for round_ in range(2):
+        fresh_operator.kill()
+        fresh_operator.start()
+        # The pool's policy edited (its generation moves on; its capacity does not) and the
+        # reservation's config edited (its generation moves on; its request does not).
+        rk.patch_pool(pool, {"policy": {"claimTimeout": f"{5 + round_}m"}})
+        rk.patch(namespace, "waiter", {"config": {"round": round_}})
+        rk.wait_for(namespace, "waiter",
+                    lambda o: o["status"].get("observedGeneration") == o["metadata"]["generation"],
+                    what="the config edit observed")
+    rk.wait_pool(pool, lambda o: (o.get("status") or {}).get("observedGeneration")
+                 == o["metadata"]["generation"], what="the policy edit observed")
+    still = rk.get(namespace, "waiter")["status"]
+    assert still["phase"] == "Pending" and still["retryCount"] == 1, still
+    rk.delete(namespace, "holder")
+    rk.wait_phase(namespace, "waiter", "Active")
+    # Never failed on the way (a config edit would have restarted a Failed one from scratch,
+    # so the phase alone does not tell): its Events, posted right after each commit, do.
+    reasons = [e.reason for e in rk.events(namespace, "waiter")]
+    assert "RetryExceeded" not in reasons, reasons
