@@ -78,7 +78,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.peering.standalone = True
     settings.networking.connect_timeout = 10
     settings.networking.request_timeout = 60
-    api = KubeApi(connection_info(settings))
+    api = KubeApi(connection_info(settings), relogin=lambda: connection_info(settings))
     ctl = Controller(api, namespaces=OPTIONS.namespaces,
                      pool_status_interval=OPTIONS.pool_status_interval)
     try:

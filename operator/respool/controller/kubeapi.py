@@ -17,7 +17,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -35,6 +35,8 @@ MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 
 _TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+RETIRED_SESSION_GRACE = 60.0
+"""Seconds a session replaced after a 401 stays open for the requests still using it."""
 # How etcd and its gRPC client word a refusal of an object too large to store.
 _TOO_LARGE_MARKS = ("request is too large", "code = ResourceExhausted")
 # Answers that say the request was not applied (too many requests, not ready to serve).
@@ -111,14 +113,19 @@ class KubeApi:
         max_connections: int = 64,
         timeout: float = 30.0,
         retries: int = 4,
+        relogin: Callable[[], kopf.ConnectionInfo] | None = None,
     ) -> None:
         self.server = info.server.rstrip("/")
+        # Reads the credentials again (a service-account token is rotated in place by the
+        # kubelet; a kubeconfig may be refreshed): used once per request answered 401.
+        self._relogin = relogin
         self.default_namespace = info.default_namespace or "default"
         self._info = info
         self._max_connections = max_connections
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._retries = retries
         self._session: aiohttp.ClientSession | None = None
+        self._retired: set[aiohttp.ClientSession] = set()  # replaced by log_in_again
         # Requests beyond this many wait here, before their timeout starts (aiohttp would
         # count the wait for a pooled connection against the request's timeout).
         self._slots = asyncio.Semaphore(max_connections)
@@ -142,6 +149,42 @@ class KubeApi:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        for retired in list(self._retired):
+            await self._close_retired(retired)
+
+    async def _close_retired(self, session: aiohttp.ClientSession) -> None:
+        self._retired.discard(session)
+        await session.close()
+
+    async def log_in_again(self, rejected: kopf.ConnectionInfo | None = None) -> bool:
+        """After a 401 on the credentials `rejected` (default: the current ones): take fresh
+        credentials (if this client knows how) and a new session. False when it cannot, or
+        they are what they were (no point retrying). True at once when another request has
+        already replaced the rejected credentials (many requests meet a rotation together)."""
+        if rejected is not None and rejected is not self._info:
+            return True
+        if self._relogin is None:
+            return False
+        try:
+            info = self._relogin()
+        except Exception as exc:  # kopf.LoginError, unreadable files: keep the old ones
+            logger.warning("logging in again after a 401 failed: %s", exc)
+            return False
+        if info.server.rstrip("/") != self.server:
+            logger.warning("new credentials name another API server (%s); not switching", info.server)
+            return False
+        changed = info != self._info
+        self._info = info
+        # The next request opens a session with the new credentials; requests still in flight
+        # finish on the old one, closed once they have had time to (or by close()).
+        retired, self._session = self._session, None
+        if retired is not None:
+            self._retired.add(retired)
+            asyncio.get_running_loop().call_later(
+                RETIRED_SESSION_GRACE, lambda: asyncio.ensure_future(self._close_retired(retired)))
+        if changed:
+            logger.info("API server answered 401: logged in again with fresh credentials")
+        return changed
 
     async def request(
         self,
@@ -158,14 +201,23 @@ class KubeApi:
         `idempotent=False` (a POST with a generated name): retried only when the server surely
         did not apply it (no connection, 429, 503) - resending one whose answer was lost would
         create a second object."""
-        session = self._ensure_session()
         url = self.server + path
         if params:
             url += "?" + urlencode(params)
         data = None if body is None else json.dumps(body, separators=(",", ":"))
         headers = {"Content-Type": content_type} if data is not None else None
         delay = 0.2
+        credentials = self._info
+        unauthorized: ApiError | None = None  # the first 401: log in again, once
+        log_in_first = False
         for attempt in range(self._retries + 1):
+            if log_in_first:
+                log_in_first = False
+                if not await self.log_in_again(credentials):
+                    assert unauthorized is not None
+                    raise unauthorized
+                credentials = self._info
+            session = self._ensure_session()  # a new one after anyone's log_in_again
             began = time.monotonic()
             try:
                 async with self._slots, session.request(method, url, data=data,
@@ -175,6 +227,11 @@ class KubeApi:
                                  (time.monotonic() - began) * 1000)
                     if response.status < 400:
                         return json.loads(text) if text else {}
+                    if response.status == 401 and unauthorized is None and attempt < self._retries:
+                        # Not applied (authentication comes first): safe to send again.
+                        unauthorized = _api_error(response.status, text)
+                        log_in_first = True
+                        continue
                     error = _api_error(response.status, text)
                     retryable = _TRANSIENT_STATUSES if idempotent else _NOT_APPLIED_STATUSES
                     if (response.status in retryable and not error.too_large
@@ -252,23 +309,30 @@ async def watch_events(
               "timeoutSeconds": str(timeout_seconds)}
     url = f"{api.server}{path}?{urlencode(params)}"
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=timeout_seconds + 30)
+    failure: ApiError | None = None
     async with session.get(url, timeout=timeout) as response:
         if response.status == 410:
             raise WatchExpired(path)
         if response.status >= 400:
-            raise _api_error(response.status, await response.text())
-        buffer = b""
-        async for chunk in response.content.iter_any():
-            buffer += chunk
-            while b"\n" in buffer:
-                line, buffer = buffer.split(b"\n", 1)
-                if not line.strip():
-                    continue
-                event = json.loads(line)
-                if event.get("type") == "ERROR":
-                    status = event.get("object") or {}
-                    if status.get("code") == 410:
-                        raise WatchExpired(path)
-                    raise ApiError(int(status.get("code") or 500), str(status.get("message")),
-                                   str(status.get("reason") or ""))
-                yield event
+            failure = _api_error(response.status, await response.text())
+        else:
+            buffer = b""
+            async for chunk in response.content.iter_any():
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    if event.get("type") == "ERROR":
+                        status = event.get("object") or {}
+                        if status.get("code") == 410:
+                            raise WatchExpired(path)
+                        raise ApiError(int(status.get("code") or 500),
+                                       str(status.get("message")), str(status.get("reason") or ""))
+                    yield event
+    if failure is not None:
+        if failure.status == 401:
+            # The caller reconnects after an error: let it do so with fresh credentials.
+            await api.log_in_again()
+        raise failure
