@@ -208,15 +208,8 @@ class KubeApi:
         headers = {"Content-Type": content_type} if data is not None else None
         delay = 0.2
         credentials = self._info
-        unauthorized: ApiError | None = None  # the first 401: log in again, once
-        log_in_first = False
+        logged_in_again = False  # after the first 401, once
         for attempt in range(self._retries + 1):
-            if log_in_first:
-                log_in_first = False
-                if not await self.log_in_again(credentials):
-                    assert unauthorized is not None
-                    raise unauthorized
-                credentials = self._info
             session = self._ensure_session()  # a new one after anyone's log_in_again
             began = time.monotonic()
             try:
@@ -227,11 +220,13 @@ class KubeApi:
                                  (time.monotonic() - began) * 1000)
                     if response.status < 400:
                         return json.loads(text) if text else {}
-                    if response.status == 401 and unauthorized is None and attempt < self._retries:
+                    if (response.status == 401 and not logged_in_again
+                            and attempt < self._retries):
                         # Not applied (authentication comes first): safe to send again.
-                        unauthorized = _api_error(response.status, text)
-                        log_in_first = True
-                        continue
+                        logged_in_again = True
+                        if await self.log_in_again(credentials):
+                            credentials = self._info
+                            continue
                     error = _api_error(response.status, text)
                     retryable = _TRANSIENT_STATUSES if idempotent else _NOT_APPLIED_STATUSES
                     if (response.status in retryable and not error.too_large
@@ -309,30 +304,26 @@ async def watch_events(
               "timeoutSeconds": str(timeout_seconds)}
     url = f"{api.server}{path}?{urlencode(params)}"
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=timeout_seconds + 30)
-    failure: ApiError | None = None
     async with session.get(url, timeout=timeout) as response:
         if response.status == 410:
             raise WatchExpired(path)
-        if response.status >= 400:
-            failure = _api_error(response.status, await response.text())
-        else:
-            buffer = b""
-            async for chunk in response.content.iter_any():
-                buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    if not line.strip():
-                        continue
-                    event = json.loads(line)
-                    if event.get("type") == "ERROR":
-                        status = event.get("object") or {}
-                        if status.get("code") == 410:
-                            raise WatchExpired(path)
-                        raise ApiError(int(status.get("code") or 500),
-                                       str(status.get("message")), str(status.get("reason") or ""))
-                    yield event
-    if failure is not None:
-        if failure.status == 401:
+        if response.status == 401:
             # The caller reconnects after an error: let it do so with fresh credentials.
             await api.log_in_again()
-        raise failure
+        if response.status >= 400:
+            raise _api_error(response.status, await response.text())
+        buffer = b""
+        async for chunk in response.content.iter_any():
+            buffer += chunk
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                if event.get("type") == "ERROR":
+                    status = event.get("object") or {}
+                    if status.get("code") == 410:
+                        raise WatchExpired(path)
+                    raise ApiError(int(status.get("code") or 500), str(status.get("message")),
+                                   str(status.get("reason") or ""))
+                yield event
