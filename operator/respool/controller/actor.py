@@ -118,6 +118,7 @@ class PoolActor:
         self._pool_finalizer_added = False
         self._pool_events = 0
         self._pool_lookup_after = 0.0
+        self._confirm_gone = False  # missing from kopf's first listing: ask the server
         self._pool_status_failures = 0
 
     # -- inputs (called from watch handlers; never block) ------------------------------------
@@ -281,8 +282,28 @@ class PoolActor:
         if self._pool_events == events_before and self.pool_raw is None:
             self.pool_event(raw)
 
+    def suspect_deleted(self) -> None:
+        """The pool was missing from kopf's first listing of pools: deleted before it, or
+        created after it (kopf's ADDED event is then still on its way). Ask the API server
+        before forgetting it: forgetting a live pool would fail its Active holders."""
+        self._confirm_gone = True
+        self.kick()
+
+    async def _forget_pool_if_gone(self) -> None:
+        self._confirm_gone = False
+        events_before = self._pool_events
+        try:
+            await self.ctl.api.get(pool_path(self.name))
+        except ApiError as exc:
+            if not exc.not_found:
+                logger.warning("pool %s: cannot read it: %s", self.name, exc)
+            elif self._pool_events == events_before:
+                self.pool_event(None)
+
     async def step(self) -> None:
         now = float(math.floor(time.time()))
+        if self._confirm_gone:
+            await self._forget_pool_if_gone()
         if (self.pool_raw is None and self.dirty and self.name
                 and time.monotonic() >= self._pool_lookup_after):
             await self._look_up_pool()

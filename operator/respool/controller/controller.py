@@ -303,14 +303,16 @@ class Controller:
 
     def prune(self, pool_names: Iterable[str]) -> None:
         """Once kopf's first listing of pools is complete: drop pools deleted between our
-        listing and kopf's (no DELETED event would ever tell us)."""
+        listing and kopf's (no DELETED event would ever tell us). A pool missing from kopf's
+        listing may also be one created after it (a reservation's actor looked it up), so
+        each actor confirms with the API server before it forgets its pool."""
         if self._pruned:
             return
         self._pruned = True
         live_pools = set(pool_names)
         for name, actor in self.actors.items():
             if actor.pool_raw is not None and name not in live_pools:
-                actor.pool_event(None)
+                actor.suspect_deleted()
 
     def _note_node(self, node: dict[str, Any]) -> None:
         name = (node.get("metadata") or {}).get("name")
