@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
 # The README's run command: from a fresh clone, set everything up and run respool on the
-# embedded local control plane.
+# embedded local cluster (control plane, controller-manager, scheduler, and kwok simulating
+# the Nodes the example pools name).
 #
 #   bash scripts/demo.sh
 #
-# It leaves the control plane running so you can look around with kubectl; stop it with
-# `.venv/bin/respool dev down`.
+# Safe to run again: it reuses the running cluster, replaces the operator a previous run
+# started, and re-applies the examples. It leaves everything running so you can look around
+# with kubectl; stop it all with `.venv/bin/respool dev down`.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 
 respool_setup
 
-say "starting the local control plane (respool dev up)"
-"$VENV_BIN/respool" dev up
+# The example pools' hosts (manifests/examples/01-pool-rack-a.yaml and 02-pool-gpu-lab.yaml),
+# as simulated Nodes: kwok keeps them Ready, so the pools' trackNodes sees them, and Pods
+# scheduled onto them run.
+DEMO_NODES=(--node 'rack-a-n[0-3]' --node 'lab-cpu[1-2]' --node 'lab-gpu[1-2]')
+say "starting the local cluster with simulated Nodes (respool dev up ${DEMO_NODES[*]})"
+"$VENV_BIN/respool" dev up "${DEMO_NODES[@]}"
 KUBECONFIG="$("$VENV_BIN/respool" dev kubeconfig)"
 PATH="$RESPOOL_BIN_DIR_BUILT:$VENV_BIN:$PATH"
 export KUBECONFIG PATH
@@ -37,11 +43,23 @@ after_control_plane() {
     kubectl wait --for=condition=Established --timeout=60s \
         crd/resourcepools.respool.io crd/resourcereservations.respool.io >/dev/null
 
-    # One operator per cluster: stop the one a previous demo started (by its pid), if alive.
-    if [ -f "$OPERATOR_PID_FILE" ] && kill -0 "$(cat "$OPERATOR_PID_FILE")" 2>/dev/null; then
-        say "stopping the operator a previous demo started (pid $(cat "$OPERATOR_PID_FILE"))"
-        kill "$(cat "$OPERATOR_PID_FILE")"
-        for _ in $(seq 50); do kill -0 "$(cat "$OPERATOR_PID_FILE")" 2>/dev/null || break; sleep 0.2; done
+    # One operator per cluster: stop the one a previous demo started (by its pid), if alive,
+    # and make sure it is gone before the next one binds the same metrics port: it gets 30 s
+    # to stop (a loaded machine can take long), then SIGKILL.
+    if [ -f "$OPERATOR_PID_FILE" ]; then
+        local previous
+        previous="$(cat "$OPERATOR_PID_FILE")"
+        if kill -0 "$previous" 2>/dev/null && grep -qa "respool" "/proc/$previous/cmdline" 2>/dev/null; then
+            say "stopping the operator a previous demo started (pid $previous)"
+            kill "$previous" 2>/dev/null || true
+            for _ in $(seq 150); do kill -0 "$previous" 2>/dev/null || break; sleep 0.2; done
+            if kill -0 "$previous" 2>/dev/null; then
+                say "it did not stop within 30 s; killing it"
+                kill -9 "$previous" 2>/dev/null || true
+                for _ in $(seq 50); do kill -0 "$previous" 2>/dev/null || break; sleep 0.2; done
+            fi
+        fi
+        rm -f "$OPERATOR_PID_FILE"
     fi
     say "starting the operator (respool run), logging to $OPERATOR_LOG"
     mkdir -p "$OPERATOR_DIR"
@@ -59,7 +77,19 @@ after_control_plane() {
     say "applying the examples (manifests/examples/)"
     kubectl apply -f "$REPO_ROOT/manifests/examples/00-namespaces.yaml" >/dev/null
     kubectl apply -f "$REPO_ROOT/manifests/examples/" 2>&1 | sed 's/^/    /' >&2
+
+    # A workload on the simulated Nodes: the scheduler places the Pods, kwok runs them (no
+    # container exists; the image is never pulled).
+    say "running a Deployment on the simulated Nodes"
+    kubectl create deployment hello -n team-a --image=registry.invalid/hello:1 --replicas=4 \
+        --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+    kubectl rollout status deployment/hello -n team-a --timeout=120s >/dev/null \
+        || die "the demo Deployment did not become available (see respool dev status)"
     sleep 3
+    echo >&2
+    kubectl get nodes >&2
+    echo >&2
+    kubectl get pods -n team-a -o wide >&2
     echo >&2
     kubectl get rpool,rsv -A >&2
 }
@@ -69,7 +99,9 @@ after_control_plane
 cat <<MSG
 
 respool's local control plane is running: $(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')
-(kube-apiserver $(kubectl version -o json | "$VENV_BIN/python" -c 'import json,sys; print(json.load(sys.stdin)["serverVersion"]["gitVersion"])'), etcd on tmpfs; no controller-manager or scheduler: Pods do not run)
+(kube-apiserver $(kubectl version -o json | "$VENV_BIN/python" -c 'import json,sys; print(json.load(sys.stdin)["serverVersion"]["gitVersion"])'), etcd on tmpfs, kube-controller-manager, kube-scheduler,
+and kwok simulating the Nodes rack-a-n[0-3], lab-cpu[1-2] and lab-gpu[1-2]: Pods run on them
+without containers)
 
 Use it from this shell with:
 
@@ -92,9 +124,15 @@ pools and reservations of manifests/examples/. Things to look at:
 
 Try: delete a reservation and watch a waiting one get in; mark a rank down with
   kubectl patch rpool rack-a --type=merge -p '{"spec":{"down":"0"}}'
+Both pools track their Nodes (trackNodes): cordon one and its rank goes down, uncordon it
+and the rank returns (watch the DOWN column and the Active reservations' conditions):
+  kubectl cordon rack-a-n1 && kubectl get rpool rack-a -w
+  kubectl uncordon rack-a-n1
+  kubectl drain rack-a-n2 --ignore-daemonsets  # cordons it and moves its hello Pods away
+  kubectl get pods -n team-a -o wide
 
 Status and shutdown:
 
   $VENV_BIN/respool dev status
-  $VENV_BIN/respool dev down                   # stops the operator and the control plane
+  $VENV_BIN/respool dev down                   # stops the operator and every process of the cluster
 MSG

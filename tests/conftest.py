@@ -11,6 +11,19 @@
   kube-controller-manager a deleted namespace stays ``Terminating`` forever.
 - ``kubectl``: ``kubectl(*args, input=None, check=True)`` runs the built kubectl against it.
 
+A whole cluster, for tests that need Pods to run, Nodes to be simulated, namespaces to be
+deleted or ownerReferences to be garbage-collected (kept apart from the plane above, so that
+the hundreds of tests that need only an API server pay nothing for it, and a controller-manager
+never acts behind their backs):
+
+- ``whole_cluster`` (session): a second private plane running kube-controller-manager,
+  kube-scheduler and kwok too, started lazily by the first test that asks for it.
+  ``whole_cluster.plane.ensure_fake_nodes([...])`` creates simulated Nodes (kwok keeps them
+  Ready; Pods bound to them become Running).
+- ``whole_cluster_api`` (session): a ``kubernetes.client.ApiClient`` for it.
+- ``whole_cluster_namespace``: a fresh namespace there, deleted afterwards (and, there, really
+  gone once kube-controller-manager has emptied it).
+
 Tests using ``control_plane`` (directly or through the others) get the ``e2e`` marker
 automatically, so ``pytest -m "not e2e"`` runs exactly the tests that need no cluster.
 """
@@ -35,7 +48,16 @@ if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
 EXTERNAL_KUBECONFIG_ENV = "RESPOOL_TEST_KUBECONFIG"
-_CLUSTER_FIXTURES = {"control_plane", "kube_env", "api_client", "namespace", "kubectl"}
+_CLUSTER_FIXTURES = {
+    "control_plane",
+    "kube_env",
+    "api_client",
+    "namespace",
+    "kubectl",
+    "whole_cluster",
+    "whole_cluster_api",
+    "whole_cluster_namespace",
+}
 
 
 @dataclass(frozen=True)
@@ -105,18 +127,14 @@ def _external_cluster(path_text: str) -> Cluster:
     )
 
 
-@pytest.fixture(scope="session")
-def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """The cluster of this test session (see the module docstring)."""
-    external = os.environ.get(EXTERNAL_KUBECONFIG_ENV)
-    if external:
-        yield _external_cluster(external)
-        return
+def _private_plane(tmp_path_factory: pytest.TempPathFactory, *, whole_cluster: bool) -> Iterator[Cluster]:
+    kind = "whole cluster" if whole_cluster else "control plane"
     plane = ControlPlane(
-        tmp_path_factory.mktemp("control-plane"),
+        tmp_path_factory.mktemp("whole-cluster" if whole_cluster else "control-plane"),
         name="respool-test",
-        # If pytest is killed outright, etcd and kube-apiserver go with it.
+        # If pytest is killed outright, every process of the plane goes with it.
         die_with_parent=True,
+        whole_cluster=whole_cluster,
     )
     failure = None
     try:
@@ -124,7 +142,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]
     except DevClusterError as error:
         failure = str(error)
     if failure is not None:  # outside the except block: one message, no exception chain
-        pytest.fail(f"the local control plane could not start:\n{failure}", pytrace=False)
+        pytest.fail(f"the local {kind} could not start:\n{failure}", pytrace=False)
     try:
         yield Cluster(
             kubeconfig=plane.kubeconfig,
@@ -135,6 +153,43 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]
         )
     finally:
         plane.stop()
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """The cluster of this test session (see the module docstring)."""
+    external = os.environ.get(EXTERNAL_KUBECONFIG_ENV)
+    if external:
+        yield _external_cluster(external)
+        return
+    yield from _private_plane(tmp_path_factory, whole_cluster=False)
+
+
+@pytest.fixture(scope="session")
+def whole_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A private whole cluster (controller-manager, scheduler, kwok) for this session.
+
+    Always local, even with RESPOOL_TEST_KUBECONFIG: its tests create simulated Nodes, which
+    need this plane's kwok.
+    """
+    yield from _private_plane(tmp_path_factory, whole_cluster=True)
+
+
+@pytest.fixture(scope="session")
+def whole_cluster_api(whole_cluster: Cluster) -> Iterator[ApiClient]:
+    from kubernetes import config
+
+    client = config.new_client_from_config(config_file=str(whole_cluster.kubeconfig))
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def whole_cluster_namespace(whole_cluster_api: ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace on the whole cluster for this test (deleted afterwards)."""
+    yield from _fresh_namespace(whole_cluster_api, request)
 
 
 @pytest.fixture(scope="session")
@@ -161,6 +216,10 @@ def _namespace_name(test_name: str) -> str:
 @pytest.fixture
 def namespace(api_client: ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace for this test (deleted afterwards, without waiting)."""
+    yield from _fresh_namespace(api_client, request)
+
+
+def _fresh_namespace(api_client: ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
     from kubernetes import client
     from kubernetes.client.rest import ApiException
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from respool.devcluster import DEFAULT_VERSIONS, ensure_binaries, find_go
-from respool.devcluster.build import BUILD_INFO
+from respool.devcluster.build import BUILD_INFO, build_steps
 from respool.devcluster.controlplane import pid_alive
 from respool.devcluster.debian_etcd import fetch_debian_etcd, upstream_version
 
@@ -58,20 +58,20 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 
 def _seed_set_without_etcd(cache: Path) -> Path:
-    """This machine's kube-apiserver, kubectl and helm as a Go-built set that lost its etcd."""
+    """This machine's binaries, but etcd, as a Go-built set that lost its etcd."""
     built = ensure_binaries(progress=lambda _message: None)
     toolchain = find_go()
     entry = cache / "respool" / "bin" / DEFAULT_VERSIONS.cache_key(toolchain.version, toolchain.goarch)
     entry.mkdir(parents=True)
-    for name in ("kube-apiserver", "kubectl", "helm"):
+    steps = [step for step in build_steps(DEFAULT_VERSIONS) if step.name != "etcd"]
+    for name in (binary for step in steps for binary in step.packages):
         _link_or_copy(built / name, entry / name)
-    step = {"download_seconds": 0.0, "build_seconds": 0.0, "cpu_seconds": 0.0, "max_rss_mib": 0.0}
+    timings = {"download_seconds": 0.0, "build_seconds": 0.0, "cpu_seconds": 0.0, "max_rss_mib": 0.0}
     info = {
         "versions": {"go": toolchain.version, "goarch": toolchain.goarch},
         "steps": [
-            {**step, "binaries": ["kube-apiserver", "kubectl"], "module": "k8s.io/kubernetes",
-             "version": DEFAULT_VERSIONS.kubernetes},
-            {**step, "binaries": ["helm"], "module": "helm.sh/helm/v3", "version": DEFAULT_VERSIONS.helm},
+            {**timings, "binaries": list(step.packages), "module": step.module, "version": step.version}
+            for step in steps
         ],
     }
     (entry / BUILD_INFO).write_text(json.dumps(info))

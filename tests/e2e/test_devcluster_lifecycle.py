@@ -1,5 +1,6 @@
-"""Life cycle of real control planes: `respool dev up/status/kubeconfig/bin/down`, and
-test-owned planes dying with the process that started them.
+"""Life cycle of real control planes: `respool dev up/status/kubeconfig/bin/down` (a whole
+cluster: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok), and test-owned
+planes dying with the process that started them.
 
 These start their own control planes (not the session's), so they exercise the same code path
 a user and the pytest fixture take, from cold process start to clean shutdown.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -48,22 +50,32 @@ def _wait_gone(pids: list[int], timeout: float = 30.0) -> None:
 def test_dev_commands_full_cycle(tmp_path: Path) -> None:
     env = dict(os.environ, RESPOOL_DEV_HOME=str(tmp_path / "dev"))
     try:
-        first = _respool("up", env=env)
+        first = _respool("up", "--nodes", "2", env=env)
         assert first.returncode == 0, first.stderr
         assert "started in" in first.stderr
+        assert "2 simulated Node(s) Ready (2 new): node-[0-1]" in first.stderr
 
         status = _respool("status", "--json", env=env)
         assert status.returncode == 0, status.stdout + status.stderr
         report = json.loads(status.stdout)
         assert report["running"] is True
         assert report["versions"]["kubernetes"] == DEFAULT_VERSIONS.kubernetes
+        assert list(report["processes"]) == [
+            "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok",
+        ]
+        assert all(process["alive"] for process in report["processes"].values())
+        assert report["down"] == []
         pids = [process["pid"] for process in report["processes"].values()]
         assert report["etcd_data"].startswith("/dev/shm/") or not Path("/dev/shm").is_dir()
+        text = _respool("status", env=env).stdout
+        for name in report["processes"]:
+            assert f"{name}:" in text and f"pid {report['processes'][name]['pid']}" in text
 
-        # Idempotent: a second `up` reuses the running plane.
-        again = _respool("up", env=env)
+        # Idempotent: a second `up` reuses the running plane; named Nodes are added to it.
+        again = _respool("up", "--nodes", "2", "--node", "rack-x[1-2]", env=env)
         assert again.returncode == 0, again.stderr
         assert "already running" in again.stderr
+        assert "4 simulated Node(s) Ready (2 new)" in again.stderr
         report_again = json.loads(_respool("status", "--json", env=env).stdout)
         assert [p["pid"] for p in report_again["processes"].values()] == pids
 
@@ -86,6 +98,17 @@ def test_dev_commands_full_cycle(tmp_path: Path) -> None:
         )
         assert namespaces.returncode == 0, namespaces.stderr
         assert namespaces.stdout.strip() == "namespace/default"
+        nodes = subprocess.run(
+            [str(bin_dir / "kubectl"), "get", "nodes", "-o",
+             "jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=='Ready')].status} {end}"],
+            capture_output=True,
+            text=True,
+            env=kubectl_env,
+            timeout=60,
+            check=False,
+        )
+        assert nodes.returncode == 0, nodes.stderr
+        assert sorted(nodes.stdout.split()) == ["node-0=True", "node-1=True", "rack-x1=True", "rack-x2=True"]
         helm = subprocess.run(
             [str(bin_dir / "helm"), "list", "--all-namespaces"],
             capture_output=True,
@@ -113,6 +136,32 @@ def test_dev_up_restarts_a_plane_whose_processes_died(tmp_path: Path) -> None:
     try:
         assert _respool("up", env=env).returncode == 0
         report = json.loads(_respool("status", "--json", env=env).stdout)
+
+        # A crashed component: status names it (and only it) and points at its log...
+        kwok_pid = report["processes"]["kwok"]["pid"]
+        os.kill(kwok_pid, signal.SIGKILL)
+        _wait_gone([kwok_pid])
+        crashed = _respool("status", env=env)
+        assert crashed.returncode == 3
+        assert "unhealthy (kwok not running)" in crashed.stdout
+        assert re.search(rf"kwok:\s+DOWN, pid {kwok_pid} \(log .*kwok\.log\)", crashed.stdout), crashed.stdout
+        assert re.search(r"kube-scheduler:\s+running", crashed.stdout), crashed.stdout
+        assert json.loads(_respool("status", "--json", env=env).stdout)["down"] == ["kwok"]
+        # ...and `up` starts just that one again: the API server and its objects stay.
+        kubeconfig = str(tmp_path / "dev" / "kubeconfig")
+        kubectl = [str(Path(report["bin_dir"]) / "kubectl"), f"--kubeconfig={kubeconfig}"]
+        subprocess.run([*kubectl, "create", "namespace", "survivor"], check=True, timeout=60,
+                       capture_output=True)
+        fixed = _respool("up", "--nodes", "1", env=env)
+        assert fixed.returncode == 0, fixed.stderr
+        assert "started kwok again" in fixed.stderr
+        after = json.loads(_respool("status", "--json", env=env).stdout)
+        assert after["running"] is True
+        assert after["processes"]["kube-apiserver"]["pid"] == report["processes"]["kube-apiserver"]["pid"]
+        assert after["processes"]["kwok"]["pid"] != kwok_pid
+        subprocess.run([*kubectl, "get", "namespace", "survivor"], check=True, timeout=60, capture_output=True)
+        report = after
+
         apiserver_pid = report["processes"]["kube-apiserver"]["pid"]
         os.kill(apiserver_pid, signal.SIGKILL)
         _wait_gone([apiserver_pid])
@@ -125,8 +174,8 @@ def test_dev_up_restarts_a_plane_whose_processes_died(tmp_path: Path) -> None:
         assert restarted.returncode == 0, restarted.stderr
         assert "cleaning it up and starting anew" in restarted.stderr
         assert json.loads(_respool("status", "--json", env=env).stdout)["running"] is True
-        # The etcd of the broken plane was stopped, not leaked.
-        _wait_gone([report["processes"]["etcd"]["pid"]])
+        # etcd and the components of the broken plane were stopped, not leaked.
+        _wait_gone([p["pid"] for name, p in report["processes"].items() if name != "kube-apiserver"])
     finally:
         _respool("down", env=env)
 

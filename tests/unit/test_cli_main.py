@@ -42,3 +42,27 @@ def test_dev_commands_do_not_import_the_kubernetes_client_or_kopf() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_output_into_a_closed_pipe_ends_quietly_like_a_unix_tool() -> None:
+    """`respool ... | head`: once the reader is gone, no BrokenPipeError traceback, and the
+    shell's status for a tool ended by SIGPIPE."""
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has gone before the first write: EPIPE is certain
+    try:
+        completed = subprocess.run(
+            [sys.executable, "-m", "respool.cli.main", "crds", "--stdout"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert completed.returncode == 141, completed.stderr
+    assert completed.stderr == ""

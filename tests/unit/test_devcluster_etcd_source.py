@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from respool.devcluster import (
+    BINARIES,
     DEFAULT_VERSIONS,
     BuildError,
     DebianEtcdError,
@@ -31,13 +32,14 @@ from respool.devcluster import (
     etcd_source,
     find_go,
 )
-from respool.devcluster.build import BUILD_INFO, GO_ETCD_MODULE, bin_root
+from respool.devcluster.build import BUILD_INFO, GO_ETCD_MODULE, bin_root, build_steps
 from respool.devcluster.debian_etcd import candidate_version, upstream_version
 
-# The Go-built set's directory name, e.g. k8s-v1.36.3_etcd-v3.6.16_helm-v3.21.4_go1.26.8_amd64.
+# The Go-built set's directory name, e.g.
+# k8s-v1.36.3_etcd-v3.6.16_helm-v3.21.4_kwok-v0.8.0_go1.26.8_amd64.
 GO_BUILT_KEY = (
     f"k8s-{DEFAULT_VERSIONS.kubernetes}_etcd-{DEFAULT_VERSIONS.etcd}_helm-{DEFAULT_VERSIONS.helm}"
-    "_go1.26.8_amd64"
+    f"_kwok-{DEFAULT_VERSIONS.kwok}_go1.26.8_amd64"
 )
 
 APT_POLICY_OUTPUT = """\
@@ -97,11 +99,12 @@ def test_cli_refuses_an_unknown_etcd_source_without_a_traceback(tmp_path: Path) 
 
 
 def test_the_go_built_set_keeps_its_cache_name_and_debian_sets_get_their_own() -> None:
-    # CI caches the Go-built set by this exact name: it must not change.
+    # The Go-built set's name depends on the versions only, never on where etcd came from.
     assert DEFAULT_VERSIONS.cache_key("go1.26.8", "amd64") == GO_BUILT_KEY
     debian_key = DEFAULT_VERSIONS.debian_etcd_cache_key("go1.26.8", "amd64")
     assert debian_key == (
-        f"k8s-{DEFAULT_VERSIONS.kubernetes}_etcd-debian_helm-{DEFAULT_VERSIONS.helm}_go1.26.8_amd64"
+        f"k8s-{DEFAULT_VERSIONS.kubernetes}_etcd-debian_helm-{DEFAULT_VERSIONS.helm}"
+        f"_kwok-{DEFAULT_VERSIONS.kwok}_go1.26.8_amd64"
     )
     assert not debian_key.startswith(DEFAULT_VERSIONS.key_prefix() + "_")
 
@@ -125,7 +128,7 @@ def _cache_entry(name: str, etcd: dict[str, str] | None) -> Path:
     """A cache entry for lookups only: its binaries are never run by these tests."""
     entry = bin_root() / name
     entry.mkdir(parents=True)
-    for binary in ("kube-apiserver", "kubectl", "etcd", "helm"):
+    for binary in BINARIES:
         (entry / binary).write_text("#!/bin/sh\nexit 1\n")
         (entry / binary).chmod(0o755)
     info: dict[str, object] = {"versions": {"etcd": DEFAULT_VERSIONS.etcd}}
@@ -194,21 +197,21 @@ def _closed_port() -> int:
 
 
 def _set_whose_etcd_is_missing() -> Path:
-    """A Go-built entry that lost its etcd, holding (never-run) kube-apiserver, kubectl and
-    helm that the next build reuses instead of compiling: the build gets to etcd at once."""
+    """A Go-built entry that lost its etcd, holding (never-run) binaries of every other step
+    that the next build reuses instead of compiling: the build gets to etcd at once."""
     toolchain = find_go()
     entry = bin_root() / DEFAULT_VERSIONS.cache_key(toolchain.version, toolchain.goarch)
     entry.mkdir(parents=True)
-    for binary in ("kube-apiserver", "kubectl", "helm"):
+    steps = [step for step in build_steps(DEFAULT_VERSIONS) if step.name != "etcd"]
+    for binary in (name for step in steps for name in step.packages):
         (entry / binary).write_text("#!/bin/sh\nexit 1\n")
         (entry / binary).chmod(0o755)
-    step = {"download_seconds": 0.0, "build_seconds": 0.0, "cpu_seconds": 0.0, "max_rss_mib": 0.0}
+    timings = {"download_seconds": 0.0, "build_seconds": 0.0, "cpu_seconds": 0.0, "max_rss_mib": 0.0}
     info = {
         "versions": {"go": toolchain.version, "goarch": toolchain.goarch},
         "steps": [
-            {**step, "binaries": ["kube-apiserver", "kubectl"], "module": "k8s.io/kubernetes",
-             "version": DEFAULT_VERSIONS.kubernetes},
-            {**step, "binaries": ["helm"], "module": "helm.sh/helm/v3", "version": DEFAULT_VERSIONS.helm},
+            {**timings, "binaries": list(step.packages), "module": step.module, "version": step.version}
+            for step in steps
         ],
     }
     (entry / BUILD_INFO).write_text(json.dumps(info))

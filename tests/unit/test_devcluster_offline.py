@@ -79,12 +79,12 @@ def test_go_directive() -> None:
 
 
 def test_versions_name_the_cache_entry() -> None:
-    versions = Versions(kubernetes="v1.36.3", etcd="v3.6.16", helm="v3.21.4")
+    versions = Versions(kubernetes="v1.36.3", etcd="v3.6.16", helm="v3.21.4", kwok="v0.8.0")
     assert versions.staging_version == "v0.36.3"
     assert versions.kubernetes_minor == 36
     assert (
         versions.cache_key("go1.26.8", "amd64")
-        == "k8s-v1.36.3_etcd-v3.6.16_helm-v3.21.4_go1.26.8_amd64"
+        == "k8s-v1.36.3_etcd-v3.6.16_helm-v3.21.4_kwok-v0.8.0_go1.26.8_amd64"
     )
 
 

@@ -1,4 +1,5 @@
-"""`respool dev up|down|status|kubeconfig|bin|build` — the embedded local control plane.
+"""`respool dev up|down|status|kubeconfig|bin|build` — the embedded local cluster: etcd,
+kube-apiserver, kube-controller-manager, kube-scheduler and kwok's simulated Nodes.
 
 Progress and errors go to stderr; stdout carries only what scripts consume (a path, JSON),
 so ``export KUBECONFIG=$(respool dev kubeconfig)`` and ``PATH=$(respool dev bin):$PATH`` work.
@@ -16,6 +17,7 @@ from typing import Any
 from respool.devcluster import shared
 from respool.devcluster.build import BINARIES, cached_bin_dir, ensure_binaries, etcd_origin
 from respool.devcluster.errors import DevClusterError
+from respool.pool.hostlist import Hostlist
 
 EXIT_NOT_RUNNING = 3
 
@@ -25,16 +27,36 @@ def _error(message: str) -> int:
     return 1
 
 
+def _node_names(args: argparse.Namespace) -> list[str]:
+    """``--nodes N`` (node-0 ...) then every ``--node`` hostlist, expanded, without repeats."""
+    if args.nodes < 0:
+        raise DevClusterError(f"--nodes must be 0 or more, not {args.nodes}")
+    names = shared.numbered_nodes(args.nodes)
+    for text in args.node:
+        try:
+            names += Hostlist(text).expand()
+        except ValueError as error:
+            raise DevClusterError(f"--node {text!r}: {error}") from error
+    return list(dict.fromkeys(names))
+
+
 def _up(args: argparse.Namespace) -> int:
-    result = shared.up(api_port=args.port, start_timeout=args.timeout)
+    names = _node_names(args)
+    result = shared.up(api_port=args.port, start_timeout=args.timeout, nodes=names)
     plane = result.plane
     verb = "already running" if result.reused else f"started in {result.seconds:.1f}s"
-    print(f"respool dev: control plane {verb}: {plane.server}", file=sys.stderr)
+    print(f"respool dev: cluster {verb}: {plane.server}", file=sys.stderr)
+    if names:
+        print(
+            f"respool dev: {len(names)} simulated Node(s) Ready"
+            f" ({len(result.nodes_created)} new): {Hostlist(names).encode()}",
+            file=sys.stderr,
+        )
     print(
         "respool dev: use it with\n"
         f"  export KUBECONFIG={plane.kubeconfig}\n"
         f"  export PATH={plane.bin_dir}:$PATH\n"
-        "  kubectl get namespaces",
+        "  kubectl get nodes,pods -A",
         file=sys.stderr,
     )
     return 0
@@ -42,7 +64,7 @@ def _up(args: argparse.Namespace) -> int:
 
 def _down(_args: argparse.Namespace) -> int:
     if shared.down():
-        print("respool dev: control plane stopped and cleaned up", file=sys.stderr)
+        print("respool dev: cluster stopped (every process) and cleaned up", file=sys.stderr)
     else:
         print("respool dev: no control plane was running", file=sys.stderr)
     return 0
@@ -60,19 +82,30 @@ def _status(args: argparse.Namespace) -> int:
         if etcd["version"]:
             # What the bin dir really holds (Debian's etcd when the fallback was used).
             versions["etcd"] = etcd["version"] if etcd["version"].startswith("v") else f"v{etcd['version']}"
+        processes: dict[str, dict[str, Any]] = {
+            "etcd": {"pid": state.etcd_pid, "alive": alive["etcd"], "port": state.etcd_port},
+            "kube-apiserver": {
+                "pid": state.apiserver_pid,
+                "alive": alive["kube-apiserver"],
+                "port": state.api_port,
+            },
+        }
+        for name in plane.expected_processes()[2:]:
+            component = state.components.get(name, {})
+            processes[name] = {
+                "pid": component.get("pid", 0),
+                "alive": alive[name],
+                "port": component.get("port", 0),
+            }
+        for name, process in processes.items():
+            process["log"] = str(plane.log_dir / f"{name}.log")
         report.update(
             running=ready,
             server=state.server,
             kubeconfig=str(plane.kubeconfig),
             bin_dir=state.bin_dir,
-            processes={
-                "etcd": {"pid": state.etcd_pid, "alive": alive["etcd"], "port": state.etcd_port},
-                "kube-apiserver": {
-                    "pid": state.apiserver_pid,
-                    "alive": alive["kube-apiserver"],
-                    "port": state.api_port,
-                },
-            },
+            processes=processes,
+            down=[name for name, process in processes.items() if not process["alive"]],
             etcd_data=state.etcd_data,
             etcd=etcd,
             versions=versions,
@@ -88,7 +121,7 @@ def _status(args: argparse.Namespace) -> int:
             ("kubeconfig", report["kubeconfig"]),
             ("bin", report["bin_dir"]),
             *(
-                (name, f"pid {process['pid']}, port {process['port']}")
+                (name, f"running, pid {process['pid']}, port {process['port']}")
                 for name, process in report["processes"].items()
             ),
             ("etcd data", report["etcd_data"]),
@@ -97,11 +130,19 @@ def _status(args: argparse.Namespace) -> int:
             ("uptime", f"{report['uptime_seconds']}s"),
         ]
         for label, value in rows:
-            print(f"{label + ':':<16}{value}")
+            print(f"{label + ':':<25}{value}")
     elif plane is not None:
-        dead = [name for name, proc in report["processes"].items() if not proc["alive"]]
+        dead = report["down"]
         why = f"{', '.join(dead)} not running" if dead else "kube-apiserver not ready"
-        print(f"unhealthy ({why}); `respool dev up` restarts it, `respool dev down` cleans up")
+        print(f"unhealthy ({why})")
+        for name, process in report["processes"].items():
+            state_text = "running" if process["alive"] else "DOWN"
+            detail = f" (log {process['log']})" if not process["alive"] else ""
+            print(f"{name + ':':<25}{state_text}, pid {process['pid']}{detail}")
+        print(
+            "`respool dev up` starts what is down again (a crashed kube-controller-manager, "
+            "kube-scheduler or kwok alone, keeping every object), `respool dev down` cleans up"
+        )
     else:
         print("stopped (start it with `respool dev up`)")
     return 0 if report["running"] else EXIT_NOT_RUNNING
@@ -172,26 +213,52 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     """Add ``respool dev ...`` to the `respool` parser."""
     dev = sub.add_parser(
         "dev",
-        help="the embedded local Kubernetes control plane (etcd + kube-apiserver)",
+        help="the embedded local Kubernetes cluster (control plane and simulated Nodes)",
         description=(
-            "Build (once, cached) kube-apiserver, kubectl, etcd and helm from Go modules and run "
-            "a local control plane on loopback for trying respool and for its tests."
+            "Build (once, cached) "
+            + ", ".join(BINARIES)
+            + " from Go modules and run a local cluster on loopback for trying respool and for "
+            "its tests."
         ),
     )
     commands = dev.add_subparsers(dest="dev_command", metavar="COMMAND", required=True)
 
-    up = commands.add_parser("up", help="start the control plane (or reuse the running one)")
+    up = commands.add_parser(
+        "up",
+        help="start the cluster (or reuse the running one) and create simulated Nodes",
+        description=(
+            "Start etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok (or "
+            "reuse them, starting again any that crashed). Nodes annotated "
+            "kwok.x-k8s.io/node=fake are simulated by kwok: they stay Ready and Pods bound to "
+            "them become Running."
+        ),
+    )
     up.add_argument("--port", type=int, default=None, help="kube-apiserver port (default: a free one)")
+    up.add_argument(
+        "--nodes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="make sure simulated Nodes node-0 ... node-<N-1> exist and are Ready",
+    )
+    up.add_argument(
+        "--node",
+        action="append",
+        default=[],
+        metavar="HOSTLIST",
+        help="simulated Nodes with these names, e.g. --node 'rack-a-n[0-3]' (repeatable)",
+    )
     up.add_argument(
         "--timeout", type=float, default=120.0, help="seconds to wait for readiness (default 120)"
     )
     up.set_defaults(handler=_guarded(_up))
 
-    down = commands.add_parser("down", help="stop the control plane and remove its data")
+    down = commands.add_parser("down", help="stop every process of the cluster and remove its data")
     down.set_defaults(handler=_guarded(_down))
 
     status = commands.add_parser(
-        "status", help=f"show whether it runs (exit 0) or not (exit {EXIT_NOT_RUNNING})"
+        "status",
+        help=f"show every process and whether it runs (exit 0 when all do, else {EXIT_NOT_RUNNING})",
     )
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(handler=_guarded(_status))
@@ -211,7 +278,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "build",
         help="build (or verify the cache of) the binaries only",
         description=(
-            "Build kube-apiserver, kubectl, etcd and helm from Go modules into the cache. "
+            "Build " + ", ".join(BINARIES) + " from Go modules into the cache. "
             "RESPOOL_ETCD_SOURCE chooses etcd's origin: auto (default: Go modules, Debian's "
             "etcd-server package when that build fails), go, or debian."
         ),

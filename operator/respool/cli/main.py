@@ -56,6 +56,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+#: What a shell reports for a tool ended by SIGPIPE (128 + 13), e.g. `yes | head`.
+EXIT_BROKEN_PIPE = 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
@@ -64,9 +68,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(handler(args) or 0)
+        status = int(handler(args) or 0)
+        # Inside the try: a reader that went away shows up here, not in the final flush at
+        # interpreter exit (where it would print "Exception ignored ... BrokenPipeError").
+        sys.stdout.flush()
+        return status
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `respool get reservations -A | head`: the reader has all it wanted. Stop quietly as
+        # Unix tools do; what is still buffered goes nowhere instead of raising again at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

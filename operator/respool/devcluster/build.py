@@ -1,4 +1,7 @@
-"""Build kube-apiserver, kubectl, etcd and helm from Go modules and cache them per version.
+"""Build the dev cluster's binaries from Go modules and cache them per version.
+
+kube-apiserver, kubectl, kube-scheduler and kube-controller-manager (k8s.io/kubernetes), etcd,
+helm and kwok (sigs.k8s.io/kwok: simulated Nodes and kubelets).
 
 No prebuilt Kubernetes binary can be downloaded on our machines, but the Go module proxy is
 reachable, so each binary is built from its module (recipe: ``reference/envtest-from-go.md``):
@@ -10,8 +13,12 @@ reachable, so each binary is built from its module (recipe: ``reference/envtest-
   ``.mod`` file, so new staging modules are picked up without a code change. Requirements with
   a pseudo-version (``v0.0.0-2026...``: k8s.io/utils, kube-openapi) are real and stay as they
   are.
-- etcd's server module and helm need no replace lines; each gets its own wrapper so the three
-  dependency graphs never mix.
+- kube-scheduler and kube-controller-manager come from the same k8s.io/kubernetes module as
+  kube-apiserver, in a step of their own: a cache entry from before they existed gives its
+  kube-apiserver and kubectl to the new entry, and only the new binaries are compiled (the
+  packages they share with kube-apiserver come from Go's build cache).
+- etcd's server module, helm and kwok need no replace lines; each gets its own wrapper so the
+  dependency graphs never mix (kwok pins its own client-go).
 - A dependency's ``godebug`` line is ignored, so it is copied into the wrapper: the binaries
   then run with the runtime defaults upstream tested, not with the newest Go's.
 - Versions are stamped with ``-ldflags -X`` as upstream's release scripts do, so that
@@ -66,11 +73,19 @@ from respool.devcluster.versions import (
     host_goarch,
 )
 
-#: The four binaries every cache entry holds.
-BINARIES = ("kube-apiserver", "kubectl", "etcd", "helm")
-#: Oldest Go that builds all three modules (their go.mod files say ``go 1.26.0``).
+#: The binaries every cache entry holds.
+BINARIES = (
+    "kube-apiserver",
+    "kubectl",
+    "etcd",
+    "helm",
+    "kube-scheduler",
+    "kube-controller-manager",
+    "kwok",
+)
+#: Oldest Go that builds all the modules (their go.mod files say ``go 1.26.0``).
 MINIMUM_GO = (1, 26)
-#: Set to a directory holding the four binaries to use them instead of building.
+#: Set to a directory holding all of BINARIES to use them instead of building.
 BIN_DIR_ENV = "RESPOOL_BIN_DIR"
 BUILD_INFO = "build-info.json"
 GO_ETCD_MODULE = "go.etcd.io/etcd/server/v3"
@@ -115,8 +130,9 @@ def find_go() -> GoToolchain:
     executable = shutil.which("go")
     if executable is None:
         raise GoMissingError(
-            "Go is not installed or not on PATH. respool builds kube-apiserver, kubectl, etcd and "
-            f"helm from Go modules and needs Go >= {MINIMUM_GO[0]}.{MINIMUM_GO[1]}: install it "
+            "Go is not installed or not on PATH. respool builds "
+            + ", ".join(BINARIES)
+            + f" from Go modules and needs Go >= {MINIMUM_GO[0]}.{MINIMUM_GO[1]}: install it "
             "from https://go.dev/dl/ (or your package manager) and put its bin directory on PATH. "
             f"If you already have the binaries, point {BIN_DIR_ENV} at the directory holding "
             + ", ".join(BINARIES)
@@ -329,6 +345,11 @@ def _helm_ldflags(facts: ModuleFacts, versions: Versions) -> list[str]:
     return flags
 
 
+def _kwok_ldflags(_facts: ModuleFacts, versions: Versions) -> list[str]:
+    # As kwok's hack/releases.sh does; `kwok --version` then names the release.
+    return [f"-X sigs.k8s.io/kwok/pkg/consts.Version={versions.kwok}"]
+
+
 def build_steps(versions: Versions) -> list[BuildStep]:
     return [
         BuildStep(
@@ -341,6 +362,27 @@ def build_steps(versions: Versions) -> list[BuildStep]:
             },
             staging_replaces=True,
             ldflags=_kubernetes_ldflags,
+        ),
+        # A step of its own (not more packages in the one above): entries built before these
+        # two existed still lend their kube-apiserver and kubectl, and a failure here names
+        # exactly what failed.
+        BuildStep(
+            name="kubernetes-controllers",
+            module="k8s.io/kubernetes",
+            version=versions.kubernetes,
+            packages={
+                "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
+                "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
+            },
+            staging_replaces=True,
+            ldflags=_kubernetes_ldflags,
+        ),
+        BuildStep(
+            name="kwok",
+            module="sigs.k8s.io/kwok",
+            version=versions.kwok,
+            packages={"kwok": "sigs.k8s.io/kwok/cmd/kwok"},
+            ldflags=_kwok_ldflags,
         ),
         BuildStep(
             name="helm",
@@ -635,6 +677,10 @@ class Builder:
                     continue
                 if (recorded.get("module"), recorded.get("version")) != (step.module, step.version):
                     continue
+                # One module can feed several steps (k8s.io/kubernetes does): the record must
+                # be of this step's binaries, or its timings would describe another build.
+                if sorted(recorded.get("binaries") or []) != sorted(step.packages):
+                    continue
                 if not all(os.access(entry / name, os.X_OK) for name in step.packages):
                     continue
                 for name in step.packages:
@@ -695,6 +741,9 @@ class Builder:
             "kubectl": (["version", "--client"], self.versions.kubernetes),
             "etcd": (["--version"], etcd_version.lstrip("v")),
             "helm": (["version", "--short"], self.versions.helm),
+            "kube-scheduler": (["--version"], self.versions.kubernetes),
+            "kube-controller-manager": (["--version"], self.versions.kubernetes),
+            "kwok": (["--version"], self.versions.kwok.lstrip("v")),
         }
         reported = {}
         for name, (args, expected) in checks.items():
@@ -756,6 +805,7 @@ class Builder:
                     "kubernetes": self.versions.kubernetes,
                     "etcd": etcd["version"] if etcd["source"] == "go" else f"v{etcd['version']}",
                     "helm": self.versions.helm,
+                    "kwok": self.versions.kwok,
                     "go": self.toolchain.version,
                     "goarch": self.toolchain.goarch,
                 },
@@ -804,9 +854,9 @@ def ensure_binaries(
     progress: Progress = stderr_progress,
     rebuild: bool = False,
 ) -> Path:
-    """The directory holding kube-apiserver, kubectl, etcd and helm; builds them if needed.
+    """The directory holding every binary of :data:`BINARIES`; builds them if needed.
 
-    ``$RESPOOL_BIN_DIR``, when set, is used as is (it must hold all four binaries). Otherwise
+    ``$RESPOOL_BIN_DIR``, when set, is used as is (it must hold all of them). Otherwise
     the cache entry for these versions and the installed Go is used, or built (minutes when
     cold). Without Go, an entry for these versions built by another Go is accepted.
     ``$RESPOOL_ETCD_SOURCE`` (go, debian, auto; default auto) says where etcd may come from:
@@ -868,8 +918,9 @@ def ensure_binaries(
             "debian": "etcd from Debian's etcd-server",
         }[source]
         progress(
-            f"building Kubernetes {versions.kubernetes} (kube-apiserver, kubectl), helm {versions.helm} "
-            f"and {etcd_from} with {toolchain.version} into {bin_root()}"
+            f"building Kubernetes {versions.kubernetes} (kube-apiserver, kubectl, kube-scheduler, "
+            f"kube-controller-manager), kwok {versions.kwok}, helm {versions.helm} and {etcd_from} "
+            f"with {toolchain.version} into {bin_root()}"
         )
         started = time.monotonic()
         builder = Builder(toolchain, versions, progress, etcd_source=source, reuse=not rebuild)

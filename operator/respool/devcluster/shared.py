@@ -1,4 +1,5 @@
-"""The user's one shared control plane behind ``respool dev up|down|status``.
+"""The user's one shared cluster behind ``respool dev up|down|status``: etcd, kube-apiserver,
+kube-controller-manager, kube-scheduler and kwok (simulated Nodes).
 
 It lives in ``${XDG_CACHE_HOME:-~/.cache}/respool/dev/`` (``$RESPOOL_DEV_HOME`` overrides, which
 the tests use to exercise the command without touching the user's plane). Its processes outlive
@@ -13,9 +14,9 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from respool.devcluster.build import stderr_progress
@@ -51,42 +52,77 @@ def _locked(progress: Callable[[str], None]) -> Iterator[Path]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+#: Names of the Nodes ``respool dev up --nodes N`` creates: node-0 ... node-<N-1>.
+NUMBERED_NODE_PREFIX = "node-"
+
+
 @dataclass
 class UpResult:
     plane: ControlPlane
     reused: bool
     seconds: float
+    #: Components started again on a running plane (crashed ones, or all on a bare plane).
+    restarted: list[str] = field(default_factory=list)
+    #: Simulated Nodes created by this call (existing ones are not listed).
+    nodes_created: list[str] = field(default_factory=list)
+
+
+def numbered_nodes(count: int) -> list[str]:
+    return [f"{NUMBERED_NODE_PREFIX}{index}" for index in range(count)]
 
 
 def up(
     *,
     api_port: int | None = None,
     start_timeout: float = 120.0,
+    nodes: Sequence[str] = (),
     progress: Callable[[str], None] = stderr_progress,
 ) -> UpResult:
-    """Start the shared control plane, or reuse it when it is already running and ready."""
+    """Start the shared cluster, or reuse it when it is already running and ready, then make
+    sure the simulated Nodes ``nodes`` exist and are Ready.
+
+    On a running plane whose kube-apiserver answers but a component (kube-controller-manager,
+    kube-scheduler, kwok) is down, only that component is started again: objects survive.
+    """
     started = time.monotonic()
     with _locked(progress) as home:
-        existing = ControlPlane.load(home, name=CONTEXT_NAME, progress=progress)
-        if existing is not None:
-            if existing.is_running(patience=30.0):
-                if api_port is not None and existing.state and existing.state.api_port != api_port:
+        plane = ControlPlane.load(home, name=CONTEXT_NAME, progress=progress, start_timeout=start_timeout)
+        reused, restarted = False, []
+        if plane is not None:
+            alive = plane.processes_alive()
+            core_ready = alive["etcd"] and alive["kube-apiserver"] and plane.is_core_ready(patience=30.0)
+            if core_ready:
+                restarted = plane.start_missing_components()
+                if restarted:
+                    progress(f"started {', '.join(restarted)} again (was not running)")
+                reused = True
+                if api_port is not None and plane.state and plane.state.api_port != api_port:
                     progress(
-                        f"already running on port {existing.state.api_port}, not {api_port}; "
+                        f"already running on port {plane.state.api_port}, not {api_port}; "
                         "run `respool dev down` first to move it"
                     )
-                return UpResult(existing, reused=True, seconds=time.monotonic() - started)
-            progress("found a stopped or unhealthy control plane; cleaning it up and starting anew")
-            existing.stop()
-        plane = ControlPlane(
-            home,
-            api_port=api_port,
-            start_timeout=start_timeout,
-            name=CONTEXT_NAME,
-            progress=progress,
+            else:
+                progress("found a stopped or unhealthy control plane; cleaning it up and starting anew")
+                plane.stop()
+                plane = None
+        if plane is None:
+            plane = ControlPlane(
+                home,
+                api_port=api_port,
+                start_timeout=start_timeout,
+                name=CONTEXT_NAME,
+                progress=progress,
+                whole_cluster=True,
+            )
+            plane.start()
+        created = plane.ensure_fake_nodes(list(nodes)) if nodes else []
+        return UpResult(
+            plane,
+            reused=reused,
+            seconds=time.monotonic() - started,
+            restarted=restarted,
+            nodes_created=created,
         )
-        plane.start()
-        return UpResult(plane, reused=False, seconds=time.monotonic() - started)
 
 
 def stop_recorded_operator(home: Path, progress: Callable[[str], None]) -> bool:
