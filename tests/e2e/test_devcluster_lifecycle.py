@@ -312,3 +312,36 @@ def test_a_failing_apiserver_is_reported_and_cleaned_up(tmp_path: Path) -> None:
         if pid_alive(pid, str(tmp_path))
     ]
     assert leftovers == [], "etcd was left running after the failed start"
+
+
+def test_a_component_failing_to_start_is_named_and_the_whole_cluster_cleaned_up(tmp_path: Path) -> None:
+    """kwok dying at start on a whole cluster: a StartError naming it with its log, and
+    nothing of the cluster (etcd, kube-apiserver, controller-manager, scheduler) left running."""
+    from respool.devcluster import ControlPlane, StartError, ensure_binaries
+
+    real = ensure_binaries()
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    for name in BINARIES:
+        if name != "kwok":
+            (fake_bin / name).symlink_to(real / name)
+    (fake_bin / "kwok").write_text("#!/bin/sh\necho 'kwok: cannot simulate anything today' >&2\nexit 3\n")
+    (fake_bin / "kwok").chmod(0o755)
+    # etcd's data under tmp_path too, so that every process's command line names tmp_path.
+    (tmp_path / "etcd").mkdir()
+    plane = ControlPlane(tmp_path / "plane", bin_dir=fake_bin, start_timeout=120, whole_cluster=True,
+                         etcd_data_root=tmp_path / "etcd")
+    with pytest.raises(StartError, match=r"(?s)kwok exited with status 3 while starting.*cannot simulate anything"):
+        plane.start()
+    assert plane.state is None
+    assert not (tmp_path / "plane" / STATE_FILE).exists()
+    deadline = time.monotonic() + 30
+    leftovers: list[int] = [0]
+    while leftovers and time.monotonic() < deadline:
+        leftovers = [
+            pid
+            for pid in (int(p) for p in os.listdir("/proc") if p.isdigit())
+            if pid_alive(pid, str(tmp_path))
+        ]
+        time.sleep(0.2)
+    assert leftovers == [], "processes of the failed cluster were left running"
