@@ -167,6 +167,25 @@ RESERVATION_CASES: list[tuple[str, dict[str, Any], str]] = [
         "constraints may nest and/or/not at most 2 levels deep",
     ),
     (
+        # 33 objects, each within the shape the schema allows (issue 11's cost budget).
+        "constraint-objects",
+        _set(
+            GOOD_RESERVATION_SPEC,
+            "constraints",
+            {"and": [{"or": [{}] * 3}] * 8, "not": [{}]},
+        ),
+        "spec.constraints may hold at most 32 constraint objects, nested ones included",
+    ),
+    (
+        "constraint-terms",
+        _set(
+            GOOD_RESERVATION_SPEC,
+            "constraints",
+            {"properties": ["a100"], "or": [{"properties": ["a100"] * 32}] * 8},
+        ),
+        "spec.constraints may list at most 256 properties, hostlists and ranks entries in all",
+    ),
+    (
         "vertex-top",
         _set(NO_REQUEST, "resources", [CORE]),
         "the top-level vertex of spec.resources must be a node or a slot",

@@ -62,7 +62,7 @@ PROMISED: dict[str, tuple[set[str], str | None]] = {
     "jobspec-style": ({"Active"}, None),
     "whole-node": ({"Active"}, None),
     "too-big": ({"Failed"}, "Infeasible"),
-    "not-my-lab": ({"Failed"}, "NamespaceNotAllowed"),
+    "not-my-lab": ({"Pending"}, "PoolNotFound"),
 }
 
 

@@ -794,6 +794,27 @@ def test_fuzzed_pools_left_the_operator_working(
 # Hand-picked edge cases, each tried every run (the fuzzer may or may not draw them), with the
 # outcome each must have: "refused" (at admission) or the phase/reason the operator must reach.
 
+def _constraint_tree(levels: int, width: int) -> dict[str, Any]:
+    """`width` empty constraint objects under each of and/or/not, `levels` deep."""
+    if levels <= 1:
+        return {}
+    return {operator: [_constraint_tree(levels - 1, width) for _ in range(width)]
+            for operator in ("and", "or", "not")}
+
+
+def _costliest_admitted_constraints() -> dict[str, Any]:
+    """At every bound of the cost budget at once - 32 constraint objects, 256 terms, 4096
+    host names - and still matching rank 0 of the fuzz pool."""
+    unknown = [f"^nosuch{i}" for i in range(216)]  # excluded properties nobody has
+    return {
+        "hostlist": ["fz[0-255]"] + [f"other{i}-[0-255]" for i in range(15)],  # 16, 4096 hosts
+        "or": [{"ranks": "0-9999999"}]  # 8 objects, 8 + 216 terms
+        + [{"ranks": "9999999", "properties": unknown[i * 31:(i + 1) * 31]} for i in range(7)],
+        "and": [{"ranks": "0-3", "or": [{}] * 7}] + [{"ranks": "0-3"}] * 7,  # 15 objects, 8
+        "not": [{"ranks": "9999999"}] * 8,  # 8 objects, 8 terms
+    }
+
+
 EDGE_RESERVATIONS: list[tuple[str, dict[str, Any], str]] = [
     # Windows at the edge of what RFC 3339 can write (year 9999): refused, or Failed with a
     # reason - the operator once crashed formatting the end of such a window.
@@ -823,6 +844,20 @@ EDGE_RESERVATIONS: list[tuple[str, dict[str, Any], str]] = [
     ("hostlist-huge", {"duration": "1m", "constraints": {"hostlist": ["fz[0-9999999]"]}},
      "Failed/InvalidSpec"),
     ("ranks-huge-valid", {"duration": "1m", "constraints": {"ranks": "0-9999999"}}, "Active"),
+    # Constraints that maximise cost (issue 11): past the budget they are refused (at
+    # admission where CEL can count, else at once as InvalidSpec); at the budget they are
+    # evaluated, and the control pool keeps granting throughout (_granted_on_control_pool).
+    ("constraints-largest-tree", {"duration": "1m", "constraints": _constraint_tree(3, 8)},
+     "refused"),
+    ("constraints-too-many-terms", {"duration": "1m", "constraints": {
+        "and": [{"properties": ["a100"] * 32}] * 8, "properties": ["a100"]}}, "refused"),
+    ("constraints-hostlist-bomb", {"duration": "1m", "constraints": {
+        "or": [{"hostlist": ["fz0[0-262143]"] * 8}] * 8}}, "Failed/InvalidSpec"),
+    ("constraints-hosts-over-budget", {"duration": "1m", "constraints": {
+        "hostlist": ["fz[0-2047]", "fy[0-2048]"]}}, "Failed/InvalidSpec"),
+    ("constraints-costliest-admitted", {"duration": "1m",
+                                        "constraints": _costliest_admitted_constraints()},
+     "Active"),
     # Counts at the limits.
     ("count-max", {"duration": "1m", "request": {"nodes": 1_000_000, "slots": 1_000_000,
                                                  "coresPerSlot": 1_000_000}},

@@ -323,14 +323,35 @@ def test_unknown_pool_waits_then_proceeds_when_it_appears(
         rk.delete_pool(name)
 
 
-def test_namespace_not_selected_fails(rk: Any, pool: Callable[..., str],
-                                      namespace: str) -> None:
+def _as_a_tenant_sees_it(obj: dict[str, Any], pool_name: str) -> Any:
+    status = obj["status"]
+    conditions = sorted((c["type"], c["status"], c["reason"], c.get("message", "").replace(
+        pool_name, "POOL")) for c in status["conditions"])
+    return status["phase"], status["message"].replace(pool_name, "POOL"), conditions
+
+
+def test_a_namespace_not_selected_learns_nothing_and_waits_until_relabelled(
+        rk: Any, pool: Callable[..., str], namespace: str) -> None:
     name = pool(namespaceSelector={"matchLabels": {"team": "gpu-lab"}})
+    missing = unique("no-such-pool")
     rk.create(namespace, "outsider", {"pool": name})
-    obj = rk.wait_phase(namespace, "outsider", "Failed")
-    assert rk.condition(obj, "Stalled")["reason"] == "NamespaceNotAllowed"  # type: ignore[index]
+    rk.create(namespace, "lost", {"pool": missing})
+    outsider = rk.wait_phase(namespace, "outsider", "Pending")
+    lost = rk.wait_phase(namespace, "lost", "Pending")
+    # A pool that exists but does not admit the namespace answers exactly as a missing one:
+    # the namespace cannot tell which pools exist.
+    assert rk.condition(outsider, "Stalled")["reason"] == "PoolNotFound"  # type: ignore[index]
+    assert _as_a_tenant_sees_it(outsider, name) == _as_a_tenant_sees_it(lost, missing)
+    assert not outsider["status"].get("nextAvailable")
+    outsider_events = sorted((e.type, e.reason, e.message.replace(name, "POOL"))
+                             for e in rk.events(namespace, "outsider"))
+    lost_events = sorted((e.type, e.reason, e.message.replace(missing, "POOL"))
+                         for e in rk.events(namespace, "lost"))
+    assert outsider_events == lost_events
+    # Relabelled, the namespace is admitted: the waiting reservation proceeds by itself.
     rk.core.patch_namespace(namespace, {"metadata": {"labels": {"team": "gpu-lab"}}})
-    time.sleep(0.5)
+    rk.wait_phase(namespace, "outsider", "Active")
+    rk.delete(namespace, "lost")
     rk.create(namespace, "insider", {"pool": name})
     rk.wait_phase(namespace, "insider", "Active")
     # A labelled namespace and its first reservation created at once: the operator must not
@@ -517,3 +538,88 @@ def test_scheduled_moves_earlier_when_capacity_frees(
     assert parse_time(moved["status"]["endTime"]) - parse_time(moved["status"]["startTime"]) \
         == 600
     wait_events(rk, namespace, "patient", "Moved")
+
+
+def test_another_tenants_churn_burns_no_retries_of_a_waiter(
+        rk: Any, pool: Callable[..., str], namespace: str) -> None:
+    # Issue 11, item 3: creating and deleting reservations nobody waiting could use (here far
+    # in the future, from another namespace) once counted a retry for every waiter of the pool.
+    name = pool()
+    rk.create(namespace, "blocker", {"pool": name, "request": {"nodes": 2, "coresPerSlot": 4},
+                                     "duration": "2h"})
+    rk.wait_phase(namespace, "blocker", "Active")
+    rk.create(namespace, "waiter", {"pool": name, "request": {"slots": 1, "coresPerSlot": 4},
+                                    "duration": "1h", "nextAvailable": False, "maxRetry": 1})
+    waiter = rk.wait_phase(namespace, "waiter", "Pending")
+    assert waiter["status"]["retryCount"] == 1
+    other = f"{namespace}-other"[:63]
+    rk.core.create_namespace({"metadata": {"name": other}})
+    try:
+        far = format_time(int(time.time()) + 30 * 86400)
+        for churn in range(4):
+            rk.create(other, f"churn-{churn}", {"pool": name, "startTime": far,
+                                                "duration": "1h"})
+            rk.wait_phase(other, f"churn-{churn}", "Scheduled")
+            rk.delete(other, f"churn-{churn}")
+            rk.wait_for(namespace, "waiter", lambda _o, c=churn: not rk.exists(
+                other, f"churn-{c}"), what="the churn's release")
+        # The pool has decided since the last release: a reservation created after it is
+        # judged (in order) after the waiter was asked again.
+        rk.create(other, "probe", {"pool": name, "duration": "1h", "nextAvailable": False})
+        rk.wait_phase(other, "probe", "Pending")
+        waiter = rk.get(namespace, "waiter")
+        assert waiter["status"]["phase"] == "Pending", waiter["status"]
+        assert waiter["status"]["retryCount"] == 1
+        # Capacity it can use (the blocker goes): granted, with no retry spent on the way.
+        rk.delete(namespace, "blocker")
+        rk.wait_phase(namespace, "waiter", "Active")
+    finally:
+        rk.core.delete_namespace(other)
+
+
+def test_a_window_lost_to_an_admin_edit_costs_the_user_no_retry(
+        rk: Any, pool: Callable[..., str], namespace: str) -> None:
+    # Issue 11, item 14: the admin removes the rank a Scheduled window holds; it is planned
+    # anew, and a failed attempt then is not counted against the user (maxRetry 0 would end
+    # it RetryExceeded at once).
+    name = pool(resources=R(hosts="node[0-1]"))
+    rk.create(namespace, "blocker", {"pool": name, "request": {"nodes": 1, "coresPerSlot": 4},
+                                     "duration": "3h"})
+    held = rk.wait_phase(namespace, "blocker", "Active")["status"]["allocated"]["ranks"]
+    later = format_time(int(time.time()) + 3600)
+    rk.create(namespace, "later", {"pool": name, "request": {"nodes": 1, "coresPerSlot": 4},
+                                   "startTime": later, "duration": "1h",
+                                   "nextAvailable": False, "maxRetry": 0})
+    scheduled = rk.wait_phase(namespace, "later", "Scheduled")["status"]
+    assert scheduled["allocated"]["ranks"] != held
+    # Only the blocker's rank stays in the pool.
+    rk.patch_pool(name, {"resources": R(ranks=held, hosts=f"node{held}")})
+    waiting = rk.wait_phase(namespace, "later", "Pending")["status"]
+    assert waiting["retryCount"] == 0, waiting
+    assert rk.get(namespace, "blocker")["status"]["phase"] == "Active"
+
+
+def test_track_nodes_marks_a_deleted_node_down_until_it_is_back(
+        rk: Any, pool: Callable[..., str], namespace: str) -> None:
+    # Issue 11, item 9: a deleted Node (the cloud node controller deletes dead ones) once
+    # counted as healthy, so its rank was granted again.
+    hosts = [unique("n"), unique("n")]
+    for host in hosts:
+        rk.create_node(host, ready=True)
+    try:
+        name = pool(resources=R(hosts=",".join(hosts)), trackNodes=True)
+        rk.wait_pool(name, lambda o: o["status"].get("down") == "", what="nothing down")
+        rk.delete_node(hosts[1])
+        rk.wait_pool(name, lambda o: o["status"].get("down") == "1", what="rank 1 down")
+        rk.create(namespace, "both", {"pool": name, "request": {"nodes": 2}, "duration": "1h",
+                                      "nextAvailable": False})
+        waiting = rk.wait_phase(namespace, "both", "Pending")
+        assert not waiting["status"].get("allocated")
+        rk.create(namespace, "one", {"pool": name, "request": {"nodes": 1}, "duration": "1h"})
+        assert rk.wait_phase(namespace, "one", "Active")["status"]["allocated"]["ranks"] == "0"
+        rk.create_node(hosts[1], ready=True)
+        rk.wait_pool(name, lambda o: o["status"].get("down") == "", what="rank 1 up again")
+    finally:
+        for host in hosts:
+            with contextlib.suppress(Exception):
+                rk.delete_node(host)

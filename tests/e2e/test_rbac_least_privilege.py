@@ -399,24 +399,17 @@ def test_operator_runs_with_only_the_chart_identity(
             timeout=30,
         )
 
-        # The second identity: namespaced rights in the tenant namespace only.
+        # The second identity: the chart's tenant role (respool-edit for a release named
+        # respool), bound in the tenant namespace only - what the built-in `edit` role
+        # aggregates.
         kubectl("create", "serviceaccount", "tenant", "-n", tenant)
-        kubectl(
-            "create",
-            "role",
-            "reserver",
-            "-n",
-            tenant,
-            "--verb=get,list,watch,create,delete",
-            "--resource=resourcereservations.respool.io",
-        )
         kubectl(
             "create",
             "rolebinding",
             "reserver",
             "-n",
             tenant,
-            "--role=reserver",
+            f"--clusterrole={account}-edit",
             f"--serviceaccount={tenant}:tenant",
         )
         tenant_token = kubectl("create", "token", "tenant", "-n", tenant).stdout.strip()
@@ -444,10 +437,12 @@ def test_operator_runs_with_only_the_chart_identity(
             ),
         )
         assert created.returncode == 0, created.stderr
-        wait_for("sneaky Failed", lambda: phase_of(kubectl, tenant, "sneaky") == "Failed")
+        # Not admitted: it waits exactly as for a pool that does not exist (learning nothing).
+        wait_for("sneaky Pending", lambda: phase_of(kubectl, tenant, "sneaky") == "Pending")
         refused = _get(kubectl, "rsv", "sneaky", "-n", tenant)["status"]
         stalled = {c["type"]: c for c in refused["conditions"]}["Stalled"]
-        assert stalled["status"] == "True" and stalled["reason"] == "NamespaceNotAllowed"
+        assert stalled["status"] == "True" and stalled["reason"] == "PoolNotFound"
+        assert "does not exist, or its namespaceSelector does not admit" in refused["message"]
         assert not refused.get("allocated") and not refused.get("reservationId")
         # It cannot grant itself anything: no status writes, no pools, nothing elsewhere.
         forged = as_tenant(
@@ -467,7 +462,29 @@ def test_operator_runs_with_only_the_chart_identity(
             assert elsewhere.returncode != 0 and "forbidden" in elsewhere.stderr.lower()
         pools = as_tenant("get", "rpool")
         assert pools.returncode != 0 and "forbidden" in pools.stderr.lower()
-        assert phase_of(kubectl, tenant, "sneaky") == "Failed"
+        assert phase_of(kubectl, tenant, "sneaky") == "Pending"
+        # What the tenant role does allow: change its own reservation's spec, delete it.
+        claimed = as_tenant("patch", "rsv", "sneaky", "-n", tenant, "--type=merge", "-p",
+                            json.dumps({"spec": {"duration": "30m"}}))
+        assert claimed.returncode == 0, claimed.stderr
+        # The view role reads reservations and writes nothing.
+        kubectl("create", "serviceaccount", "viewer", "-n", tenant)
+        kubectl("create", "rolebinding", "viewer", "-n", tenant,
+                f"--clusterrole={account}-view", f"--serviceaccount={tenant}:viewer")
+        viewer = f"--as=system:serviceaccount:{tenant}:viewer"
+        for verb, allowed in (("get", "yes"), ("list", "yes"), ("watch", "yes"),
+                              ("create", "no"), ("patch", "no"), ("delete", "no")):
+            answer = kubectl("auth", "can-i", verb, "resourcereservations.respool.io", "-n",
+                             tenant, viewer, check=False).stdout.strip()
+            assert answer == allowed, (verb, answer)
+        for who in (viewer, f"--as=system:serviceaccount:{tenant}:tenant"):
+            for verb in ("patch", "update"):
+                answer = kubectl("auth", "can-i", verb, "resourcereservations.respool.io",
+                                 "--subresource=status", "-n", tenant, who,
+                                 check=False).stdout.strip()
+                assert answer == "no", (who, verb)
+        gone = as_tenant("delete", "rsv", "sneaky", "-n", tenant, "--wait=false")
+        assert gone.returncode == 0, gone.stderr
 
         assert operator.alive(), operator.log()[-4000:]
         lease = _get(kubectl, "lease", "respool-leader", "-n", chart_namespace)

@@ -22,7 +22,15 @@ from respool.api import (
     ResourceReservation,
     ResourceReservationSpec,
     ResourceReservationStatus,
+    patterns,
 )
+from respool.api.models import (
+    MAX_CONSTRAINT_HOSTS,
+    MAX_CONSTRAINT_NODES,
+    MAX_CONSTRAINT_TERMS,
+    constraint_cost,
+)
+from respool.pool import Hostlist, hostlist_size
 
 POOL_SPEC: dict[str, Any] = {
     "resources": {
@@ -464,3 +472,96 @@ def test_fuzzed_pool_specs_fail_only_with_validation_errors(
     spec["resources"]["execution"]["R_lite"] = r_lite
     with contextlib.suppress(ValidationError):
         ResourcePoolSpec.model_validate({**spec, **data})
+
+
+# ---------------------------------------------------------------------------------------------
+# The cost budget of a reservation's constraints (issue 11): refused for what it would cost,
+# before that cost is paid.
+
+_CHILDREN = ("and", "or", "not")
+
+
+def _tree(levels: int, width: int, leaf: dict[str, Any]) -> dict[str, Any]:
+    """A constraint object with `width` children under each of and/or/not, `levels` deep."""
+    node = dict(leaf)
+    if levels > 1:
+        for operator in _CHILDREN:
+            node[operator] = [_tree(levels - 1, width, leaf) for _ in range(width)]
+    return node
+
+
+@pytest.mark.parametrize(
+    ("constraints", "fragment"),
+    [
+        # The largest tree the schema's shape allows (601 objects).
+        (_tree(3, 8, {}), "at most 32 constraint objects"),
+        (_tree(2, 8, {"properties": ["a100"] * 11}), "at most 256 properties"),
+        ({"hostlist": ["n[0-4096]"]}, "more than 4096 host names"),
+        # The issue's CPU bomb: 8 branches of 8 x 'n0[0-262143]' (16.7 million names).
+        ({"or": [{"hostlist": ["n0[0-262143]"] * 8}] * 8}, "more than 4096 host names"),
+        ({"hostlist": ["a[0-2047]", "b[0-2047]"], "or": [{"hostlist": ["c1"]}]},
+         "more than 4096 host names"),
+    ],
+    ids=["objects", "terms", "hosts-one", "hosts-bomb", "hosts-summed"],
+)
+def test_constraints_past_the_cost_budget_are_refused(constraints: Any, fragment: str) -> None:
+    _reject(ResourceReservationSpec, {**RESERVATION_SPEC, "constraints": constraints}, fragment)
+
+
+def test_constraints_at_the_cost_budget_are_accepted() -> None:
+    # 32 objects, 256 terms, 4096 host names: the most one reservation may ask to evaluate.
+    at_budget = _tree(2, 8, {"properties": ["a100"] * 9})  # 25 objects, 225 terms
+    at_budget["and"][0]["or"] = [{"ranks": "0"} for _ in range(7)]  # 32 objects, 232 terms
+    at_budget["properties"] = ["a100"] * 17  # 240 terms
+    at_budget["hostlist"] = [f"n[{i * 256}-{i * 256 + 255}]" for i in range(16)]  # 256 terms
+    assert constraint_cost(at_budget) == (32, 256, 4096)
+    ResourceReservationSpec.model_validate({**RESERVATION_SPEC, "constraints": at_budget})
+    one_host_more = {**at_budget, "hostlist": [*at_budget["hostlist"][:-1], "n[3840-4096]"]}
+    _reject(ResourceReservationSpec, {**RESERVATION_SPEC, "constraints": one_host_more},
+            "more than 4096 host names")
+    one_term_more = {**at_budget, "properties": [*at_budget["properties"], "a100"]}
+    _reject(ResourceReservationSpec, {**RESERVATION_SPEC, "constraints": one_term_more},
+            "at most 256 properties")
+
+
+@given(st.from_regex(patterns.HOSTLIST, fullmatch=True))
+def test_hostlist_size_counts_what_expanding_gives(text: str) -> None:
+    try:
+        expected: int | None = len(Hostlist(text))
+    except ValueError:
+        expected = None
+    try:
+        counted: int | None = hostlist_size(text)
+    except ValueError:
+        counted = None
+    assert counted == expected
+
+
+_hostile_leaf = st.fixed_dictionaries({}, optional={
+    "properties": st.lists(st.sampled_from(["a100", "^a100", "x" * 128]), max_size=32),
+    "hostlist": st.lists(st.sampled_from(["n0[0-262143]", "n[0-4095]", "n[0-9999999]", "h1"]),
+                         max_size=32),
+    "ranks": st.sampled_from(["0-9999999", "0", "3-1"]),
+})
+_hostile_constraints = st.recursive(
+    _hostile_leaf,
+    lambda inner: st.builds(
+        lambda leaf, children: {**leaf, **children}, _hostile_leaf,
+        st.dictionaries(st.sampled_from(_CHILDREN), st.lists(inner, max_size=8), max_size=3)),
+    max_leaves=60,
+)
+
+
+@given(_hostile_constraints)
+def test_costly_constraints_are_refused_cheaply_or_stay_within_the_budget(
+        constraints: dict[str, Any]) -> None:
+    # Whatever the tree, validating it never expands past the budget: accepted trees are
+    # within it, refused ones name a bound (or what is malformed).
+    try:
+        ResourceReservationSpec.model_validate({**RESERVATION_SPEC, "constraints": constraints})
+    except ValidationError as exc:
+        assert str(exc)
+        return
+    objects, terms, hosts = constraint_cost(constraints)
+    assert objects <= MAX_CONSTRAINT_NODES and terms <= MAX_CONSTRAINT_TERMS
+    assert hosts <= MAX_CONSTRAINT_HOSTS

@@ -8,6 +8,7 @@ import pytest
 
 from respool.api import format_time, parse_time
 from respool.controller.lifecycle import (
+    NAMESPACE_RETRY,
     Policy,
     PoolContext,
     Reservation,
@@ -15,7 +16,8 @@ from respool.controller.lifecycle import (
     mint_id,
     restore,
 )
-from respool.pool import Planner
+from respool.controller.selectors import NamespaceLabelsUnknown
+from respool.pool import Planner, jobspec_from_shorthand
 
 T0 = 1_900_000_000.0  # a fixed "now"
 R = {
@@ -182,20 +184,33 @@ def test_manual_late_claims_end_in_retry_exceeded() -> None:
     assert p.bookings() == []
 
 
-def capacity_changes(p: Planner) -> None:
-    """What a release or a rank coming back does to the planner: its generation moves on."""
+def capacity_changes(p: Planner, blocker: Reservation) -> None:
+    """Capacity the waiting reservation could use changes: the holder blocking it ends a
+    minute earlier, so the earliest window that fits it moves."""
+    booking = p.get(blocker.uid)
+    assert booking is not None and booking.end is not None
+    p.extend(blocker.uid, booking.end - 60)
+
+
+def capacity_churns(p: Planner) -> None:
+    """Capacity changes that no waiting reservation could use: the planner's generation moves
+    on (a rank flaps; another tenant books and gives back a window far in the future)."""
     p.mark_down("1")
     p.mark_up("1")
+    future = p.parse(jobspec_from_shorthand(slots=1))  # the smallest request, far ahead
+    p.reserve("churn", future, T0 + 10 * 86400, T0 + 11 * 86400, "exclusive")
+    p.release("churn")
 
 
 def test_retry_exceeded_after_max_retry_failed_attempts() -> None:
     p, ctx = planner(), pool()
-    apply(rsv({"request": {"nodes": 2, "coresPerSlot": 4}}), ctx, p, T0)
+    blocker = rsv({"request": {"nodes": 2, "coresPerSlot": 4}})
+    apply(blocker, ctx, p, T0)
     r = rsv({"nextAvailable": False, "maxRetry": 2})
     for attempt in (1, 2):
         apply(r, ctx, p, T0 + attempt)
         assert r.status["phase"] == "Pending" and r.status["retryCount"] == attempt
-        capacity_changes(p)
+        capacity_changes(p, blocker)
     outcome = apply(r, ctx, p, T0 + 3)
     assert r.status["phase"] == "Failed"
     assert condition(r, "Stalled")["reason"] == "RetryExceeded"
@@ -204,13 +219,20 @@ def test_retry_exceeded_after_max_retry_failed_attempts() -> None:
 
 def test_only_an_attempt_that_could_have_another_answer_counts_a_retry() -> None:
     p, ctx = planner(), pool()
-    apply(rsv({"request": {"nodes": 2, "coresPerSlot": 4}}), ctx, p, T0)
+    blocker = rsv({"request": {"nodes": 2, "coresPerSlot": 4}})
+    apply(blocker, ctx, p, T0)
     r = rsv({"nextAvailable": False, "maxRetry": 2})
     apply(r, ctx, p, T0)
     assert r.status["retryCount"] == 1  # the first attempt counts
     # Asked again with nothing changed (a pool policy or label edit, a config edit of the
     # reservation): the same answer, not a retry - else edits alone would reach maxRetry.
     for later in range(1, 6):
+        apply(r, ctx, p, T0 + later)
+        assert r.status["phase"] == "Pending" and r.status["retryCount"] == 1
+    # Capacity it could not use changed (a rank flapped, another tenant booked and released a
+    # window far ahead): the same answer again, not a retry.
+    for later in range(6, 12):
+        capacity_churns(p)
         apply(r, ctx, p, T0 + later)
         assert r.status["phase"] == "Pending" and r.status["retryCount"] == 1
     # After an operator restart the reservation is rebuilt from its status: not a retry either.
@@ -222,8 +244,8 @@ def test_only_an_attempt_that_could_have_another_answer_counts_a_retry() -> None
     restored.spec = {**restored.spec, "duration": "2h"}
     apply(restored, ctx, p, T0 + 11)
     assert restored.status["retryCount"] == 2
-    # Capacity changed: counted, and past maxRetry it fails.
-    capacity_changes(p)
+    # Capacity it could use changed: counted, and past maxRetry it fails.
+    capacity_changes(p, blocker)
     apply(restored, ctx, p, T0 + 12)
     assert restored.status["phase"] == "Failed"
     assert condition(restored, "Stalled")["reason"] == "RetryExceeded"
@@ -261,11 +283,94 @@ def test_pool_not_found_waits_stalled_then_proceeds() -> None:
     assert r.status["phase"] == "Active"
 
 
-def test_namespace_not_allowed() -> None:
-    r = rsv()
-    apply(r, pool(namespace_allowed=lambda ns: ns == "other"), planner(), T0)
+def _seen_by_tenant(r: Reservation, outcome: Any) -> Any:
+    status = {k: v for k, v in r.status.items() if k != "conditions"}
+    conditions = [{k: v for k, v in c.items() if k != "lastTransitionTime"}
+                  for c in r.status["conditions"]]
+    events = [(e.type, e.reason, e.message) for e in outcome.events]
+    return status, conditions, events, outcome.wake_at
+
+
+@pytest.mark.parametrize("spec", [{}, {"maxWait": "10m"}, {"startTime": "2031-01-01T00:00:00Z"}])
+def test_a_namespace_the_pool_does_not_admit_learns_nothing_about_it(
+        spec: dict[str, Any]) -> None:
+    # It gets exactly what a reservation naming a missing pool gets (a private repository
+    # answers 404, not 403), and waits: the namespace may be relabelled.
+    not_admitted, missing = rsv(spec), rsv(spec)
+    missing.uid, missing.name = not_admitted.uid, not_admitted.name
+    seen = _seen_by_tenant(not_admitted, apply(
+        not_admitted, pool(namespace_allowed=lambda ns: ns == "other"), planner(), T0))
+    assert seen == _seen_by_tenant(missing, apply(missing, pool(exists=False), None, T0))
+    assert not_admitted.status["phase"] == "Pending"
+    assert condition(not_admitted, "Stalled")["reason"] == "PoolNotFound"
+    assert "does not admit" in not_admitted.status["message"]
+    # Admitted later (relabelled): it proceeds.
+    apply(not_admitted, pool(), planner(), T0 + 5)
+    assert not_admitted.status["phase"] in ("Active", "Scheduled")
+
+
+def test_max_wait_ends_a_namespace_that_is_not_admitted_like_a_missing_pool() -> None:
+    r = rsv({"maxWait": "10m"})
+    ctx = pool(namespace_allowed=lambda ns: False)
+    assert apply(r, ctx, planner(), T0).wake_at == T0 + 600
+    apply(r, ctx, planner(), T0 + 600)
     assert r.status["phase"] == "Failed"
-    assert condition(r, "Stalled")["reason"] == "NamespaceNotAllowed"
+    assert condition(r, "Stalled")["reason"] == "MaxWaitExceeded"
+
+
+def test_a_costly_spec_is_not_parsed_for_a_namespace_the_pool_does_not_admit() -> None:
+    # The cheap checks come first: a spec that would fail parsing (here: over the constraint
+    # budget) gets the not-admitted answer, never the parse.
+    hostile = {"constraints": {"and": [{"hostlist": ["n0[0-262143]"] * 8}] * 8}}
+    r = rsv(hostile)
+    apply(r, pool(namespace_allowed=lambda ns: False), planner(), T0)
+    assert condition(r, "Stalled")["reason"] == "PoolNotFound"
+    # Admitted, it fails at once as InvalidSpec, naming the budget.
+    apply(r, pool(), planner(), T0 + 1)
+    assert r.status["phase"] == "Failed"
+    assert condition(r, "Stalled")["reason"] == "InvalidSpec"
+    assert "4096 host names" in r.status["message"]
+
+
+def _labels_unknown(_namespace: str) -> bool:
+    raise NamespaceLabelsUnknown
+
+
+def test_unknown_namespace_labels_wait_and_retry_never_admit() -> None:
+    r = rsv()
+    outcome = apply(r, pool(namespace_allowed=_labels_unknown), planner(), T0)
+    assert r.status["phase"] == "Pending"
+    assert condition(r, "Stalled")["reason"] == "PoolNotFound"
+    assert outcome.wake_at == T0 + NAMESPACE_RETRY
+    # The labels arrive and admit it.
+    apply(r, pool(), planner(), T0 + 1)
+    assert r.status["phase"] == "Active"
+
+
+def test_unknown_namespace_labels_keep_a_scheduled_window_and_decide_nothing() -> None:
+    p, ctx = planner(), pool()
+    r = rsv({"startTime": format_time(T0 + 7200)})
+    apply(r, ctx, p, T0)
+    assert r.status["phase"] == "Scheduled"
+    held = r.status_text
+    r.generation = 2  # an edit not yet judged: it must still be seen as one afterwards
+    outcome = decide(r, pool(namespace_allowed=_labels_unknown), p, T0 + 1)
+    assert outcome.status == r.status and r.status_text == held
+    assert outcome.events == [] and outcome.wake_at == T0 + 1 + NAMESPACE_RETRY
+    assert p.get(r.uid) is not None
+
+
+def test_a_scheduled_window_lost_to_an_admin_action_costs_no_retry() -> None:
+    # The admin removed the ranks of the window held (the new planner has no booking for it):
+    # it is planned anew without counting against the user.
+    p, ctx = planner(), pool()
+    r = rsv({"startTime": format_time(T0 + 7200), "maxRetry": 0})
+    apply(r, ctx, p, T0)
+    assert r.status["phase"] == "Scheduled" and r.status["retryCount"] == 0
+    rebuilt = planner()
+    rebuilt.mark_down("0-1")  # nothing fits any more: the new attempt fails
+    apply(r, ctx, rebuilt, T0 + 1)
+    assert r.status["phase"] == "Pending" and r.status["retryCount"] == 0
 
 
 @pytest.mark.parametrize(

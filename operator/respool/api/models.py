@@ -15,6 +15,7 @@ dumps to exactly the fields that were set: safe to send as a merge patch.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from enum import StrEnum
@@ -33,7 +34,7 @@ from pydantic.config import JsonDict, JsonValue
 
 from respool.api import patterns
 from respool.api.timefmt import parse_duration, parse_time
-from respool.pool import Hostlist, IDset
+from respool.pool import Hostlist, IDset, hostlist_size
 
 GROUP = "respool.io"
 VERSION = "v1alpha1"
@@ -58,6 +59,20 @@ MAX_CONSTRAINT_PROPERTIES = 32
 MAX_CONSTRAINT_HOSTLISTS = 32
 CONSTRAINT_MAX_DEPTH = 3
 """Levels of constraint objects: the top one plus two levels of nested and/or/not."""
+# The cost budget of one reservation's constraints. The operator evaluates them whenever the
+# reservation is planned (a Pending one on every capacity change), on the event loop that
+# serves every pool; past these bounds one object could block it for seconds (a tree of
+# 'n0[0-262143]' hostlists once took minutes). At these bounds parsing and evaluating the
+# largest admitted tree costs a few milliseconds (bench/bench_hostile.py).
+MAX_CONSTRAINT_NODES = 32
+"""Constraint objects in one spec, nested ones included (the schema alone allows 601)."""
+MAX_CONSTRAINT_TERMS = 256
+"""Properties, hostlists and ranks entries over all constraint objects of one spec."""
+MAX_CONSTRAINT_HOSTS = 4096
+"""Host names all constraint hostlists of one spec may name together, counted before any is
+expanded. Neither the schema nor CEL can count the names of a hostlist such as 'n[0-99999]',
+so this one is judged by the models (the client refuses it before sending) and by the operator
+(Failed/InvalidSpec at once); to select more hosts, use ranks or properties."""
 JOBSPEC_MAX_DEPTH = 3
 """Levels of jobspec vertices: node > slot > core/gpu (RFC 25)."""
 
@@ -159,6 +174,12 @@ def _parses_as_hostlist(value: str) -> str:
     return value
 
 
+def _names_few_hosts(value: str) -> str:
+    """Checked like a hostlist but counted, not expanded: the spec's budget is judged first."""
+    hostlist_size(value)
+    return value
+
+
 IdSet = Annotated[
     str,
     StringConstraints(pattern=patterns.IDSET, max_length=MAX_IDSET_LENGTH),
@@ -180,6 +201,14 @@ HostList = Annotated[
     AfterValidator(_parses_as_hostlist),
     Field(description="An RFC 29 hostlist, e.g. 'node[0-3],gpu01'."),
 ]
+ConstraintHostList = Annotated[
+    str,
+    StringConstraints(pattern=patterns.HOSTLIST, max_length=MAX_HOSTLIST_LENGTH),
+    AfterValidator(_names_few_hosts),
+    Field(description="An RFC 29 hostlist, e.g. 'node[0-3],gpu01'."),
+]
+
+
 def _is_duration(value: str) -> str:
     """The schema's pattern, with a message a person can act on (the pattern is long)."""
     if _DURATION.match(value) is None:
@@ -691,7 +720,9 @@ class Constraint(WireModel):
     properties: (
         Annotated[list[PropertyMatch], Field(max_length=MAX_CONSTRAINT_PROPERTIES)] | None
     ) = Field(default=None, description="Every listed property is required; '^name' excludes it.")
-    hostlist: Annotated[list[HostList], Field(max_length=MAX_CONSTRAINT_HOSTLISTS)] | None = Field(
+    hostlist: (
+        Annotated[list[ConstraintHostList], Field(max_length=MAX_CONSTRAINT_HOSTLISTS)] | None
+    ) = Field(
         default=None, description="The rank's host name is in one of these hostlists."
     )
     ranks: ParsedIdSet | None = Field(default=None, description="The rank is in this idset.")
@@ -712,6 +743,77 @@ class Constraint(WireModel):
     def to_rfc31(self) -> dict[str, Any]:
         """The constraint as the engine takes it (RFC 31 keys, nothing unset)."""
         return self.to_wire()
+
+
+def _constraint_sum(var: str, per_object: str, levels: int = CONSTRAINT_MAX_DEPTH) -> str:
+    """A CEL expression adding ``per_object`` (written with ``{c}`` for the object) over the
+    constraint object ``var`` and every object nested in it (the schema unrolls the tree to
+    ``levels`` levels)."""
+    expr = per_object.format(c=var)
+    if levels > 1:
+        child = f"c{levels}"
+        for operator in ("and", "or", "not"):
+            expr += (f" + (has({var}.{operator}) ? {var}.{operator}.map({child}, "
+                     f"{_constraint_sum(child, per_object, levels - 1)}).sum() : 0)")
+    return f"({expr})"
+
+
+_CONSTRAINT_TERMS_CEL = ("(has({c}.properties) ? size({c}.properties) : 0) + "
+                         "(has({c}.hostlist) ? size({c}.hostlist) : 0) + "
+                         "(has({c}.ranks) ? 1 : 0)")
+_TOO_MANY_CONSTRAINT_NODES = (
+    f"spec.constraints may hold at most {MAX_CONSTRAINT_NODES} constraint objects, nested "
+    "ones included")
+_TOO_MANY_CONSTRAINT_TERMS = (
+    f"spec.constraints may list at most {MAX_CONSTRAINT_TERMS} properties, hostlists and ranks "
+    "entries in all")
+
+
+def constraint_cost(constraints: Any) -> tuple[int, int, int]:
+    """(objects, terms, host names) of a constraint tree as received, counted without expanding
+    anything and without recursion; the count stops early once any budget is exceeded, and
+    what is not shaped like a constraint is left for validation to name."""
+    objects = terms = hosts = 0
+    stack = [constraints]
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, dict):
+            continue
+        objects += 1
+        properties = node.get("properties")
+        if isinstance(properties, list):
+            terms += len(properties)
+        hostlists = node.get("hostlist")
+        if isinstance(hostlists, list):
+            terms += len(hostlists)
+            for text in hostlists:
+                if isinstance(text, str) and hosts <= MAX_CONSTRAINT_HOSTS:
+                    with contextlib.suppress(ValueError):  # validation names what is wrong
+                        hosts += hostlist_size(text)
+        if "ranks" in node:
+            terms += 1
+        if (objects > MAX_CONSTRAINT_NODES or terms > MAX_CONSTRAINT_TERMS
+                or hosts > MAX_CONSTRAINT_HOSTS):
+            break
+        for operator in ("and", "or", "not"):
+            nested = node.get(operator)
+            if isinstance(nested, list):
+                stack.extend(nested)
+    return objects, terms, hosts
+
+
+def check_constraint_budget(constraints: Any) -> None:
+    """ValueError when a constraint tree costs more than one reservation may (see
+    MAX_CONSTRAINT_NODES and the bounds beside it)."""
+    objects, terms, hosts = constraint_cost(constraints)
+    if objects > MAX_CONSTRAINT_NODES:
+        raise ValueError(_TOO_MANY_CONSTRAINT_NODES)
+    if terms > MAX_CONSTRAINT_TERMS:
+        raise ValueError(_TOO_MANY_CONSTRAINT_TERMS)
+    if hosts > MAX_CONSTRAINT_HOSTS:
+        raise ValueError(
+            f"the hostlists of spec.constraints name more than {MAX_CONSTRAINT_HOSTS} host "
+            "names in all; select that many hosts with ranks or properties instead")
 
 
 class ResourceReservationSpec(WireModel):
@@ -813,9 +915,32 @@ class ResourceReservationSpec(WireModel):
                     _WINDOW_PAST_LAST_TIME,
                     field_path=".duration",
                 ),
+                _cel(
+                    "!has(self.constraints) || "
+                    + _constraint_sum("self.constraints", "1")
+                    + f" <= {MAX_CONSTRAINT_NODES}",
+                    _TOO_MANY_CONSTRAINT_NODES,
+                    field_path=".constraints",
+                ),
+                _cel(
+                    "!has(self.constraints) || "
+                    + _constraint_sum("self.constraints", _CONSTRAINT_TERMS_CEL)
+                    + f" <= {MAX_CONSTRAINT_TERMS}",
+                    _TOO_MANY_CONSTRAINT_TERMS,
+                    field_path=".constraints",
+                ),
             ]
         }
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _within_budget(cls, data: Any) -> Any:
+        # Before any field is validated: a hostile tree is refused for what it would cost,
+        # without paying that cost first.
+        if isinstance(data, dict) and "constraints" in data:
+            check_constraint_budget(data["constraints"])
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

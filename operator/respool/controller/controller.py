@@ -30,6 +30,7 @@ from respool.controller.kubeapi import (
     watch_events,
 )
 from respool.controller.lifecycle import Reservation
+from respool.controller.selectors import NamespaceLabels
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,9 @@ class Controller:
         self.actors: dict[str, PoolActor] = {}
         self.owner: dict[str, str] = {}  # reservation uid -> pool name
         self.unhealthy_nodes: set[str] = set()
-        self.namespace_labels: dict[str, dict[str, str]] = {}
+        # Namespaces whose labels are not known (listing failed, look-up failed, not seen yet)
+        # answer UNKNOWN_LABELS: their reservations wait until the labels are known.
+        self.namespace_labels = NamespaceLabels()
         self.started = False
         self._pruned = False
         self._uid_namespace: dict[str, str] = {}
@@ -288,7 +291,11 @@ class Controller:
         before = set(self.unhealthy_nodes)
         name = (raw.get("metadata") or {}).get("name")
         if event_type == "DELETED":
-            self.unhealthy_nodes.discard(name or "")
+            # A deleted Node is down, not healthy: the cloud node controller deletes dead
+            # Nodes, and their ranks must not be granted again (until a Node of that name is
+            # back and Ready).
+            if name:
+                self.unhealthy_nodes.add(name)
         else:
             self._note_node(raw)
         if self.unhealthy_nodes != before:
@@ -296,10 +303,23 @@ class Controller:
                 actor.nodes_changed()
 
     def on_namespace(self, event_type: str | None, raw: dict[str, Any]) -> None:
+        name = (raw.get("metadata") or {}).get("name") or ""
         if event_type == "DELETED":
-            self.namespace_labels.pop((raw.get("metadata") or {}).get("name") or "", None)
-        else:
-            self._note_namespace(raw)
+            self.namespace_labels.forget(name)
+        elif self._note_namespace(raw):
+            self._namespace_changed(name)
+
+    def _namespace_changed(self, name: str) -> None:
+        """A namespace's labels were learnt or changed: pools with a namespaceSelector judge its
+        waiting reservations again (a relabelled namespace may now be admitted)."""
+        for actor in self.actors.values():
+            if actor._selector is None:
+                continue
+            waiting = [uid for uid, record in actor.records.items()
+                       if record.namespace == name and record.phase != "Active"]
+            if waiting:
+                actor.dirty.update(waiting)
+                actor.kick()
 
     def prune(self, pool_names: Iterable[str]) -> None:
         """Once kopf's first listing of pools is complete: drop pools deleted between our
@@ -328,11 +348,13 @@ class Controller:
         else:
             self.unhealthy_nodes.discard(name)
 
-    def _note_namespace(self, namespace: dict[str, Any]) -> None:
+    def _note_namespace(self, namespace: dict[str, Any]) -> bool:
+        """Record a namespace's labels; True when that changed what is known of them."""
         metadata = namespace.get("metadata") or {}
         name = metadata.get("name")
-        if name:
-            self.namespace_labels[name] = dict(metadata.get("labels") or {})
+        if not name:
+            return False
+        return self.namespace_labels.set(name, metadata.get("labels") or {})
 
     async def ensure_namespace(self, name: str) -> None:
         """Read a namespace's labels now if the watch has not told us yet (a namespace and its
@@ -347,6 +369,7 @@ class Controller:
             logger.warning("cannot read namespace %s: %s", name, exc)
             return
         for item in answer.get("items") or []:
+            # The caller decides right after with these labels: nothing to kick.
             self._note_namespace(item)
 
     async def wait_idle(self, timeout: float = 5.0) -> None:

@@ -37,6 +37,7 @@ from respool.api import (
     parse_time,
     parse_time_or_none,
 )
+from respool.controller.selectors import NamespaceLabelsUnknown
 from respool.pool import (
     Booking,
     Hostlist,
@@ -58,6 +59,9 @@ TERMINAL_PHASES = frozenset({EXPIRED, FAILED})
 DEFAULT_DURATION = 3600.0
 DEFAULT_CLAIM_TIMEOUT = 300.0
 DEFAULT_MAX_RETRY = 5
+# How soon a reservation whose namespace's labels could not be read is judged again (it is
+# also judged as soon as the labels arrive).
+NAMESPACE_RETRY = 30.0
 # No window may end (nor a claim deadline fall) after the last time RFC 3339 can write.
 LAST_EPOCH = parse_time(LAST_TIME)
 # The largest status the operator writes: etcd stores at most 1.5 MiB per object (spec and
@@ -109,9 +113,10 @@ class Reservation:
         # restart it is unknown: the held booking is trusted if status.observedGeneration is
         # the object's generation, else the spec changed meanwhile and the window is re-planned.
         self.planned_key = planned_key
-        # What the last failed attempt saw (memory only): the planner, its generation and the
-        # spec's plan key. An attempt that sees the same again cannot have another answer and
-        # is not counted as a retry (see Decision._counts_as_retry).
+        # What the last failed attempt was answered and asked (memory only): whether a window
+        # fits at all, the earliest start that fits (whole seconds) and the spec's plan key.
+        # An attempt that asks and hears the same again had no other answer and is not
+        # counted (see _Decider._counts_as_retry).
         self.failed_attempt: tuple[int, int, str] | None = None
         self.spec = spec
         self.status = status
@@ -560,6 +565,11 @@ class _Decider:
             self.status["retryCount"] = 0
             self.status["firstRequestTime"] = format_time(self.now)
             self.old_phase = None
+        if phase != ACTIVE:
+            # Cheap checks before the spec is parsed (parsing is the costly part).
+            gated = self._pool_gate()
+            if gated is not None:
+                return gated
         try:
             spec = parse_spec(rsv.spec)
         except SpecError as exc:
@@ -588,17 +598,6 @@ class _Decider:
                                   self.now)
                     self.event(Reason.EXTENSION_DENIED.value, message, warning=True)
             return self._active(spec, booking, length, generation_changed)
-        if not self.pool.exists:
-            if self._max_wait_passed(spec):
-                return self._max_wait_failure(spec)
-            self.wake(self._max_wait_deadline(spec))
-            return self.wait(Reason.POOL_NOT_FOUND.value,
-                             f"ResourcePool {spec.pool!r} does not exist (yet); waiting for it",
-                             stalled=True)
-        if not self.pool.namespace_allowed(rsv.namespace):
-            return self.fail(Reason.NAMESPACE_NOT_ALLOWED.value,
-                             f"namespace {rsv.namespace!r} is not selected by the "
-                             f"namespaceSelector of ResourcePool {spec.pool!r}")
         if not self.pool.ready or self.planner is None:
             self.wake(self._max_wait_deadline(spec))
             return self.wait(Reason.POOL_NOT_FOUND.value,
@@ -622,11 +621,55 @@ class _Decider:
         if phase == SCHEDULED and booking is not None:
             return self._scheduled(spec, request, booking, length, generation_changed)
         if phase == SCHEDULED:
-            # The held window vanished (ranks removed or a conflict on restore): plan anew.
+            # The held window vanished (an administrator removed its ranks, or it conflicted
+            # on restore): plan anew, without counting a retry against the user.
             self.event(Reason.REPLANNED.value,
                        "the window held is no longer available; planning a new one", True)
-            return self._plan(spec, request, length, count_retry=True)
+            return self._plan(spec, request, length, count_retry=False)
         return self._plan(spec, request, length, count_retry=True)
+
+    def _pool_gate(self) -> Outcome | None:
+        """Is there a pool, and does it admit this namespace? None when both hold.
+
+        A namespace the pool does not admit gets exactly the answer a missing pool gets
+        (Pending, PoolNotFound, the same message), so nothing about a pool leaks to a
+        namespace it does not admit - as a private repository answers 404, not 403. Both wait:
+        the pool may be created, the namespace relabelled, the selector edited. A namespace
+        whose labels could not be read is not admitted either; it is judged again when they
+        arrive (and every NAMESPACE_RETRY seconds), and a window already held is kept
+        meanwhile."""
+        rsv = self.rsv
+        try:
+            admitted = self.pool.exists and self.pool.namespace_allowed(rsv.namespace)
+        except NamespaceLabelsUnknown:
+            admitted = False
+            if self.old_phase == SCHEDULED:
+                return self._postpone(NAMESPACE_RETRY)
+            self.wake(_ceil(self.now) + NAMESPACE_RETRY)
+        if admitted:
+            return None
+        start, max_wait = _raw_start_and_max_wait(rsv.spec)
+        if max_wait is not None:
+            deadline = max(self.first_request, start or 0.0) + max_wait
+            if self.now >= deadline:
+                return self.fail(
+                    Reason.MAX_WAIT_EXCEEDED.value,
+                    f"not granted, nor booked to start, within maxWait ({_human(max_wait)}) of "
+                    "the first request")
+            self.wake(deadline)
+        return self.wait(Reason.POOL_NOT_FOUND.value,
+                         f"ResourcePool {self.pool.name!r} was not found for namespace "
+                         f"{rsv.namespace!r}: it does not exist, or its namespaceSelector does "
+                         "not admit this namespace; waiting", stalled=True)
+
+    def _postpone(self, seconds: float) -> Outcome:
+        """Decide nothing now: the status stays as committed (also observedGeneration, so a
+        spec edit is still seen as one later) and the reservation is judged again soon."""
+        self.status = {key: value for key, value in self.old.items() if key != "conditions"}
+        self.conditions = [dict(c) for c in self.old.get("conditions") or []]
+        self.events = []
+        self.wake(_ceil(self.now) + seconds)
+        return self.outcome()
 
     # -- windows -----------------------------------------------------------------------------
 
@@ -684,15 +727,15 @@ class _Decider:
 
     # -- Pending: find a window --------------------------------------------------------------
 
-    def _counts_as_retry(self, spec: ParsedSpec) -> bool:
+    def _counts_as_retry(self, spec: ParsedSpec, earliest: float | None) -> bool:
         """Whether this failed attempt is a retry to count (DESIGN §2: retried when capacity
-        changes, each failed attempt counts). It is one when the pool's capacity or topology
-        (the planner and its generation) or what was asked (the spec's plan key) changed since
-        the last failed attempt - not when the same question is asked again because the pool's
-        policy or labels were edited, the reservation's config or labels changed, or the
-        operator restarted: those would otherwise use up maxRetry with nothing retried."""
-        assert self.planner is not None
-        seen = (id(self.planner), self.planner.generation, spec.plan_key)
+        changes, each failed attempt counts; docs/api.md "Retries"). It counts when it could
+        have had another answer for this reservation: what it asks changed (the spec's plan
+        key), or the capacity it could use did (the earliest window that fits it moved). Not
+        when the same question gets the same answer again: another tenant creating and
+        deleting reservations this one could not use, a pool policy or label edit, a config
+        edit or an operator restart would otherwise use up maxRetry with nothing retried."""
+        seen = (int(earliest is not None), int(earliest or 0), spec.plan_key)
         last, self.rsv.failed_attempt = self.rsv.failed_attempt, seen
         if last is None:
             # First attempt in this process: it counts, unless the reservation was already
@@ -745,7 +788,7 @@ class _Decider:
             "availStart": _fmt(earliest),
             "availEnd": _fmt(None if earliest is None else earliest + length),
         }
-        counted = count_retry and self._counts_as_retry(spec)
+        counted = count_retry and self._counts_as_retry(spec, earliest)
         retries = int(self.status.get("retryCount") or 0) + (1 if counted else 0)
         self.status["retryCount"] = retries
         self.status["nextAvailable"] = next_available
@@ -1024,6 +1067,24 @@ def _reason(status: Mapping[str, Any], type_: str) -> str | None:
             reason = condition.get("reason")
             return str(reason) if reason else None
     return None
+
+
+def _raw_start_and_max_wait(spec: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    """spec.startTime and spec.maxWait read cheaply from the spec as received (None where
+    absent or unreadable: the full parse reports those)."""
+    start: float | None = None
+    max_wait: float | None = None
+    try:
+        if isinstance(spec.get("startTime"), str):
+            start = _floor(parse_time(spec["startTime"]))
+    except ValueError:
+        start = None
+    try:
+        if isinstance(spec.get("maxWait"), str):
+            max_wait = parse_duration(spec["maxWait"])
+    except ValueError:
+        max_wait = None
+    return start, max_wait
 
 
 def _human(seconds: float) -> str:

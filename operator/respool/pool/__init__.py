@@ -4,7 +4,7 @@ constraints, a Flux-compatible ``ResourcePool`` and the time ``Planner``.
 Standard library only (a test enforces it). See docs/engine.md.
 """
 
-from .hostlist import Hostlist
+from .hostlist import Hostlist, hostlist_size
 from .idset import IDset
 from .jobspec import ResourceCount, ResourceRequest, jobspec_from_shorthand, parse_jobspec
 from .planner import Booking, Planner
@@ -22,6 +22,7 @@ __all__ = [
     "ResourcePool",
     "ResourceRequest",
     "ResourceSet",
+    "hostlist_size",
     "jobspec_from_shorthand",
     "parse_jobspec",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from .hostlist import Hostlist
+from .hostlist import Hostlist, hostlist_size
 from .idset import IDset
 from .limits import MAX_DEPTH
 from .rv1 import check_property_name
@@ -58,7 +58,7 @@ def validate_constraint(constraint: object, depth: int = 0, where: str = "constr
         elif key == "hostlist":
             for text in _string_list(value, here):
                 try:
-                    Hostlist(text)
+                    hostlist_size(text)  # checked as Hostlist() checks it, not expanded
                 except ValueError as err:
                     raise ValueError(f"{here}: {err}") from None
         elif key == "ranks":

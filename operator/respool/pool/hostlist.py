@@ -54,13 +54,16 @@ def _check_name(name: str, source: str) -> None:
         raise ValueError(f"invalid hostlist {source!r}: bad host name {name!r}")
 
 
-def _parse_term(term: str, source: str, budget: int) -> list[str]:
-    """Expand one term; refuse before expanding when it would exceed ``budget`` names."""
+def _term_ranges(
+    term: str, source: str, budget: int
+) -> tuple[str, list[tuple[int, int, int]], str, int]:
+    """Check one term and return its prefix, ranges, suffix and number of names, without
+    expanding it; refuse when it would exceed ``budget`` names."""
     if "[" not in term:
         if "]" in term:
             raise ValueError(f"invalid hostlist {source!r}: unmatched ']' in {term!r}")
         _check_name(term, source)
-        return [term]
+        return term, [], "", 1
     open_pos = term.index("[")
     close_pos = term.find("]", open_pos)
     prefix, body, suffix = term[:open_pos], term[open_pos + 1 : close_pos], term[close_pos + 1 :]
@@ -88,15 +91,38 @@ def _parse_term(term: str, source: str, budget: int) -> list[str]:
         if total > budget:
             raise ValueError(f"invalid hostlist {source!r}: more than {MAX_HOSTS} host names")
         ranges.append((lo, hi, width))
+    # Only the shortest and the longest name can break the length limit.
+    first_lo, _hi, first_width = ranges[0]
+    _check_name(f"{prefix}{first_lo:0{first_width}d}{suffix}", source)
+    longest = max(ranges, key=lambda r: len(f"{r[1]:0{r[2]}d}"))
+    _check_name(f"{prefix}{longest[1]:0{longest[2]}d}{suffix}", source)
+    return prefix, ranges, suffix, total
+
+
+def _parse_term(term: str, source: str, budget: int) -> list[str]:
+    """Expand one term; refuse before expanding when it would exceed ``budget`` names."""
+    prefix, ranges, suffix, _count = _term_ranges(term, source, budget)
+    if not ranges:
+        return [prefix]
     names: list[str] = []
     for lo, hi, width in ranges:
         for number in range(lo, hi + 1):
-            name = f"{prefix}{number:0{width}d}{suffix}"
-            names.append(name)
-    if names:
-        _check_name(names[0], source)
-        _check_name(names[-1], source)
+            names.append(f"{prefix}{number:0{width}d}{suffix}")
     return names
+
+
+def hostlist_size(text: str, budget: int = MAX_HOSTS) -> int:
+    """How many names ``text`` expands to, checked as ``Hostlist(text)`` checks it but without
+    expanding it: the cost of a hostlist can be judged before it is paid. ValueError past
+    ``budget`` names."""
+    if text == "":
+        return 0
+    total = 0
+    for term in _split_terms(text):
+        if term == "":
+            raise ValueError(f"invalid hostlist {text!r}: empty term")
+        total += _term_ranges(term, text, budget - total)[3]
+    return total
 
 
 def encode_hostnames(names: Sequence[str]) -> str:
