@@ -21,6 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "respool"
 ALL_OPTIONS = [
     "--set",
+    "metrics.service.enabled=true",
+    "--set",
     "metrics.serviceMonitor.enabled=true",
     "--set",
     "podDisruptionBudget.enabled=true",
@@ -71,15 +73,17 @@ def test_default_render_has_the_expected_objects(control_plane: Any) -> None:
         [
             "ServiceAccount",
             "ClusterRole",
+            "ClusterRole",  # respool-edit, for tenants
+            "ClusterRole",  # respool-view, for tenants
             "ClusterRoleBinding",
             "Role",
             "RoleBinding",
             "Deployment",
-            "Service",
         ]
     )
     all_kinds = sorted(d["kind"] for d in render(control_plane.bin_dir, *ALL_OPTIONS))
-    assert all_kinds == sorted([*kinds, "ServiceMonitor", "PodDisruptionBudget", "ConfigMap"])
+    assert all_kinds == sorted(
+        [*kinds, "Service", "ServiceMonitor", "PodDisruptionBudget", "ConfigMap"])
 
 
 def test_chart_crds_render_identical_to_the_generated_ones(control_plane: Any) -> None:
@@ -113,9 +117,24 @@ def test_deployment_is_hardened_and_probed(control_plane: Any) -> None:
     assert container["resources"]["requests"] and container["resources"]["limits"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"healthz": 8080, "metrics": 9090}
+    assert ports == {"healthz": 8080}
     assert f"--liveness=http://0.0.0.0:{ports['healthz']}/healthz" in container["args"]
-    assert f"--metrics-port={ports['metrics']}" in container["args"]
+    # Metrics (no authentication; they name pools and capacity) on localhost only by default.
+    assert "--metrics-port=9090" in container["args"]
+    assert "--metrics-address=127.0.0.1" in container["args"]
+
+
+def test_metrics_are_exposed_only_when_asked(control_plane: Any) -> None:
+    exposed = by_kind(render(control_plane.bin_dir, "--set", "metrics.service.enabled=true"))
+    container = _container(exposed["Deployment"])
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
+        "healthz": 8080, "metrics": 9090}
+    assert "--metrics-address=0.0.0.0" in container["args"]
+    assert exposed["Service"]["spec"]["ports"][0]["targetPort"] == "metrics"
+    refused = helm(control_plane.bin_dir, "template", "rp", str(CHART), "--set",
+                   "metrics.serviceMonitor.enabled=true", check=False)
+    assert refused.returncode != 0
+    assert "metrics.serviceMonitor.enabled needs metrics.service.enabled=true" in refused.stderr
 
 
 @pytest.mark.parametrize("options", [[], ALL_OPTIONS], ids=["defaults", "all-options"])
@@ -158,8 +177,37 @@ def test_services_and_monitor_point_at_the_pod(control_plane: Any) -> None:
     }
 
 
+def _cluster_roles(documents: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in documents if d["kind"] == "ClusterRole"}
+
+
+def test_tenant_roles_aggregate_and_never_write_status(control_plane: Any) -> None:
+    # Release "respool": the names the issue promises, and the kustomize base's.
+    text = helm(control_plane.bin_dir, "template", "respool", str(CHART)).stdout
+    roles = _cluster_roles([d for d in yaml.safe_load_all(text) if d])
+    kustomize = _cluster_roles([
+        d for d in yaml.safe_load_all((ROOT / "manifests" / "tenant-rbac.yaml").read_text())
+        if d])
+    assert set(kustomize) == {"respool-edit", "respool-view"} <= set(roles)
+    aggregate = "rbac.authorization.k8s.io/aggregate-to-"
+    for name, expected in (("respool-edit", {"admin", "edit"}),
+                           ("respool-view", {"admin", "edit", "view"})):
+        assert roles[name]["rules"] == kustomize[name]["rules"]
+        for labels in (roles[name]["metadata"]["labels"], kustomize[name]["metadata"]["labels"]):
+            assert {k[len(aggregate):] for k, v in labels.items()
+                    if k.startswith(aggregate) and v == "true"} == expected
+        for rule in roles[name]["rules"]:
+            assert rule["apiGroups"] == ["respool.io"]
+            assert rule["resources"] == ["resourcereservations"]  # no status, no pools
+            assert "*" not in rule["verbs"]
+    assert set(roles["respool-view"]["rules"][0]["verbs"]) == {"get", "list", "watch"}
+    assert {"create", "delete", "patch"} <= set(roles["respool-edit"]["rules"][0]["verbs"])
+    off = render(control_plane.bin_dir, "--set", "rbac.tenantRoles=false")
+    assert set(_cluster_roles(off)) == {"rp-respool"}
+
+
 def test_cluster_role_is_the_kustomize_one_and_least_privilege(control_plane: Any) -> None:
-    role = by_kind(render(control_plane.bin_dir))["ClusterRole"]
+    role = _cluster_roles(render(control_plane.bin_dir))["rp-respool"]
     kustomize = next(
         d
         for d in yaml.safe_load_all((ROOT / "manifests" / "rbac.yaml").read_text())

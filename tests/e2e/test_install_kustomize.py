@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,8 @@ def test_kustomize_build_renders_the_base(kubectl: Any) -> None:
             "Role",
             "RoleBinding",
             "Deployment",
-            "Service",
+            "ClusterRole",  # respool-edit
+            "ClusterRole",  # respool-view
         ]
     )
     namespaced = [
@@ -45,6 +47,9 @@ def test_kustomize_build_renders_the_base(kubectl: Any) -> None:
     deployment = next(d for d in documents if d["kind"] == "Deployment")
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["image"] == "ghcr.io/respool/respool:0.1.0"
+    # Metrics on localhost only, unless the metrics-service component is added.
+    assert "--metrics-address=127.0.0.1" in container["args"]
+    assert [p["name"] for p in container["ports"]] == ["healthz"]
     # Leader election: the new Pod of a rollout waits as a standby, never a second writer.
     assert "--leader-elect" in container["args"]
     assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
@@ -66,7 +71,8 @@ def test_kubectl_apply_k_installs_everything(kubectl: Any) -> None:
         "clusterrolebinding.rbac.authorization.k8s.io/respool",
         "role.rbac.authorization.k8s.io/respool-leader-election",
         "rolebinding.rbac.authorization.k8s.io/respool-leader-election",
-        "service/respool-metrics",
+        "clusterrole.rbac.authorization.k8s.io/respool-edit",
+        "clusterrole.rbac.authorization.k8s.io/respool-view",
         "deployment.apps/respool",
     ):
         assert expected in result.stdout, result.stdout
@@ -130,7 +136,6 @@ def test_kubectl_apply_k_installs_everything(kubectl: Any) -> None:
         kubectl(
             "delete",
             "deployment/respool",
-            "service/respool-metrics",
             "serviceaccount/respool",
             "role/respool-leader-election",
             "rolebinding/respool-leader-election",
@@ -139,4 +144,29 @@ def test_kubectl_apply_k_installs_everything(kubectl: Any) -> None:
             "--wait=false",
             check=False,
         )
-        kubectl("delete", "clusterrolebinding/respool", "clusterrole/respool", check=False)
+        kubectl("delete", "clusterrolebinding/respool", "clusterrole/respool",
+                "clusterrole/respool-edit", "clusterrole/respool-view", check=False)
+
+
+def test_the_metrics_service_component_exposes_metrics_on_purpose(
+        kubectl: Any, tmp_path: Path) -> None:
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        # kustomize takes relative paths only.
+        "resources": [os.path.relpath(ROOT / "manifests", overlay)],
+        "components": [os.path.relpath(ROOT / "manifests" / "metrics-service", overlay)],
+    }))
+    documents = [d for d in yaml.safe_load_all(kubectl("kustomize", str(overlay)).stdout) if d]
+    service = next(d for d in documents if d["kind"] == "Service")
+    assert service["metadata"]["namespace"] == "respool-system"
+    assert service["spec"]["ports"][0]["targetPort"] == "metrics"
+    deployment = next(d for d in documents if d["kind"] == "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert "--metrics-address=0.0.0.0" in container["args"]
+    assert "--metrics-address=127.0.0.1" not in container["args"]
+    assert {"name": "metrics", "containerPort": 9090, "protocol": "TCP"} in container["ports"]
+    assert service["spec"]["selector"].items() <= (
+        deployment["spec"]["template"]["metadata"]["labels"].items())

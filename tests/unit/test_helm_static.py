@@ -140,14 +140,19 @@ def test_kustomization_lists_the_base() -> None:
         "Role",
         "RoleBinding",
         "Deployment",
-        "Service",
     }
     assert not any("examples" in r for r in kustomization["resources"])
+    # The metrics Service is an opt-in component (metrics are served on 127.0.0.1 otherwise).
+    component = yaml.safe_load(
+        (ROOT / "manifests" / "metrics-service" / "kustomization.yaml").read_text())
+    assert component["kind"] == "Component" and component["resources"] == ["service.yaml"]
 
 
 def test_no_wildcards_no_secrets_in_any_role() -> None:
     templates = (CHART / "templates" / "rbac.yaml").read_text()
-    for text in (templates, (ROOT / "manifests" / "rbac.yaml").read_text()):
+    tenants = (CHART / "templates" / "tenant-rbac.yaml").read_text()
+    for text in (templates, tenants, (ROOT / "manifests" / "rbac.yaml").read_text(),
+                 (ROOT / "manifests" / "tenant-rbac.yaml").read_text()):
         assert '"*"' not in text and "'*'" not in text and "- *" not in text
         assert "secrets" not in text
         assert "cluster-admin" not in text
