@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
+from respool.api import parse_time
+
 pytestmark = pytest.mark.timeout(180)
 
 Kubectl = Callable[..., "subprocess.CompletedProcess[str]"]
@@ -131,6 +133,35 @@ def test_reserve_wait_get_describe_release(cli: Run, pool: str, namespace: str, 
     released = cli("release", "mine", "later", "-n", namespace)
     assert "resourcereservation.respool.io/mine released" in released.stdout
     assert "No reservations found" in cli("get", "rsv", "-n", namespace).stderr
+
+
+def test_free_answers_without_creating_anything(
+        cli: Run, pool: str, namespace: str, kubectl: Kubectl) -> None:
+    cli("reserve", pool, "--nodes", "2", "--exclusive", "--duration", "1h", "--wait",
+        "--timeout", "60s", "-n", namespace, "--name", "holder")
+    held = json.loads(kubectl("get", "rsv", "holder", "-n", namespace, "-o", "json").stdout)
+    end = parse_time(held["status"]["endTime"])
+    before = json.loads(kubectl("get", "rsv", "-A", "-o", "json").stdout)["items"]
+    # Two nodes of 8 cores are free now, without end; four only after the holder.
+    two = json.loads(cli("free", pool, "--nodes", "2", "--cores", "8", "--duration", "2h",
+                         "-o", "json").stdout)
+    assert two["available"] is True and two["longestFromStart"] is None
+    four = json.loads(cli("free", pool, "--nodes", "4", "--duration", "30m", "-o",
+                          "json").stdout)
+    assert four["available"] is False and four["longestFromStart"] == 0
+    assert four["earliestStart"] == end and four["earliestEnd"] == end + 1800
+    assert [step["node"] for step in four["free"]] == [2]
+    gpus = cli("free", pool, "--gpus", "1", "--duration", "1h", "--utc").stdout
+    assert f"pool {pool}: one node with 1 core(s) and 1 GPU(s)" in gpus
+    assert "free at" in gpus and ": yes" in gpus and "longest window from" in gpus
+    assert "unbounded" in gpus
+    never = cli("free", pool, "--nodes", "5", "--duration", "1h", expect=1)
+    assert "can never fit" in never.stderr
+    # Nothing was created, changed or deleted meanwhile.
+    after = json.loads(kubectl("get", "rsv", "-A", "-o", "json").stdout)["items"]
+    assert [(o["metadata"]["name"], o["metadata"]["resourceVersion"]) for o in after] == [
+        (o["metadata"]["name"], o["metadata"]["resourceVersion"]) for o in before]
+    cli("release", "holder", "-n", namespace)
 
 
 def test_kubectl_plugin(cli: Run, pool: str) -> None:

@@ -276,6 +276,41 @@ def test_next_avail_time_on_free_and_busy_pool(
     holder.release_reservation()
 
 
+def test_availability_creates_nothing_and_disturbs_no_waiter(
+    ats: KubernetesATSClient, make_pool: PoolFactory, kubectl: Kubectl, namespace: str,
+    control_plane: Any,
+) -> None:
+    # Issue 11, item 3: the availability probe once created and deleted a real hold, which
+    # also cost every waiter of the pool a retry. Now it reads the pool and the statuses.
+    from kubernetes import client as k8s
+    from kubernetes import config as k8s_config
+    from kubernetes import watch
+
+    pool = make_pool()
+    holder = hold_whole_pool(ats, pool)
+    waiter = ResourceReservation(pool, ats, max_retry=0)
+    api = k8s.CustomObjectsApi(k8s_config.new_client_from_config(str(control_plane.kubeconfig)))
+    listed = api.list_cluster_custom_object("respool.io", "v1alpha1", "resourcereservations")
+    version = listed["metadata"]["resourceVersion"]
+    answers = [ResourceReservation(pool, ats).get_next_avail_time() for _ in range(3)]
+    for answer in answers:
+        assert answer["available"] is False
+        assert answer["avail_start"] == pytest.approx(holder.end_time, abs=2)
+        assert answer["longest_now"] == 0
+    # Not one write to any reservation since: the watch from that version sees nothing.
+    events = list(watch.Watch().stream(
+        api.list_cluster_custom_object, "respool.io", "v1alpha1", "resourcereservations",
+        resource_version=version, timeout_seconds=2))
+    assert events == [], [(e["type"], e["object"]["metadata"]["name"]) for e in events]
+    # The same answer the operator gives a real request for that window.
+    assert waiter.request_reservation() is True
+    assert waiter.start_time == pytest.approx(answers[0]["avail_start"], abs=1)
+    waiter.release_reservation()
+    holder.release_reservation()
+    free = ResourceReservation(pool, ats).get_next_avail_time()
+    assert free["available"] is True and free["longest_now"] is None
+
+
 def test_context_manager_claims_and_releases(ats: KubernetesATSClient, make_pool: PoolFactory, kubectl: Kubectl, namespace: str) -> None:
     pool = make_pool()
     with ResourceReservation(pool, ats) as rr:
@@ -362,8 +397,10 @@ def test_forbidden_namespace_by_rbac(
 
 
 def test_namespace_not_selected_by_the_pool(ats: KubernetesATSClient, make_pool: PoolFactory, kubectl: Kubectl, namespace: str) -> None:
+    # The operator answers a namespace the pool does not admit as it answers a pool that does
+    # not exist (the namespace learns nothing about the pool): PoolNotFound, saying both.
     pool = make_pool(namespaceSelector={"matchLabels": {"team": "other"}})
-    with pytest.raises(NamespaceForbidden, match="does not accept reservations"):
+    with pytest.raises(PoolNotFound, match="does not exist or does not admit namespace"):
         ResourceReservation(pool, ats).request_reservation()
     assert reservations(kubectl, namespace) == []
 
@@ -435,3 +472,65 @@ def test_operator_not_running_is_reported_and_leaves_nothing(
         time.sleep(0.2)  # deleted at once; the restarted operator removes its finalizer, if any
     assert reservations(kubectl, namespace) == []
     kubectl("delete", "rpool", pool, "--wait=false", check=False)
+
+
+# -- creates whose answer is lost, clean-ups that fail (issue 11, item 10) ----------------
+
+
+def _lose_answers(ats: KubernetesATSClient, monkeypatch: pytest.MonkeyPatch,
+                  landed: bool, times: int = 1) -> list[str]:
+    """The next `times` creates reach the real API server (landed) or not, and their answer
+    is lost on the way back: the connection drops."""
+    import urllib3
+
+    real = ats.api.custom.create_namespaced_custom_object
+    names: list[str] = []
+
+    def create(*args: Any, **kwargs: Any) -> Any:
+        names.append(args[4]["metadata"]["name"])
+        if len(names) <= times:
+            if landed:
+                real(*args, **kwargs)
+            raise urllib3.exceptions.ProtocolError("Connection aborted.")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ats.api.custom, "create_namespaced_custom_object", create)
+    return names
+
+
+@pytest.mark.parametrize("landed", [True, False], ids=["create-landed", "create-lost"])
+def test_a_create_whose_answer_is_lost_leaves_exactly_one_object(
+    ats: KubernetesATSClient, make_pool: PoolFactory, kubectl: Kubectl, namespace: str,
+    monkeypatch: pytest.MonkeyPatch, landed: bool,
+) -> None:
+    pool = make_pool()
+    sent = _lose_answers(ats, monkeypatch, landed)
+    pre_id, _start, _expires = ats.get_future_reservation(pool, time.time(), 600, None, True)
+    [obj] = reservations(kubectl, namespace)
+    # One name throughout (no generateName on the server): the retry found or made that one.
+    assert len(set(sent)) == 1 and obj["metadata"]["name"] == sent[0]
+    assert len(sent) == (1 if landed else 2)
+    assert obj["metadata"]["annotations"]["respool.io/request-id"]
+    assert obj["status"]["preReservationId"] == pre_id
+    assert ats.release_resource(pre_id) is True
+
+
+def test_a_failing_clean_up_never_hides_the_original_error(
+    ats: KubernetesATSClient, make_pool: PoolFactory, kubectl: Kubectl, namespace: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from respool.client import ClusterUnreachable
+
+    pool = make_pool()
+    holder = hold_whole_pool(ats, pool)
+
+    def unreachable(*_args: Any, **_kwargs: Any) -> bool:
+        raise ClusterUnreachable("the API server went away during the clean-up")
+
+    monkeypatch.setattr(ats.api, "delete_reservation", unreachable)
+    with pytest.raises(ResourceUnavailable) as caught:
+        ats.get_future_reservation(pool, time.time(), 600, None, False)
+    notes = " ".join(getattr(caught.value, "__notes__", []))
+    assert "deleting ResourceReservation" in notes and "went away" in notes
+    monkeypatch.undo()
+    holder.release_reservation()

@@ -6,7 +6,7 @@ engine, the dev cluster, the operator and the client can grow without editing on
 - ``respool dev ...``                       -> respool.cli.dev       (local control plane)
 - ``respool crds``                          -> respool.cli.crds      (CRD generation)
 - ``respool run``                           -> respool.cli.run       (the operator)
-- ``respool get/describe/reserve/release``  -> respool.cli.ops       (users' view)
+- ``respool get/describe/reserve/release/free`` -> respool.cli.ops    (users' view)
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ COMMAND_MODULES: dict[str, str] = {
     "describe": "respool.cli.ops",
     "reserve": "respool.cli.ops",
     "release": "respool.cli.ops",
+    "free": "respool.cli.ops",
 }
 
 

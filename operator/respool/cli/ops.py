@@ -1,4 +1,4 @@
-"""`respool get|describe|reserve|release`: the users' view of pools and reservations.
+"""`respool get|describe|reserve|release|free`: the users' view of pools and reservations.
 
 Also reachable as ``kubectl respool ...`` (the `kubectl-respool` entry point). Tables go to
 stdout; progress and errors to stderr, so the output can be piped. Every command honours
@@ -19,7 +19,8 @@ from typing import Any
 import urllib3
 import yaml
 
-from respool.api import format_duration, parse_time
+from respool.api import format_duration, format_time, parse_time
+from respool.client import availability
 from respool.client.errors import (
     AccessDenied,
     InvalidConfigRequest,
@@ -31,7 +32,8 @@ from respool.client.kube import KubeAPI, Object, condition
 from respool.client.native import RespoolClient, epoch, seconds
 from respool.client.objects import Reservation
 from respool.client.timeline import Booking, render_timeline, span_text
-from respool.pool import Hostlist, IDset
+from respool.controller.lifecycle import SpecError
+from respool.pool import Hostlist, IDset, InfeasibleRequest
 
 POOL_WORDS = ("pools", "pool", "rpool", "resourcepools", "resourcepool")
 RESERVATION_WORDS = ("reservations", "reservation", "rsv", "resourcereservations", "resourcereservation")
@@ -95,6 +97,27 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
     reserve.add_argument("-o", "--output", choices=("text", "json", "yaml", "name"), default="text")
     reserve.set_defaults(handler=_guarded(_reserve))
+
+    free = sub.add_parser(
+        "free", parents=[common],
+        help="when a request would fit a pool, without reserving anything",
+        description="When would this request fit POOL: is the window free now, the earliest "
+        "window of that length, the longest window from the start, and what is free over "
+        "time. Computed from the pool and its reservations' statuses; nothing is created. "
+        "--nodes N asks for N nodes with --cores/--gpus on each; without it, one slot of "
+        "--cores cores and --gpus GPUs on one node. Needs read access to the pool and to "
+        "reservations in every namespace.",
+    )
+    free.add_argument("pool")
+    free.add_argument("--nodes", type=int, help="number of nodes (default: any one node)")
+    free.add_argument("--cores", type=int, default=1, help="cores (per node with --nodes; default 1)")
+    free.add_argument("--gpus", type=int, default=0, help="GPUs (per node with --nodes; default 0)")
+    free.add_argument("--duration", required=True, help="window length, e.g. 90m, 1h30m")
+    free.add_argument("--start", help="RFC 3339 start time (default now)")
+    free.add_argument("--shared", action="store_true", help="mode shared")
+    free.add_argument("--utc", action="store_true", help="show times in UTC")
+    free.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    free.set_defaults(handler=_guarded(_free))
 
     release = sub.add_parser("release", parents=[common], help="release (delete) reservations")
     release.add_argument("names", nargs="+", metavar="NAME", help="reservation name or ID")
@@ -513,8 +536,13 @@ def _reserve(args: argparse.Namespace) -> int:
         granted = client.wait(created.name, budget, _progress(sys.stderr))
     except (RespoolError, KeyboardInterrupt) as exc:
         if not isinstance(exc, ReservationNotFound):
-            client.api.delete_reservation(created.namespace, created.name)
-            print(f"released {created.namespace}/{created.name}: not waiting any longer", file=sys.stderr)
+            try:
+                client.api.delete_reservation(created.namespace, created.name)
+                print(f"released {created.namespace}/{created.name}: not waiting any longer",
+                      file=sys.stderr)
+            except RespoolError as cleanup:  # the original error is the one to report
+                print(f"error: could not release {created.namespace}/{created.name} "
+                      f"({cleanup}); delete it by hand", file=sys.stderr)
         if isinstance(exc, ReservationTimeout | KeyboardInterrupt):
             raise ReservationTimeout(str(exc) or "interrupted") from exc
         raise
@@ -535,3 +563,76 @@ def _release(args: argparse.Namespace) -> int:
         print(f"resourcereservation.respool.io/{found['metadata']['name']} released")
     return status
 
+
+
+def _free(args: argparse.Namespace) -> int:
+    for flag, value, least in (("--nodes", args.nodes, 1), ("--cores", args.cores, 1),
+                               ("--gpus", args.gpus, 0)):
+        if value is not None and value < least:
+            raise InvalidConfigRequest(f"{flag} must be >= {least}, got {value}")
+    duration = seconds(args.duration, "--duration")
+    if duration <= 0:
+        raise InvalidConfigRequest(f"--duration must be longer than zero, got {args.duration!r}")
+    start = time.time() if args.start is None else epoch(args.start, "--start")
+    request: dict[str, Any] = {"slots": 1, "coresPerSlot": args.cores,
+                               "gpusPerSlot": args.gpus}
+    if args.nodes is not None:
+        request["nodes"] = args.nodes
+    spec = {"request": request, "mode": "shared" if args.shared else "exclusive"}
+    api = _api(args)
+    pool = api.get_pool(args.pool)
+    reservations = api.list_reservations(None)
+    try:
+        found = availability.query(pool, reservations, spec, start, duration)
+    except SpecError as exc:
+        raise InvalidConfigRequest(f"invalid request: {exc}") from None
+    except InfeasibleRequest as exc:
+        raise InvalidConfigRequest(f"the request can never fit pool {args.pool!r}: {exc}") \
+            from None
+    if args.output == "json":
+        print(json.dumps({
+            "pool": found.pool, "start": found.start, "duration": found.duration,
+            "available": found.available, "earliestStart": found.earliest_start,
+            "earliestEnd": found.earliest_end, "longestFromStart": found.longest_now,
+            "maxDuration": found.max_duration,
+            "free": [{"time": t, **{kind: counts["free"] for kind, counts in capacity.items()}}
+                     for t, capacity in found.free],
+        }, indent=2))
+        return 0
+    show = _time_formatter(args.utc)
+    what = (f"{args.nodes} node(s) with " if args.nodes is not None else "one node with ") + (
+        f"{args.cores} core(s)" + (f" and {args.gpus} GPU(s)" if args.gpus else ""))
+    print(f"pool {found.pool}: {what}, {found.duration:g}s "
+          f"({format_duration(found.duration)}){' shared' if args.shared else ''}")
+    if found.available:
+        print(f"  free at {show(found.start)}: yes")
+    elif found.earliest_start is None:
+        print(f"  free at {show(found.start)}: no, and no window of that length fits "
+              "(ranks it needs are down, or the pool expires first)")
+    else:
+        print(f"  free at {show(found.start)}: no; earliest {show(found.earliest_start)} to "
+              f"{show(found.earliest_end or found.earliest_start)}")
+    if found.longest_now is None:
+        longest = "unbounded"
+    elif found.longest_now <= 0:
+        longest = "none (it does not fit at the start)"
+    else:
+        longest = format_duration(found.longest_now)
+    cap = f" (policy.maxDuration {format_duration(found.max_duration)})" \
+        if found.max_duration else ""
+    print(f"  longest window from {show(found.start)}: {longest}{cap}")
+    print("  free over the window asked for:")
+    print(f"    {'FROM':<25} {'CORES':>7} {'GPUS':>7} {'NODES':>7}")
+    for t, capacity in found.free:
+        print(f"    {show(t):<25} {capacity['core']['free']:>7} {capacity['gpu']['free']:>7} "
+              f"{capacity['node']['free']:>7}")
+    return 0
+
+
+def _time_formatter(utc: bool) -> Callable[[float], str]:
+    def show(t: float) -> str:
+        if utc:
+            return format_time(t)
+        return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(t))
+
+    return show

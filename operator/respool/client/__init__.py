@@ -10,6 +10,7 @@ Two APIs over the same Kubernetes objects:
 from respool.client.ats import ATSClient, ResourceReservation
 from respool.client.errors import (
     AccessDenied,
+    AlreadyExists,
     ClusterUnreachable,
     InvalidConfigRequest,
     MaxWaitExceeded,
@@ -23,6 +24,7 @@ from respool.client.errors import (
     ResourceRetryExceeded,
     ResourceUnavailable,
     RespoolError,
+    ServerError,
 )
 from respool.client.kubernetes_ats import KubernetesATSClient
 from respool.client.native import RespoolClient, reserve
@@ -31,6 +33,7 @@ from respool.client.objects import Reservation
 __all__ = [
     "ATSClient",
     "AccessDenied",
+    "AlreadyExists",
     "ClusterUnreachable",
     "InvalidConfigRequest",
     "KubernetesATSClient",
@@ -48,5 +51,6 @@ __all__ = [
     "ResourceUnavailable",
     "RespoolClient",
     "RespoolError",
+    "ServerError",
     "reserve",
 ]

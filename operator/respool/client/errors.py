@@ -78,5 +78,13 @@ class ReservationTimeout(RespoolError):
     """A reservation was not granted within the caller's timeout."""
 
 
+class AlreadyExists(RespoolError):
+    """An object of that name exists already (and is not the one this call created)."""
+
+
+class ServerError(RespoolError):
+    """The API server answered 5xx: the request may or may not have been carried out."""
+
+
 class ReservationFailed(ResourceUnavailable):
     """The operator put the reservation into phase Failed (the reason says why)."""

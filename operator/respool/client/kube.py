@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -26,6 +27,7 @@ from kubernetes.config.config_exception import ConfigException
 from respool import GROUP, VERSION
 from respool.client.errors import (
     AccessDenied,
+    AlreadyExists,
     ClusterUnreachable,
     InvalidConfigRequest,
     NamespaceForbidden,
@@ -33,6 +35,7 @@ from respool.client.errors import (
     PoolNotFound,
     ReservationNotFound,
     RespoolError,
+    ServerError,
 )
 
 POOLS = "resourcepools"
@@ -40,6 +43,9 @@ RESERVATIONS = "resourcereservations"
 KIND_RESERVATION = "ResourceReservation"
 FIELD_MANAGER = "respool-client"
 IN_CLUSTER_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+REQUEST_ID = "respool.io/request-id"
+"""Annotation with the idempotency key of the create that made a reservation."""
+CREATE_ATTEMPTS = 3
 
 Object = dict[str, Any]
 
@@ -177,8 +183,12 @@ class KubeAPI:
                 f"the respool CRDs ({GROUP}/{VERSION}) are not installed on "
                 f"{self.connection.server}: apply crds/ (or install the Helm chart) first"
             )
+        if status == 409:
+            return AlreadyExists(message)
         if status == 422 or status == 400:
             return InvalidConfigRequest(f"rejected by the API server: {message}")
+        if status >= 500:
+            return ServerError(f"API server error {status}: {message}")
         return RespoolError(f"API server error {status}: {message}")
 
     # -- pools ------------------------------------------------------------------------------
@@ -229,13 +239,59 @@ class KubeAPI:
             )
 
     def create_reservation(self, namespace: str, body: Mapping[str, Any], *, pool: str | None = None) -> Object:
-        with self.errors(namespace=namespace, pool=pool):
-            return _object(
-                self.custom.create_namespaced_custom_object(
-                    GROUP, VERSION, namespace, RESERVATIONS, dict(body),
-                    field_manager=FIELD_MANAGER, _request_timeout=self.request_timeout,
-                )
-            )
+        """Create, at most once, even when an answer is lost.
+
+        The object gets its name here (``generateName`` is resolved by the client, not the
+        server) and an idempotency key (annotation ``respool.io/request-id``). When the
+        answer to a create is lost - a time-out, a dropped connection, a 5xx - the request
+        may or may not have been carried out: the object is looked up by its name and, if
+        it carries this key, it is the one created; else the create is sent again. So a
+        retried create never leaves an orphan that nobody can name."""
+        body = dict(body)
+        metadata = dict(body.get("metadata") or {})
+        prefix = metadata.pop("generateName", None)
+        if not metadata.get("name"):
+            metadata["name"] = f"{prefix or 'rsv-'}{secrets.token_hex(5)}"
+        annotations = dict(metadata.get("annotations") or {})
+        key = annotations.setdefault(REQUEST_ID, secrets.token_hex(16))
+        metadata["annotations"] = annotations
+        body["metadata"] = metadata
+        name = str(metadata["name"])
+        lost: RespoolError | None = None
+        for _attempt in range(CREATE_ATTEMPTS):
+            try:
+                with self.errors(namespace=namespace, pool=pool):
+                    return _object(
+                        self.custom.create_namespaced_custom_object(
+                            GROUP, VERSION, namespace, RESERVATIONS, body,
+                            field_manager=FIELD_MANAGER, _request_timeout=self.request_timeout,
+                        )
+                    )
+            except AlreadyExists:
+                mine = self._created_with(namespace, name, key)
+                if mine is not None:
+                    return mine  # an earlier attempt landed; its answer was lost
+                raise AlreadyExists(
+                    f"ResourceReservation {namespace}/{name} already exists") from None
+            except (ClusterUnreachable, ServerError) as exc:
+                lost = exc
+                try:
+                    mine = self._created_with(namespace, name, key)
+                except (ClusterUnreachable, ServerError):
+                    mine = None
+                if mine is not None:
+                    return mine
+        assert lost is not None
+        raise lost
+
+    def _created_with(self, namespace: str, name: str, key: str) -> Object | None:
+        """The reservation `name` if it exists and was created with idempotency key `key`."""
+        try:
+            found = self.get_reservation(namespace, name)
+        except ReservationNotFound:
+            return None
+        annotations = (found.get("metadata") or {}).get("annotations") or {}
+        return found if annotations.get(REQUEST_ID) == key else None
 
     def patch_reservation(self, namespace: str, name: str, patch: Mapping[str, Any]) -> Object:
         with self.errors(namespace=namespace):

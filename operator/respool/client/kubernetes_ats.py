@@ -16,7 +16,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from respool.api import parse_time
+from respool.api import format_time, parse_time
+from respool.client import availability
 from respool.client.ats import DEFAULT_DURATION
 from respool.client.errors import (
     InvalidConfigRequest,
@@ -31,6 +32,8 @@ from respool.client.errors import (
 )
 from respool.client.kube import ClientBase, KubeAPI, Object, evaluated
 from respool.client.objects import Reservation, reservation_body
+from respool.controller.lifecycle import SpecError
+from respool.pool import InfeasibleRequest
 
 _INVALID_REASONS = ("Infeasible", "InvalidSpec")
 
@@ -52,7 +55,10 @@ def unavailable_error(obj: Mapping[str, Any]) -> RespoolError:
     where = f"ResourceReservation {view.namespace}/{view.name} on pool {view.pool!r}"
     text = f"{where}: {view.describe_state()}"
     if reason == "PoolNotFound":
-        return PoolNotFound(f"ResourcePool {view.pool!r} does not exist ({where})")
+        # The operator answers this also when the pool does not admit the namespace (so
+        # that a namespace learns nothing about pools it may not use).
+        return PoolNotFound(f"ResourcePool {view.pool!r} does not exist or does not admit "
+                            f"namespace {view.namespace!r} ({where})")
     if reason == "NamespaceNotAllowed":
         return NamespaceForbidden(
             f"pool {view.pool!r} does not accept reservations from namespace "
@@ -119,17 +125,27 @@ class KubernetesATSClient(ClientBase):
         name = created["metadata"]["name"]
         try:
             found = self.api.wait_reservation(self.namespace, name, evaluated, self.operator_timeout)
-        except BaseException:
-            self._discard(name)
+        except BaseException as exc:
+            self._discard_after(name, exc)
             raise
         if found is None:
-            self._discard(name)
-            raise OperatorNotResponding(
+            error = OperatorNotResponding(
                 f"the respool operator did not evaluate ResourceReservation "
                 f"{self.namespace}/{name} within {self.operator_timeout:g}s; is it running "
                 "(`respool run`, or the Helm chart's Deployment)?"
             )
+            self._discard_after(name, error)
+            raise error
         return found
+
+    def _discard_after(self, name: str, error: BaseException) -> None:
+        """Clean up after `error`, which the caller raises next: a failing clean-up never
+        hides it (it is added to the error's notes instead)."""
+        try:
+            self._discard(name)
+        except Exception as cleanup:  # any failure: it must not mask `error`
+            error.add_note(f"also, deleting ResourceReservation {self.namespace}/{name} "
+                           f"failed: {cleanup!r}; delete it by hand")
 
     def _discard(self, name: str) -> None:
         try:
@@ -203,8 +219,9 @@ class KubernetesATSClient(ClientBase):
             self._names[view.pre_reservation_id] = view.name
             expires = view.pre_reservation_expires
             return view.pre_reservation_id, view.start, expires if expires is not None else view.start
-        self._discard(view.name)
-        raise unavailable_error(obj)
+        error = unavailable_error(obj)
+        self._discard_after(view.name, error)
+        raise error
 
     def claim_reservation(self, pre_reservation_id: str) -> dict[str, Any]:
         """Claim a hold. Waits (bounded) until its window starts and the operator activates it.
@@ -228,8 +245,9 @@ class KubernetesATSClient(ClientBase):
         if view.active and view.reservation_id:
             return self._claimed_reply(obj)
         if view.phase != "Scheduled":
-            self._discard(name)
-            raise unavailable_error(obj)
+            error = unavailable_error(obj)
+            self._discard_after(name, error)
+            raise error
         if view.pre_reservation_id != pre_reservation_id:
             return self._late_reply(obj)
         deadline = view.pre_reservation_expires
@@ -267,8 +285,9 @@ class KubernetesATSClient(ClientBase):
             return self._claimed_reply(found)
         if result.phase == "Scheduled" and result.pre_reservation_id:
             return self._late_reply(found)
-        self._discard(name)
-        raise unavailable_error(found)
+        error = unavailable_error(found)
+        self._discard_after(name, error)
+        raise error
 
     def release_resource(self, reservation_id: str) -> bool:
         """Release a hold or a claimed reservation (deletes its object); False if unknown."""
@@ -290,39 +309,44 @@ class KubernetesATSClient(ClientBase):
         config: Mapping[str, Any] | None = None,
         mode: str = "exclusive",
     ) -> dict[str, Any]:
-        """When could `resource_name` be had? Reserves nothing (a short-lived probe object).
+        """When could `resource_name` be had? Creates nothing: the answer is computed from the
+        pool and its reservations' statuses (`respool.client.availability`), so another
+        tenant's waiting reservations are not disturbed and nothing is left behind.
 
-        ``{"available": bool, "avail_start": float, "avail_end": float, "reason", "message"}``:
-        `available` says whether ``[start, end)`` is free; `avail_start`/`avail_end` is the
-        earliest window of the same length. Defaults: now and one hour.
+        ``{"available": bool, "avail_start": float, "avail_end": float, "longest_now",
+        "reason", "message"}``: `available` says whether ``[start, end)`` is free;
+        `avail_start`/`avail_end` is the earliest window of the same length; `longest_now`
+        the longest window from `start` (None: open-ended). Defaults: now and one hour.
+        Reading needs `get` on the pool and `list` on reservations in every namespace.
         """
         start = time.time() if start is None else float(start)
         end = start + DEFAULT_DURATION if end is None else float(end)
         if end <= start:
             raise InvalidConfigRequest(f"the end ({end}) must be after the start ({start})")
-        body = reservation_body(
-            resource_name,
-            config=config,
-            mode=mode,
-            start=start,
-            duration=end - start,
-            next_available=True,
-            claim_policy="Manual",
-            generate_name=f"{resource_name[:40]}-probe-",
-        )
-        obj = self._create_and_evaluate(body, resource_name)
-        self._discard(obj["metadata"]["name"])
-        available, avail_start, avail_end = _next_available(obj)
-        if avail_start is None or avail_end is None:
-            raise unavailable_error(obj)
-        view = Reservation.from_object(obj)
+        spec = reservation_body(resource_name, config=config, mode=mode,
+                                duration=end - start)["spec"]
+        pool = self.api.get_pool(resource_name)
+        reservations = self.api.list_reservations(None)
+        try:
+            found = availability.query(pool, reservations, spec, start, end - start)
+        except SpecError as exc:
+            raise InvalidConfigRequest(f"invalid request for pool {resource_name!r}: {exc}") \
+                from None
+        except InfeasibleRequest as exc:
+            raise ReservationFailed(f"the request can never fit ResourcePool "
+                                    f"{resource_name!r}: {exc}", reason="Infeasible") from None
+        if found.earliest_start is None or found.earliest_end is None:
+            raise ResourceUnavailable(
+                f"no window of {end - start:g}s fits ResourcePool {resource_name!r} (the ranks "
+                "it needs are down, or the pool expires first)", reason="WaitingForCapacity")
+        when = "now" if found.available else f"from {format_time(found.earliest_start)}"
         return {
-            "available": bool(available),
-            "avail_start": avail_start,
-            "avail_end": avail_end,
-            "reason": view.reason,
-            "message": view.message,
+            "available": found.available,
+            "avail_start": found.earliest_start,
+            "avail_end": found.earliest_end,
+            "longest_now": found.longest_now,
+            "reason": None if found.available else "WaitingForCapacity",
+            "message": f"free {when} on pool {resource_name!r}",
         }
 
-    # kissats spells it this way; ported code calls it.
     get_resource_availablity = get_resource_availability

@@ -239,7 +239,14 @@ def reserve(
         )
         try:
             yield client.wait(created.name, wait_limit, on_change)
-        finally:
-            client.api.delete_reservation(client.namespace, created.name)
+        except BaseException as exc:
+            # The error is what the caller must see; a failing clean-up is only noted on it.
+            try:
+                client.api.delete_reservation(client.namespace, created.name)
+            except Exception as cleanup:  # any failure: it must not mask `exc`
+                exc.add_note(f"also, deleting ResourceReservation {client.namespace}/"
+                             f"{created.name} failed: {cleanup!r}; delete it by hand")
+            raise
+        client.api.delete_reservation(client.namespace, created.name)
     finally:
         client.close()

@@ -687,6 +687,67 @@ class Planner:
             for kind in ("core", "gpu", "node")
         }
 
+    def longest(self, request: object, start: float, mode: str) -> float | None:
+        """The longest window starting at ``start`` in which ``request`` fits, in seconds: 0
+        when it does not fit at ``start`` at all, None when it fits open-ended (no booking
+        after ``start`` is in its way and the pool does not expire). A query: nothing is
+        booked.
+
+        Fitting only gets harder as the window grows, and it changes only where a booking
+        starts: the answer is the latest booking start (or the pool's expiration) up to
+        which it still fits, found by bisection."""
+        begin = _check_time(start, "start")
+        mode = _check_mode(mode)
+        req = self.pool._coerce_request(request)
+        if req.is_discrete:
+            return 0.0
+        eligible = self.pool._constraint_mask(req.constraint) & self.pool._up
+        if self.pool._feasibility_error(req, eligible) is not None:
+            return 0.0
+        ends = sorted({entry[0] for entry in self._index.starts if entry[0] > begin})
+        expiration = self.pool.expiration
+        if expiration:
+            if expiration <= begin:
+                return 0.0
+            ends = [end for end in ends if end < expiration] + [expiration]
+
+        def open_ended() -> bool:
+            return self._fits(req, eligible, self._relevant(begin, None, mode))
+
+        if not ends:  # nothing starts later, and the pool does not expire
+            return None if open_ended() else 0.0
+
+        def fits_until(position: int) -> bool:
+            return self._fits(req, eligible, self._relevant(begin, ends[position], mode))
+
+        # Up to the first later start, the window meets exactly what holds at `start`.
+        if not fits_until(0):
+            return 0.0
+        low, high = 0, len(ends) - 1
+        while low < high:
+            middle = (low + high + 1) // 2
+            if fits_until(middle):
+                low = middle
+            else:
+                high = middle - 1
+        if not expiration and low == len(ends) - 1 and open_ended():
+            return None
+        return ends[low] - begin
+
+    def free_over_time(
+        self, start: float, end: float, limit: int = 1000
+    ) -> list[tuple[float, dict[str, dict[str, int]]]]:
+        """``capacity()`` at ``start`` and at every booking start or end until ``end``: the
+        steps of what is free over ``[start, end)`` (at most ``limit`` of them)."""
+        moment = _check_time(start, "start")
+        finish = _check_time(end, "end")
+        steps: list[tuple[float, dict[str, dict[str, int]]]] = []
+        t: float | None = moment
+        while t is not None and t < finish and len(steps) < limit:
+            steps.append((t, self.capacity(t)))
+            t = self.next_event(t)
+        return steps
+
     def next_event(self, after: float) -> float | None:
         """The next booking start or end strictly after ``after``."""
         moment = _check_time(after, "after")
