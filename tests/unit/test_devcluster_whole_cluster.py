@@ -178,3 +178,26 @@ def test_a_state_file_from_before_the_components_loads_as_a_bare_plane(tmp_path:
 
 def test_a_whole_cluster_expects_all_five_processes(tmp_path: Path) -> None:
     assert _plane(tmp_path).expected_processes() == ("etcd", "kube-apiserver", *WORKLOAD_COMPONENTS)
+
+
+def test_a_step_that_fails_to_build_names_the_binaries_the_log_and_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real `go` failure (a package the module does not have), not a simulated one."""
+    from respool.devcluster import BuildError
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    builder = Builder(find_go(), DEFAULT_VERSIONS, progress=lambda _message: None)
+    builder.workspace.mkdir(parents=True)
+    broken = BuildStep(name="kwok", module="sigs.k8s.io/kwok", version=DEFAULT_VERSIONS.kwok,
+                       packages={"kwok": "sigs.k8s.io/kwok/cmd/no-such-command"})
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(BuildError) as failure:
+        builder._build_step(broken, out)
+    message = str(failure.value)
+    assert "kwok failed (go exit status 1); nothing was cached" in message
+    assert "run `respool dev build` again" in message
+    assert str(builder.workspace / "kwok.log") in message
+    assert "no-such-command" in message  # go's own words, from the log's tail
+    assert not (out / "kwok").exists()

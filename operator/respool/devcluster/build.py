@@ -552,7 +552,9 @@ class Builder:
                     f"then run `respool dev build` again. Last lines of {log}:\n{tail}"
                 )
             raise BuildError(
-                f"{what} failed (go exit status {process.returncode}). Last lines of {log}:\n{tail}"
+                f"{what} failed (go exit status {process.returncode}); nothing was cached. Fix "
+                "what go reports below, then run `respool dev build` again (what was already "
+                f"compiled is reused from Go's build cache). Last lines of {log}:\n{tail}"
             )
         return wall, cpu, max_rss_mib
 
