@@ -5,8 +5,9 @@
 #   docker build -t ghcr.io/respool/respool:0.1.0 .
 #   docker run --rm ghcr.io/respool/respool:0.1.0 --version
 #
-# The runtime dependencies are pinned below, exactly (the versions the test suite runs with),
-# so an image built later installs the same code; update them together with pyproject.toml.
+# The Python closure is exactly the runtime part of uv.lock (the lock the test suite runs
+# with): `uv sync --locked` installs it and nothing else, and refuses to build when
+# pyproject.toml and uv.lock disagree; refresh the lock with `.venv/bin/uv lock` (README).
 # Nothing here needs a container engine to be reviewed: the Helm chart and manifests/ run this
 # image with a read-only root filesystem, so the image writes nothing outside /tmp.
 
@@ -14,60 +15,27 @@
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
+# The lock's own installer, at the version the lock pins (the dev extra; a test checks they agree).
+ARG UV_VERSION=0.13.9
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PYTHONDONTWRITEBYTECODE=1
-RUN python -m venv /opt/respool
-ENV PATH=/opt/respool/bin:$PATH
-# Dependencies first (their layer is reused while only the source changes), no resolver
-# surprises: every package of the runtime closure is listed, and nothing else is allowed in.
-RUN pip install --no-deps \
-        aiohappyeyeballs==2.7.1 \
-        aiohttp==3.14.5 \
-        aiohttp-retry==2.9.1 \
-        aiosignal==1.4.0 \
-        annotated-types==0.8.0 \
-        attrs==26.1.0 \
-        certifi==2026.10.18 \
-        charset-normalizer==3.5.2 \
-        click==8.5.1 \
-        durationpy==0.11 \
-        frozenlist==1.8.0 \
-        idna==3.20 \
-        iso8601==2.1.0 \
-        jsonpatch==1.47 \
-        jsonpointer==3.12 \
-        kopf==1.45.2 \
-        kubernetes==37.0.2 \
-        multidict==7.2.1 \
-        oauthlib==4.0.1 \
-        prometheus-client==0.26.0 \
-        propcache==0.5.4 \
-        pydantic==2.14.3 \
-        pydantic-core==2.50.4 \
-        python-dateutil==4.0.0 \
-        python-json-logger==4.2.0 \
-        pyyaml==6.0.3 \
-        requests==2.34.2 \
-        requests-oauthlib==2.0.0 \
-        typing-extensions==4.16.0 \
-        typing-inspection==0.4.5 \
-        tzdata==2026.6 \
-        urllib3==2.8.0 \
-        websocket-client==1.9.2 \
-        yarl==1.25.1 \
-    && pip check
-# The build backend, pinned too (pyproject.toml asks for setuptools>=68 and wheel), and used
-# without build isolation so that nothing unpinned is fetched while building respool.
-RUN pip install --no-deps setuptools==84.2.1 wheel==0.48.0
-COPY pyproject.toml README.md /src/
+    PYTHONDONTWRITEBYTECODE=1 \
+    UV_PROJECT_ENVIRONMENT=/opt/respool \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_NO_CACHE=1
+RUN pip install "uv==${UV_VERSION}"
+WORKDIR /src
+# Dependencies first (their layer is reused while only the source changes): the runtime
+# closure of uv.lock, no extras, nothing resolved anew. The venv uses the base image's python3.
+COPY pyproject.toml uv.lock README.md /src/
+RUN uv venv --python python3 /opt/respool \
+    && uv sync --locked --no-editable --no-install-project
+# Then respool itself, as a regular (not editable) install built with the locked build
+# backend (pyproject.toml's build-constraint-dependencies).
 COPY operator /src/operator
-# --no-deps: the closure above is complete; `pip check` proves it. The build tools are not
-# needed at run time and leave with this stage.
-RUN pip install --no-deps --no-build-isolation /src \
-    && pip uninstall --yes setuptools wheel \
-    && pip check \
-    && python -m compileall -q /opt/respool
+RUN uv sync --locked --no-editable
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="respool" \

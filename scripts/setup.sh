@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
 # Shared set-up for scripts/test.sh and scripts/demo.sh (source it; it defines functions only).
 #
-#   respool_setup   create .venv (Python >= 3.11) if missing, install respool editable with its
-#                   test and dev extras when pyproject.toml changed, then build or reuse the
-#                   cached kube-apiserver, kubectl, etcd and helm (`respool dev build`).
+#   respool_setup   create .venv (Python >= 3.11) if missing, make it hold exactly the locked
+#                   closure of uv.lock (respool editable, with its test and dev extras), then
+#                   build or reuse the cached kube-apiserver, kubectl, etcd and helm
+#                   (`respool dev build`).
 #
-# After it: $VENV_BIN holds python, respool, ruff, mypy, pytest; $RESPOOL_BIN_DIR_BUILT the binaries.
+# uv.lock is the single source of the Python closure. uv itself is bootstrapped into the venv
+# with pip at UV_VERSION (the version the lock pins in the dev extra; a test checks they agree),
+# then `uv sync --locked` installs the lock exactly, removes anything else, and refuses to run
+# when pyproject.toml and uv.lock disagree (refresh: `.venv/bin/uv lock`, see README).
+#
+# After it: $VENV_BIN holds python, respool, ruff, mypy, pytest, uv; $RESPOOL_BIN_DIR_BUILT the binaries.
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV_DIR="$REPO_ROOT/.venv"
 VENV_BIN="$VENV_DIR/bin"
+UV_VERSION="0.13.9"
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -35,14 +42,20 @@ respool_setup() {
         say "creating .venv with $python"
         "$python" -m venv "$VENV_DIR"
     fi
-    # Reinstall only when the project's metadata changed: an editable install picks up code edits.
-    local stamp="$VENV_DIR/.respool-installed" digest
-    digest="$(sha256sum pyproject.toml | cut -d' ' -f1)"
-    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ] || [ ! -x "$VENV_BIN/respool" ]; then
-        say "installing respool (editable) with test and dev extras"
-        "$VENV_BIN/python" -m pip install --quiet -e '.[test,dev]'
-        echo "$digest" > "$stamp"
+    if [ "$("$VENV_BIN/uv" --version 2>/dev/null | cut -d' ' -f2)" != "$UV_VERSION" ]; then
+        say "bootstrapping uv $UV_VERSION into .venv"
+        # `uv sync` removes pip (it is not in the lock); bring it back for the bootstrap only.
+        "$VENV_BIN/python" -m pip --version >/dev/null 2>&1 || "$VENV_BIN/python" -m ensurepip --quiet
+        "$VENV_BIN/python" -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION" \
+            || die "could not install uv $UV_VERSION from the package index"
     fi
+    # Cheap when nothing changed (a few milliseconds), so it runs every time: code edits need
+    # nothing (editable install), a changed lock is applied, and a pyproject.toml edited without
+    # refreshing the lock stops here with uv's message instead of testing something else.
+    say "installing the locked closure (uv.lock) into .venv"
+    UV_PROJECT_ENVIRONMENT="$VENV_DIR" UV_PYTHON_DOWNLOADS=never \
+        "$VENV_BIN/uv" sync --locked --extra test --extra dev --quiet \
+        || die "uv sync failed: if pyproject.toml changed, refresh the lock with '.venv/bin/uv lock' and commit uv.lock"
     say "building or reusing the control-plane binaries (first run: 10-30 minutes)"
     RESPOOL_BIN_DIR_BUILT="$("$VENV_BIN/respool" dev build)" || die "could not build the control-plane binaries (see above)"
     export RESPOOL_BIN_DIR_BUILT

@@ -24,6 +24,9 @@ run_step() {
     fi
 }
 
+# Deterministic property tests (tests/conftest.py's "ci" profile) unless the caller chose.
+export HYPOTHESIS_PROFILE="${HYPOTHESIS_PROFILE:-ci}"
+
 run_step ruff "$VENV_BIN/ruff" check .
 run_step mypy "$VENV_BIN/mypy"
 # Arguments replace the default selection (e.g. `bash scripts/test.sh tests/unit -x`).

@@ -41,11 +41,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from hypothesis import settings
 
 from respool.devcluster import ControlPlane, DevClusterError, cached_bin_dir, ensure_binaries
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
+
+# Hypothesis profiles. "ci" (what scripts/test.sh, and so CI, selects) is deterministic: the
+# same examples on every run and machine, and no example database, so a fresh clone never
+# depends on, or is surprised by, a .hypothesis/ directory from an earlier run. "dev" (plain
+# pytest) explores with random seeds and keeps failures in the database to replay them.
+# HYPOTHESIS_PROFILE=dev|ci chooses; each test's own @settings still set its example counts.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("dev", print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 EXTERNAL_KUBECONFIG_ENV = "RESPOOL_TEST_KUBECONFIG"
 _CLUSTER_FIXTURES = {
