@@ -818,11 +818,18 @@ current-context: {quote(self.name)}
         return {name: ready.get(name, False) for name in names}
 
     def wait_nodes_ready(self, names: Sequence[str], *, timeout: float | None = None) -> None:
-        deadline = time.monotonic() + (timeout if timeout is not None else self.start_timeout)
+        started = last_note = time.monotonic()
+        deadline = started + (timeout if timeout is not None else self.start_timeout)
         while True:
             waiting = [name for name, ready in self.nodes_ready(names).items() if not ready]
             if not waiting:
                 return
+            if time.monotonic() - last_note > 15:
+                self.progress(
+                    f"waiting for Nodes to become Ready: {len(names) - len(waiting)} of "
+                    f"{len(names)} ({time.monotonic() - started:.0f}s)"
+                )
+                last_note = time.monotonic()
             dead = [name for name, alive in self.processes_alive().items() if not alive]
             if dead:
                 raise StartError(
