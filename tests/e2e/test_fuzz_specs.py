@@ -44,6 +44,7 @@ from e2e.conftest import OperatorProcess, RespoolKube, condition_of, phase_of
 from respool.api import Reason, patterns
 
 GROUP, VERSION = "respool.io", "v1alpha1"
+LONGEST_DURATION = "999999h"
 FUZZ_POOL = "fuzz-target"  # the pool fuzzed reservations name
 CONTROL_POOL = "fuzz-control"  # never touched by a fuzzed object: must keep working
 PHASE_TIMEOUT = 60.0  # generous: the machine is shared and loaded
@@ -638,7 +639,10 @@ def fuzz_pools(rk: RespoolKube, operator: OperatorProcess) -> Iterator[None]:
     """The pool fuzzed reservations name, and a control pool nothing fuzzed touches."""
     for name in (FUZZ_POOL, CONTROL_POOL):
         if not rk.pool_exists(name):
-            rk.create_pool(name, {"resources": _small_R()})
+            # The longest maxDuration there is (the default is a day), so that the edge cases
+            # can reach the longest windows a reservation may write.
+            rk.create_pool(name, {"resources": _small_R(),
+                                  "policy": {"maxDuration": LONGEST_DURATION}})
         _pool_ready(rk, name)
     yield
     for name in (FUZZ_POOL, CONTROL_POOL):
@@ -794,6 +798,11 @@ def test_fuzzed_pools_left_the_operator_working(
 # Hand-picked edge cases, each tried every run (the fuzzer may or may not draw them), with the
 # outcome each must have: "refused" (at admission) or the phase/reason the operator must reach.
 
+def _in_hours(hours: int) -> str:
+    """An RFC 3339 time `hours` from now (whole seconds, UTC)."""
+    return (datetime.now(UTC) + timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _constraint_tree(levels: int, width: int) -> dict[str, Any]:
     """`width` empty constraint objects under each of and/or/not, `levels` deep."""
     if levels <= 1:
@@ -824,7 +833,9 @@ EDGE_RESERVATIONS: list[tuple[str, dict[str, Any], str]] = [
      "Failed/InvalidSpec"),
     ("start-9999-manual-claim", {"startTime": "9999-12-31T22:00:00Z", "duration": "1h",
                                  "claimPolicy": "Manual"}, "Scheduled"),
-    ("end-9999", {"endTime": "9999-12-31T23:59:59Z"}, "Active"),
+    # Now to the year 9999 is longer than any policy.maxDuration (999999h, 114 years) allows.
+    ("end-9999", {"endTime": "9999-12-31T23:59:59Z"}, "Failed/InvalidSpec"),
+    ("end-longest", {"endTime": _in_hours(999998)}, "Active"),
     ("start-0001-end-9999", {"startTime": "0001-01-01T00:00:00Z",
                              "endTime": "9999-12-31T23:59:59Z"}, "Failed/InvalidSpec"),
     ("end-0001", {"endTime": "0001-01-01T00:00:00Z"}, "Failed/InvalidSpec"),

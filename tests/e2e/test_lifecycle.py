@@ -623,3 +623,26 @@ def test_track_nodes_marks_a_deleted_node_down_until_it_is_back(
         for host in hosts:
             with contextlib.suppress(Exception):
                 rk.delete_node(host)
+
+
+def test_protective_defaults_a_day_at_most_and_no_endless_unclaimed_holds(
+        rk: Any, pool: Callable[..., str], namespace: str) -> None:
+    # Issue 11, item 13: without a policy a tenant could book a pool for 999999h, and a Manual
+    # hold with maxRetry 1000 re-held windows for days without ever claiming one.
+    default = pool()
+    assert rk.pool(default)["spec"]["policy"]["maxDuration"] == "24h"  # the server's default
+    rk.create(namespace, "greedy", {"pool": default, "duration": "25h"})
+    greedy = rk.wait_phase(namespace, "greedy", "Failed")
+    assert rk.condition(greedy, "Stalled")["reason"] == "InvalidSpec"  # type: ignore[index]
+    assert "policy.maxDuration (24h)" in greedy["status"]["message"]
+    longer = pool(policy={"maxDuration": "48h", "claimTimeout": "1s", "maxUnclaimedHold": "3s"})
+    rk.create(namespace, "long", {"pool": longer, "duration": "25h"})
+    rk.wait_phase(namespace, "long", "Active")
+    rk.create(namespace, "never-claimed", {"pool": longer, "claimPolicy": "Manual",
+                                           "duration": "1m", "maxRetry": 1000,
+                                           "request": {"slots": 1}})
+    failed = rk.wait_phase(namespace, "never-claimed", "Failed", timeout=90)
+    assert rk.condition(failed, "Stalled")["reason"] == "ClaimExpired"  # type: ignore[index]
+    assert "maxUnclaimedHold" in failed["status"]["message"]
+    assert failed["status"]["retryCount"] < 1000
+    assert not failed["status"].get("allocated")

@@ -102,7 +102,9 @@ def test_pool_policy_defaults() -> None:
     spec = ResourcePoolSpec.model_validate({"resources": POOL_SPEC["resources"]})
     assert spec.policy.default_duration == "1h"
     assert spec.policy.claim_timeout == "5m"
-    assert spec.policy.max_duration is None
+    # Protective defaults (issue 11, item 13): a day at most, an hour of unclaimed holds.
+    assert spec.policy.max_duration == "24h"
+    assert spec.policy.max_unclaimed_hold is None  # the operator's 1h
     assert spec.track_nodes is False
 
 

@@ -160,6 +160,7 @@ def test_spec_and_status_carry_the_design_field_names() -> None:
         "defaultDuration",
         "maxDuration",
         "claimTimeout",
+        "maxUnclaimedHold",  # issue 11: a Manual hold re-holds for nobody at most this long
     }
     assert set(pool["status"]["properties"]) == {
         "observedGeneration",
@@ -209,6 +210,7 @@ def test_spec_and_status_carry_the_design_field_names() -> None:
         "allocated",
         "nextAvailable",
         "config",
+        "unclaimedSince",  # issue 11: when a Manual hold started going unclaimed
         "conditions",
         "observedGeneration",
         "message",
@@ -249,7 +251,9 @@ def test_schema_defaults_match_the_models() -> None:
         "exclusive": False,
     }
     policy = _schema(pool_crd())["properties"]["spec"]["properties"]["policy"]
-    assert policy["default"] == {"defaultDuration": "1h", "claimTimeout": "5m"}
+    # maxDuration defaults to a day (issue 11): no tenant books a pool for years by default.
+    assert policy["default"] == {"defaultDuration": "1h", "maxDuration": "24h",
+                                 "claimTimeout": "5m"}
     defaults = ResourcePoolSpec.model_validate(
         {
             "resources": {

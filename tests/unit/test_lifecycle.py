@@ -184,6 +184,39 @@ def test_manual_late_claims_end_in_retry_exceeded() -> None:
     assert p.bookings() == []
 
 
+def test_a_manual_hold_stops_re_holding_after_max_unclaimed_hold() -> None:
+    # Issue 11, item 13: with maxRetry 1000 a Manual hold never claimed kept re-holding for
+    # days; policy.maxUnclaimedHold bounds it whatever maxRetry says.
+    p = planner()
+    ctx = pool(policy=Policy(claim_timeout=600, max_unclaimed_hold=1800))
+    r = rsv({"claimPolicy": "Manual", "maxRetry": 1000})
+    apply(r, ctx, p, T0)
+    now = T0
+    for missed in range(1, 3):  # 10 and 20 minutes of windows held for nobody
+        now += 601
+        apply(r, ctx, p, now)
+        assert r.status["phase"] == "Scheduled", r.status["message"]
+        assert r.status["unclaimedSince"] == format_time(T0)
+        assert r.status["retryCount"] == missed
+    now += 601  # past 30 minutes
+    outcome = apply(r, ctx, p, now)
+    assert r.status["phase"] == "Failed"
+    assert condition(r, "Stalled")["reason"] == "ClaimExpired"
+    assert "maxUnclaimedHold" in r.status["message"] and "unclaimedSince" not in r.status
+    assert p.bookings() == [] and "ClaimExpired" in reasons(outcome)
+
+
+def test_a_claim_clears_the_unclaimed_clock() -> None:
+    p, ctx = planner(), pool(policy=Policy(claim_timeout=600, max_unclaimed_hold=1800))
+    r = rsv({"claimPolicy": "Manual"})
+    apply(r, ctx, p, T0)
+    apply(r, ctx, p, T0 + 601)
+    assert r.status["unclaimedSince"] == format_time(T0)
+    r.spec = {**r.spec, "claimed": True}
+    apply(r, ctx, p, T0 + 602)
+    assert r.status["phase"] == "Active" and "unclaimedSince" not in r.status
+
+
 def capacity_changes(p: Planner, blocker: Reservation) -> None:
     """Capacity the waiting reservation could use changes: the holder blocking it ends a
     minute earlier, so the earliest window that fits it moves."""

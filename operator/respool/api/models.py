@@ -474,11 +474,19 @@ class PoolPolicy(WireModel):
         default="1h", description="Used when a reservation gives neither endTime nor duration."
     )
     max_duration: Duration | None = Field(
-        default=None, description="The longest window a reservation may hold (absent: no limit)."
+        default="24h",
+        description="The longest window a reservation may hold (default a day, so that no "
+        "tenant can book a pool for years by default; raise it per pool, up to 999999h).",
     )
     claim_timeout: Duration = Field(
         default="5m",
         description="A pre-reservation not claimed this long after its start loses its window.",
+    )
+    max_unclaimed_hold: Duration | None = Field(
+        default=None,
+        description="How long a Manual reservation may keep holding windows that started "
+        "without being claimed (absent: 1h): past it, a missed claim fails it (ClaimExpired) "
+        "instead of holding yet another window.",
     )
 
     @model_validator(mode="after")
@@ -495,6 +503,8 @@ class PoolPolicy(WireModel):
                     "policy.defaultDuration must not be longer than policy.maxDuration"
                 )
         parse_duration(self.claim_timeout)
+        if self.max_unclaimed_hold is not None:
+            parse_duration(self.max_unclaimed_hold)
         return self
 
 
@@ -1020,6 +1030,11 @@ class ResourceReservationStatus(StatusModel):
     allocated: Allocated | None = None
     next_available: NextAvailable | None = None
     config: dict[str, Any] | None = None
+    unclaimed_since: str | None = Field(
+        default=None,
+        description="Manual: start of the first window this reservation held and missed the "
+        "claim of, while it keeps re-holding (RFC 3339); cleared once claimed.",
+    )
     conditions: Conditions | None = None
     observed_generation: int | None = None
     message: str | None = Field(default=None, max_length=MAX_MESSAGE_LENGTH)

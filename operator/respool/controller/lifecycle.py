@@ -58,6 +58,7 @@ TERMINAL_PHASES = frozenset({EXPIRED, FAILED})
 
 DEFAULT_DURATION = 3600.0
 DEFAULT_CLAIM_TIMEOUT = 300.0
+DEFAULT_MAX_UNCLAIMED_HOLD = 3600.0
 DEFAULT_MAX_RETRY = 5
 # How soon a reservation whose namespace's labels could not be read is judged again (it is
 # also judged as soon as the labels arrive).
@@ -173,6 +174,7 @@ class Policy:
     default_duration: float = DEFAULT_DURATION
     max_duration: float | None = None
     claim_timeout: float = DEFAULT_CLAIM_TIMEOUT
+    max_unclaimed_hold: float = DEFAULT_MAX_UNCLAIMED_HOLD
 
     @classmethod
     def from_model(cls, policy: PoolPolicy) -> Policy:
@@ -180,6 +182,8 @@ class Policy:
             default_duration=parse_duration(policy.default_duration),
             max_duration=parse_duration(policy.max_duration) if policy.max_duration else None,
             claim_timeout=parse_duration(policy.claim_timeout),
+            max_unclaimed_hold=(parse_duration(policy.max_unclaimed_hold)
+                                if policy.max_unclaimed_hold else DEFAULT_MAX_UNCLAIMED_HOLD),
         )
 
 
@@ -563,6 +567,7 @@ class _Decider:
                 return self.outcome()
             # A person changed a failed reservation's spec: start over.
             self.status["retryCount"] = 0
+            self.status["unclaimedSince"] = None
             self.status["firstRequestTime"] = format_time(self.now)
             self.old_phase = None
         if phase != ACTIVE:
@@ -842,6 +847,7 @@ class _Decider:
 
     def _activate(self, spec: ParsedSpec, booking: Booking) -> Outcome:
         res_id = self.mint()
+        self.status["unclaimedSince"] = None
         self.status["reservationId"] = res_id
         self.status["preReservationId"] = None
         self.status["preReservationExpires"] = None
@@ -940,6 +946,22 @@ class _Decider:
 
     def _late_claim(self, spec: ParsedSpec, request: Any, length: float,
                     expires: float) -> Outcome:
+        # How long this Manual reservation has been holding windows nobody claimed: bounded
+        # by the pool's policy.maxUnclaimedHold, whatever maxRetry allows (maxRetry 1000 with
+        # claimTimeout 5m once meant 83 h of windows held for nobody).
+        window_start = parse_time_or_none(self.old.get("startTime"))
+        since = parse_time_or_none(self.status.get("unclaimedSince"))
+        if since is None:
+            since = window_start if window_start is not None else expires
+        limit = self.pool.policy.max_unclaimed_hold
+        if self.now - since >= limit:
+            self.status["unclaimedSince"] = None
+            return self.fail(Reason.CLAIM_EXPIRED.value,
+                             f"not claimed by {format_time(expires)}, and windows held since "
+                             f"{format_time(since)} were never claimed: past the pool's "
+                             f"policy.maxUnclaimedHold ({_human(limit)}), no further window "
+                             "is held")
+        self.status["unclaimedSince"] = format_time(since)
         self.event(Reason.CLAIM_EXPIRED.value,
                    f"not claimed by {format_time(expires)}: the window is lost; planning anew",
                    warning=True)

@@ -1,0 +1,278 @@
+"""Hostile-tenant benchmark (issue 11 Targets): does one tenant's hostile input hurt another's?
+
+Run (starts a private control plane and the operator):
+
+    .venv/bin/python bench/bench_hostile.py
+    .venv/bin/python bench/bench_hostile.py --hostile 100 --ordinary 100 --rate 5
+
+1. latency - ordinary reservations on their own pool, created at a steady rate, timed from
+   create to Active (from a watch); first with nothing else present (baseline), then with
+   `--hostile` hostile reservations present at once, a quarter of each kind: the costliest
+   constraint trees the cost budget admits (and some past it), fractional `maxWait`
+   deadlines on a missing pool, `spec.pool` churn (their pool renamed over and over while
+   the ordinary ones are measured) and maximal `spec.config`s. The event loop's lag is
+   sampled meanwhile as the answer time of the operator's liveness endpoint (served on the
+   same loop). Reports p50/p99 of both and their ratios to the baseline
+   (targets: p99 create->Active < 1 s, loop lag p99 < 50 ms).
+2. memory - the operator restarted with `--configs` reservations of a 256 KiB `spec.config`
+   present; its RSS once it decides again (target: under the chart's 256 Mi limit).
+
+A benchmark, not a test: it asserts nothing, it reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_operator import REPO, Bench, pool_body, rsv_body
+from respool.controller.kubeapi import ApiError, pool_path, reservation_path
+
+LIVENESS_PORT = 18089
+CHART_MEMORY_LIMIT_MB = 256
+
+
+def costliest_constraints(hosts_prefix: str) -> dict[str, Any]:
+    """32 objects, 256 terms, 4,096 host names: the most the cost budget admits."""
+    unknown = [f"^nosuch{i}" for i in range(216)]
+    return {
+        "hostlist": [f"{hosts_prefix}[0-255]"] + [f"other{i}-[0-255]" for i in range(15)],
+        "or": [{"ranks": "0-9999999"}]
+        + [{"ranks": "9999999", "properties": unknown[i * 31:(i + 1) * 31]} for i in range(7)],
+        "and": [{"ranks": "0-7", "or": [{}] * 7}] + [{"ranks": "0-7"}] * 7,
+        "not": [{"ranks": "9999999"}] * 8,
+    }
+
+
+def hostile_bodies(namespace: str, pool: str, ordinary_pool: str,
+                   count: int) -> list[dict[str, Any]]:
+    """`count` hostile reservations; those on `pool` wait behind a holder of all of it."""
+    bodies = []
+    for index in range(count):
+        kind = index % 4
+        spec: dict[str, Any] = {"pool": pool, "duration": "1h",
+                                "request": {"nodes": 1, "coresPerSlot": 8},
+                                "nextAvailable": False}
+        if kind == 0:  # costly constraints; every other one past the budget
+            spec["constraints"] = costliest_constraints(f"{pool}-n")
+            if index % 8 == 4:
+                spec["constraints"] = {"or": [{"hostlist": ["n0[0-262143]"] * 8}] * 8}
+        elif kind == 1:  # fractional deadlines on a pool that does not exist
+            spec["pool"] = f"missing-{index}"
+            spec["maxWait"] = f"{30 + index}.01s"
+        elif kind == 2:  # spec.pool churn (renamed during the measurement)
+            spec["pool"] = f"churn-{index}-0"
+        else:  # the largest config, echoed to status once granted (on the ordinary pool)
+            spec["pool"] = ordinary_pool
+            spec["request"] = {"coresPerSlot": 1}
+            spec["nextAvailable"] = True
+            spec["config"] = {"blob": "x" * 250_000}
+        bodies.append({"apiVersion": "respool.io/v1alpha1", "kind": "ResourceReservation",
+                       "metadata": {"name": f"h{index:04d}", "namespace": namespace},
+                       "spec": spec})
+    return bodies
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
+class HostileBench(Bench):
+    def start_operator(self, log: Path) -> None:
+        env = dict(os.environ, KUBECONFIG=self.kubeconfig, PYTHONUNBUFFERED="1")
+        handle = log.open("ab")
+        self.operator = subprocess.Popen(
+            [sys.executable, "-m", "respool.cli.main", "run", "--log-format", "full", "-q",
+             "--liveness", f"http://127.0.0.1:{LIVENESS_PORT}/healthz"],
+            stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        handle.close()
+
+    async def sample_lag(self, samples: list[float], stop: asyncio.Event) -> None:
+        """The liveness endpoint's answer time every 50 ms (in a thread: not on our loop)."""
+        url = f"http://127.0.0.1:{LIVENESS_PORT}/healthz"
+
+        def once() -> float:
+            began = time.perf_counter()
+            try:
+                with urllib.request.urlopen(url, timeout=10) as answer:
+                    answer.read()
+            except OSError:
+                return float("nan")
+            return time.perf_counter() - began
+
+        while not stop.is_set():
+            value = await asyncio.to_thread(once)
+            if value == value:  # not NaN
+                samples.append(value)
+            await asyncio.sleep(0.05)
+
+    async def ordinary(self, namespace: str, pool: str, count: int,
+                       rate: float) -> list[float]:
+        ready: dict[str, float] = {}
+        created: dict[str, float] = {}
+        watch = asyncio.create_task(self._watch_ready(namespace, ready, count))
+        await asyncio.sleep(0.5)
+        began = time.monotonic()
+        tasks = []
+        for index in range(count):
+            delay = began + index / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            name = f"o{index:04d}"
+            created[name] = time.monotonic()
+            body = rsv_body(namespace, name, pool)
+            body["spec"]["duration"] = "10m"
+            tasks.append(asyncio.create_task(self.api.post(reservation_path(namespace), body)))
+        await asyncio.gather(*tasks)
+        await self._until_ready(watch, set(created), ready, 600)
+        return [ready[name] - created[name] for name in created]
+
+    async def churn(self, namespace: str, names: list[str], stop: asyncio.Event) -> int:
+        edits = 0
+        while not stop.is_set():
+            for name in names:
+                edits += 1
+                with contextlib.suppress(ApiError):
+                    await self.api.merge_patch(reservation_path(namespace, name),
+                                               {"spec": {"pool": f"{name}-{edits}"}})
+            await asyncio.sleep(0.05)
+        return edits
+
+    async def measure(self, tag: str, pool: str, count: int, rate: float,
+                      churn: list[str] | None, hostile_ns: str) -> dict[str, float]:
+        namespace = f"bench-{tag}-{int(time.time())}"
+        await self.namespace(namespace)
+        lag: list[float] = []
+        stop = asyncio.Event()
+        sampler = asyncio.create_task(self.sample_lag(lag, stop))
+        churner = asyncio.create_task(self.churn(hostile_ns, churn, stop)) if churn else None
+        try:
+            latencies = await self.ordinary(namespace, pool, count, rate)
+        finally:
+            stop.set()
+            await sampler
+            edits = await churner if churner is not None else 0
+        return {"p50_s": statistics.median(latencies), "p99_s": percentile(latencies, 0.99),
+                "lag_p50_s": statistics.median(lag) if lag else float("nan"),
+                "lag_p99_s": percentile(lag, 0.99) if lag else float("nan"),
+                "lag_max_s": max(lag) if lag else float("nan"), "pool_edits": edits}
+
+
+async def main_async(args: argparse.Namespace, kubeconfig: str, workdir: Path) -> dict[str, Any]:
+    bench = HostileBench(kubeconfig, args.concurrency)
+    results: dict[str, Any] = {"hostile": args.hostile, "ordinary": args.ordinary,
+                               "rate": args.rate}
+    ordinary_pool, hostile_pool = "bench-ordinary", "bench-hostile-pool"
+    for name, ranks in ((ordinary_pool, 16), (hostile_pool, 8)):
+        try:
+            await bench.api.post(pool_path(), pool_body(name, ranks, 64))
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+    try:
+        bench.start_operator(workdir / "operator.log")
+        await bench.wait_operator_ready()
+        baseline = await bench.measure("baseline", ordinary_pool, args.ordinary, args.rate,
+                                       None, "")
+        results["baseline"] = baseline
+        print(f"baseline: create->Active p50 {baseline['p50_s'] * 1000:.0f} ms, p99 "
+              f"{baseline['p99_s'] * 1000:.0f} ms; loop lag p99 "
+              f"{baseline['lag_p99_s'] * 1000:.0f} ms", flush=True)
+        hostile_ns = "bench-hostile"
+        await bench.namespace(hostile_ns)
+        blocker = rsv_body(hostile_ns, "blocker", hostile_pool)
+        blocker["spec"]["request"] = {"nodes": 8, "coresPerSlot": 64}
+        await bench.api.post(reservation_path(hostile_ns), blocker)
+        bodies = hostile_bodies(hostile_ns, hostile_pool, ordinary_pool, args.hostile)
+        await bench.bounded([bench.api.post(reservation_path(hostile_ns), body)
+                             for body in bodies])
+        churn = [b["metadata"]["name"] for b in bodies if b["spec"]["pool"].startswith("churn")]
+        hostile = await bench.measure("hostile", ordinary_pool, args.ordinary, args.rate,
+                                      churn, hostile_ns)
+        results["with_hostile"] = hostile
+        results["p99_ratio"] = round(hostile["p99_s"] / baseline["p99_s"], 2)
+        results["lag_p99_ratio"] = round(hostile["lag_p99_s"] / baseline["lag_p99_s"], 2)
+        print(f"with {args.hostile} hostile: create->Active p50 {hostile['p50_s'] * 1000:.0f} "
+              f"ms, p99 {hostile['p99_s'] * 1000:.0f} ms (target < 1000 ms; "
+              f"{results['p99_ratio']}x baseline); loop lag p50 "
+              f"{hostile['lag_p50_s'] * 1000:.0f} ms, p99 {hostile['lag_p99_s'] * 1000:.0f} ms "
+              f"(target < 50 ms), max {hostile['lag_max_s'] * 1000:.0f} ms; "
+              f"{hostile['pool_edits']} spec.pool edits", flush=True)
+        # Part 2: a restart with many maximal configs present.
+        configs_ns = "bench-configs"
+        await bench.namespace(configs_ns)
+        await bench.bounded([bench.api.post(reservation_path(configs_ns), {
+            "apiVersion": "respool.io/v1alpha1", "kind": "ResourceReservation",
+            "metadata": {"name": f"c{index:04d}", "namespace": configs_ns},
+            "spec": {"pool": ordinary_pool, "duration": "1h", "request": {"coresPerSlot": 1},
+                     "config": {"blob": "y" * 255_000}}}) for index in range(args.configs)])
+        await bench.wait_all(configs_ns, args.configs, "Active", 600)
+        bench.stop_operator()
+        bench.start_operator(workdir / "operator.log")
+        await bench.wait_operator_ready()
+        await asyncio.sleep(3)
+        rss = bench.operator_rss_mb()
+        results["restart_rss_mb"] = round(rss, 1)
+        print(f"RSS after a restart with {args.configs} x 255 kB configs: {rss:.0f} MB "
+              f"(chart limit {CHART_MEMORY_LIMIT_MB} Mi)", flush=True)
+    finally:
+        bench.stop_operator()
+        await bench.api.close()
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kubeconfig", help="use this cluster instead of a private one")
+    parser.add_argument("--hostile", type=int, default=100)
+    parser.add_argument("--ordinary", type=int, default=100)
+    parser.add_argument("--rate", type=float, default=5.0, help="ordinary creates per second")
+    parser.add_argument("--configs", type=int, default=100)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    workdir = Path(tempfile.mkdtemp(prefix="respool-bench-hostile-"))
+    plane = None
+    kubeconfig = args.kubeconfig
+    if kubeconfig is None:
+        from respool.devcluster import ControlPlane
+
+        plane = ControlPlane(workdir / "plane", name="respool-bench-hostile",
+                             die_with_parent=True)
+        plane.start()
+        kubeconfig = str(plane.kubeconfig)
+        kubectl = [str(plane.bin_dir / "kubectl"), "--kubeconfig", kubeconfig]
+        subprocess.run([*kubectl, "apply", "--server-side", "-f", str(REPO / "crds")],
+                       check=True, capture_output=True)
+        subprocess.run([*kubectl, "wait", "--for=condition=Established", "--timeout=60s",
+                        "crd", "--all"], check=True, capture_output=True)
+    try:
+        results = asyncio.run(main_async(args, kubeconfig, workdir))
+    finally:
+        if plane is not None:
+            plane.stop()
+    print(json.dumps(results, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    print(f"(operator log: {workdir / 'operator.log'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
