@@ -58,12 +58,16 @@ def costliest_constraints(hosts_prefix: str) -> dict[str, Any]:
     }
 
 
-def hostile_bodies(namespace: str, pool: str, ordinary_pool: str,
-                   count: int) -> list[dict[str, Any]]:
-    """`count` hostile reservations; those on `pool` wait behind a holder of all of it."""
+KINDS = ("constraints", "deadlines", "churn", "configs")
+
+
+def hostile_bodies(namespace: str, pool: str, ordinary_pool: str, count: int,
+                   kinds: tuple[str, ...] = KINDS) -> list[dict[str, Any]]:
+    """`count` hostile reservations, the `kinds` in turn; those on `pool` wait behind a holder
+    of all of it."""
     bodies = []
     for index in range(count):
-        kind = index % 4
+        kind = KINDS.index(kinds[index % len(kinds)])
         spec: dict[str, Any] = {"pool": pool, "duration": "1h",
                                 "request": {"nodes": 1, "coresPerSlot": 8},
                                 "nextAvailable": False}
@@ -198,7 +202,12 @@ async def main_async(args: argparse.Namespace, kubeconfig: str, workdir: Path) -
         blocker = rsv_body(hostile_ns, "blocker", hostile_pool)
         blocker["spec"]["request"] = {"nodes": 8, "coresPerSlot": 64}
         await bench.api.post(reservation_path(hostile_ns), blocker)
-        bodies = hostile_bodies(hostile_ns, hostile_pool, ordinary_pool, args.hostile)
+        kinds = tuple(args.kinds.split(","))
+        unknown = set(kinds) - set(KINDS)
+        if unknown:
+            raise SystemExit(f"unknown --kinds {sorted(unknown)}; choose from {KINDS}")
+        results["kinds"] = list(kinds)
+        bodies = hostile_bodies(hostile_ns, hostile_pool, ordinary_pool, args.hostile, kinds)
         await bench.bounded([bench.api.post(reservation_path(hostile_ns), body)
                              for body in bodies])
         churn = [b["metadata"]["name"] for b in bodies if b["spec"]["pool"].startswith("churn")]
@@ -213,6 +222,8 @@ async def main_async(args: argparse.Namespace, kubeconfig: str, workdir: Path) -
               f"{hostile['lag_p50_s'] * 1000:.0f} ms, p99 {hostile['lag_p99_s'] * 1000:.0f} ms "
               f"(target < 50 ms), max {hostile['lag_max_s'] * 1000:.0f} ms; "
               f"{hostile['pool_edits']} spec.pool edits", flush=True)
+        if args.skip_memory:
+            return results
         # Part 2: a restart with many maximal configs present.
         configs_ns = "bench-configs"
         await bench.namespace(configs_ns)
@@ -243,6 +254,9 @@ def main() -> int:
     parser.add_argument("--ordinary", type=int, default=100)
     parser.add_argument("--rate", type=float, default=5.0, help="ordinary creates per second")
     parser.add_argument("--configs", type=int, default=100)
+    parser.add_argument("--kinds", default=",".join(KINDS),
+                        help=f"hostile kinds, in turn (default all: {','.join(KINDS)})")
+    parser.add_argument("--skip-memory", action="store_true", help="only the latency part")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
