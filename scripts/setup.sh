@@ -3,7 +3,8 @@
 #
 #   respool_setup   create .venv (Python >= 3.11) if missing, make it hold exactly the locked
 #                   closure of uv.lock (respool editable, with its test and dev extras), then
-#                   build or reuse the cached kube-apiserver, kubectl, etcd and helm
+#                   build or reuse the cached dev-cluster binaries (kube-apiserver, kubectl,
+#                   kube-scheduler, kube-controller-manager, etcd, helm, kwok)
 #                   (`respool dev build`).
 #
 # uv.lock is the single source of the Python closure. uv itself is bootstrapped into the venv

@@ -87,11 +87,16 @@ def test_cordon_drain_and_delete_of_simulated_nodes_move_ranks_down_and_back(
         assert drained.returncode == 0, drained.stderr + drained.stdout
         rk.wait_pool(pool, lambda o: o["status"].get("down") == "2", timeout=120, what="rank 2 down")
 
-        # Deleting the cordoned Node: no Node says the host is unhealthy any more, so the rank
-        # is no longer down (trackNodes judges existing Nodes only).
+        # Deleting a Node takes its rank down too (a deleted Node is no healthy Node: cloud
+        # node controllers delete dead ones), whether it was cordoned or healthy; a new Ready
+        # Node of that name brings the rank back.
         core.delete_node(hosts[2])
+        core.delete_node(hosts[0])
+        rk.wait_pool(pool, lambda o: o["status"].get("down") == "0,2", timeout=120,
+                     what="ranks 0 and 2 down after their Nodes were deleted")
+        whole_cluster.plane.ensure_fake_nodes([hosts[0], hosts[2]], timeout=180)
         rk.wait_pool(pool, lambda o: o["status"].get("down") == "", timeout=120,
-                     what="rank 2 back after its Node was deleted")
+                     what="ranks 0 and 2 back with new Ready Nodes")
     finally:
         rk.delete_pool(pool)
         for host in hosts:
