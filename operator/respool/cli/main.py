@@ -7,6 +7,7 @@ engine, the dev cluster, the operator and the client can grow without editing on
 - ``respool crds``                          -> respool.cli.crds      (CRD generation)
 - ``respool run``                           -> respool.cli.run       (the operator)
 - ``respool get/describe/reserve/release/free`` -> respool.cli.ops    (users' view)
+- ``respool dashboard``                     -> respool.cli.dashboard (the web dashboard)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ COMMAND_MODULES: dict[str, str] = {
     "reserve": "respool.cli.ops",
     "release": "respool.cli.ops",
     "free": "respool.cli.ops",
+    "dashboard": "respool.cli.dashboard",
 }
 
 

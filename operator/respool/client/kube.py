@@ -396,6 +396,95 @@ class KubeAPI:
                 on_change(current)
 
 
+    # -- listing in pages, watching, Events (for long-running readers: the dashboard) -------
+
+    def list_pages(
+        self, plural: str, namespace: str | None = None, *, page_size: int = 500
+    ) -> Iterator[tuple[list[Object], str]]:
+        """List `plural` (cluster-wide, or in `namespace`) in pages of `page_size`, so that a
+        reader of ten thousand objects never holds the whole answer at once. Yields each
+        page's items and the list's resourceVersion (to watch from after the last page)."""
+        token: str | None = None
+        while True:
+            with self.errors(namespace=namespace):
+                options: dict[str, Any] = {"limit": page_size, "_request_timeout": self.request_timeout}
+                if token:
+                    options["_continue"] = token
+                if namespace is None:
+                    reply = self.custom.list_cluster_custom_object(GROUP, VERSION, plural, **options)
+                else:
+                    reply = self.custom.list_namespaced_custom_object(
+                        GROUP, VERSION, namespace, plural, **options
+                    )
+            metadata = (reply.get("metadata") if isinstance(reply, dict) else None) or {}
+            yield _items(reply), str(metadata.get("resourceVersion") or "")
+            token = metadata.get("continue") or None
+            if not token:
+                return
+
+    def watch(
+        self, plural: str, namespace: str | None, resource_version: str, *, timeout: int = 240
+    ) -> Iterator[tuple[str, Object]]:
+        """Changes to `plural` after `resource_version`, as (type, object), for at most
+        `timeout` seconds (the caller watches again from the last version it saw). An expired
+        version raises `ResourceVersionExpired`: list again."""
+        watcher = k8s_watch.Watch()
+        options: dict[str, Any] = {
+            "resource_version": resource_version,
+            "timeout_seconds": timeout,
+            "allow_watch_bookmarks": True,
+            # A connection that goes silent (a vanished server) is noticed, not waited on.
+            "_request_timeout": timeout + 30,
+        }
+        try:
+            with self.errors(namespace=namespace):
+                try:
+                    if namespace is None:
+                        stream = watcher.stream(
+                            self.custom.list_cluster_custom_object, GROUP, VERSION, plural, **options
+                        )
+                    else:
+                        stream = watcher.stream(
+                            self.custom.list_namespaced_custom_object,
+                            GROUP, VERSION, namespace, plural, **options,
+                        )
+                    for event in stream:
+                        kind = str(event.get("type") or "")
+                        obj = event.get("object")
+                        if kind == "ERROR":
+                            code = obj.get("code") if isinstance(obj, dict) else None
+                            if code == 410:
+                                raise ResourceVersionExpired(f"{plural} at {resource_version}")
+                            raise RespoolError(f"watch of {plural} failed: {obj!r:.200}")
+                        if isinstance(obj, dict):
+                            yield kind, obj
+                except ApiException as exc:
+                    if exc.status == 410:
+                        raise ResourceVersionExpired(f"{plural} at {resource_version}") from exc
+                    raise
+        finally:
+            watcher.stop()
+
+    def list_events(self, namespace: str, kind: str, name: str) -> list[Object]:
+        """The Events about one object (`kind` e.g. ``ResourceReservation``), oldest first."""
+        core = k8s.CoreV1Api(self.connection.api_client)
+        with self.errors(namespace=namespace):
+            reply = core.list_namespaced_event(
+                namespace,
+                field_selector=f"involvedObject.kind={kind},involvedObject.name={name}",
+                _request_timeout=self.request_timeout,
+            )
+        api_client: Any = self.connection.api_client  # untyped
+        events = [api_client.sanitize_for_serialization(item) for item in reply.items]
+        return sorted(
+            events, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or "")
+        )
+
+
+class ResourceVersionExpired(RespoolError):
+    """A watch's resourceVersion is too old (HTTP 410 Gone): list again."""
+
+
 class ClientBase:
     """Shared by the clients built on one `KubeAPI`: the connection, the namespace, how long
     to wait for the operator, closing, and use in a ``with`` block.

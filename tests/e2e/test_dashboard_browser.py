@@ -1,0 +1,216 @@
+"""`respool dashboard` in a real browser (headless Chromium) against the real API server, with
+the operator running: pools and their bookings are drawn, a reservation created through the
+API appears without a reload, a deleted one disappears, details show conditions and Events,
+and the server is read-only and answers only local names. Screenshots are kept in
+.respool/artifacts/dashboard/.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import secrets
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.e2e.browser import ARTIFACTS, DashboardProcess, start_chromium, stop_chromium
+from tests.e2e.conftest import OperatorProcess, RespoolKube
+
+WAIT = 30.0  # generous upper bound: how fast a change shows is measured in bench/, not here
+
+
+def _pool_spec(name: str, ranks: int = 4, down: str = "") -> dict[str, Any]:
+    spec: dict[str, Any] = {"resources": {"version": 1, "execution": {
+        "R_lite": [{"rank": f"0-{ranks - 1}", "children": {"core": "0-7"}}],
+        "nodelist": [f"{name}-n[0-{ranks - 1}]"]}}}
+    if down:
+        spec["down"] = down
+    return spec
+
+
+@pytest.fixture
+def dashboard(kube_env: dict[str, str], crds: list[str], tmp_path: Path) -> Iterator[DashboardProcess]:
+    process = DashboardProcess(kube_env, tmp_path / "dashboard.log")
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+        assert "Traceback" not in process.log_text(), process.log_text()[-4000:]
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    chrome = start_chromium()
+    try:
+        yield chrome
+    finally:
+        stop_chromium(chrome)
+
+
+def _shot(browser: Any, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    browser.save_screenshot(str(path))
+    return path
+
+
+def _wait(browser: Any, condition: Any, what: str) -> Any:
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        return WebDriverWait(browser, WAIT, poll_frequency=0.05).until(condition)
+    except TimeoutException:
+        _shot(browser, "failure")
+        raise AssertionError(f"the page did not show {what} in {WAIT}s") from None
+
+
+def _booking(browser: Any, key: str) -> Any:
+    from selenium.webdriver.common.by import By
+
+    found = browser.find_elements(By.CSS_SELECTOR, f'g.booking[data-key="{key}"]')
+    return found[0] if found else None
+
+
+def test_pools_bookings_and_live_changes(
+    operator: OperatorProcess, rk: RespoolKube, namespace: str, dashboard: DashboardProcess,
+    browser: Any,
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    pool = f"dash-{secrets.token_hex(3)}"
+    rk.create_pool(pool, _pool_spec(pool, ranks=4, down="3"))
+    rk.create(namespace, "held-now", {"pool": pool, "duration": "2h", "request": {"nodes": 2}})
+    rk.create(namespace, "watching", {"pool": pool, "mode": "shared", "duration": "5h",
+                                     "request": {"nodes": 1, "slots": 1, "coresPerSlot": 1}})
+    later = time.time() + 3 * 3600
+    rk.create(namespace, "tonight", {
+        "pool": pool, "request": {"nodes": 2},
+        "startTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(later)),
+        "endTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(later + 2 * 3600))})
+    rk.wait_phase(namespace, "held-now", "Active")
+    rk.wait_phase(namespace, "watching", "Active")
+    rk.wait_phase(namespace, "tonight", "Scheduled")
+
+    browser.get(dashboard.url + "?" + urllib.parse.urlencode({"pool": pool}))
+    _wait(browser, lambda b: b.find_elements(By.ID, f"pool-{pool}"), f"pool {pool}")
+    for name in ("held-now", "watching", "tonight"):
+        _wait(browser, lambda b, n=name: _booking(b, f"{namespace}/{n}"), f"booking {name}")
+    section = browser.find_element(By.ID, f"pool-{pool}")
+    # Phases and modes are drawn distinctly, and said in words for assistive technology.
+    held = _booking(browser, f"{namespace}/held-now")
+    assert held.find_elements(By.CSS_SELECTOR, "rect.phase-Active")
+    assert "Active" in held.get_attribute("aria-label")
+    assert held.get_attribute("tabindex") == "0"
+    assert _booking(browser, f"{namespace}/tonight").find_elements(By.CSS_SELECTOR, "rect.phase-Scheduled")
+    assert _booking(browser, f"{namespace}/watching").find_elements(By.CSS_SELECTOR, "rect.shared-stripes")
+    # Rank 3 is down: its row says so, and the now-line is drawn.
+    labels = [t.text for t in section.find_elements(By.CSS_SELECTOR, "text.rank-text")]
+    assert f"{pool}-n3 (down)" in labels, labels
+    assert section.find_elements(By.CSS_SELECTOR, "rect.down-row")
+    assert section.find_elements(By.CSS_SELECTOR, "line.now-line")
+    assert "Nodes free" in section.text
+    _shot(browser, "pool")
+
+    # Live: a reservation created through the API shows without a reload; so does its grant.
+    browser.execute_script("window.respoolNoReload = 'still here'")
+    rk.create(namespace, "fresh", {"pool": pool, "duration": "1h", "request": {"nodes": 1}})
+    _wait(browser, lambda b: _booking(b, f"{namespace}/fresh")
+          or b.find_elements(By.CSS_SELECTOR, f'button[data-key="{namespace}/fresh"]'),
+          "the new reservation")
+    _wait(browser, lambda b: _booking(b, f"{namespace}/fresh")
+          and _booking(b, f"{namespace}/fresh").find_elements(By.CSS_SELECTOR, "rect.phase-Active"),
+          "the new reservation granted")
+    assert browser.execute_script("return window.respoolNoReload") == "still here"
+    _shot(browser, "created")
+
+    # A deleted one disappears, again without a reload.
+    rk.delete(namespace, "fresh")
+    _wait(browser, lambda b: not b.find_elements(By.CSS_SELECTOR, f'[data-key="{namespace}/fresh"]'),
+          "the deleted reservation gone")
+    assert browser.execute_script("return window.respoolNoReload") == "still here"
+
+    # Details by keyboard: focus the booking, Enter opens them; Escape closes.
+    held = _booking(browser, f"{namespace}/held-now")
+    browser.execute_script("arguments[0].focus()", held)
+    browser.switch_to.active_element.send_keys(Keys.ENTER)
+    dialog = _wait(browser, lambda b: b.find_element(By.ID, "details").is_displayed()
+                   and "Conditions" in b.find_element(By.ID, "details").text
+                   and b.find_element(By.ID, "details"), "the details dialog")
+    text = dialog.text
+    assert f"Reservation {namespace}/held-now" in text
+    assert "Active" in text and "Events" in text and '"duration": "2h"' in text
+    posted = {e.reason for e in rk.events(namespace, "held-now")}
+    if posted:  # every Event the operator posted about it is listed
+        _wait(browser, lambda b: all(r in b.find_element(By.ID, "details").text for r in posted),
+              f"the Events {sorted(posted)}")
+    _shot(browser, "details")
+    browser.switch_to.active_element.send_keys(Keys.ESCAPE)
+    _wait(browser, lambda b: not b.find_element(By.ID, "details").is_displayed(), "the dialog closed")
+
+    # Zoom to a week: the button says it is pressed and the bookings are still drawn.
+    week = browser.find_element(By.CSS_SELECTOR, '.zoom button[data-span="168"]')
+    week.click()
+    assert week.get_attribute("aria-pressed") == "true"
+    _wait(browser, lambda b: _booking(b, f"{namespace}/tonight"), "the bookings at a week's zoom")
+    _shot(browser, "week")
+
+
+def test_namespace_filter(
+    operator: OperatorProcess, rk: RespoolKube, namespace: str, dashboard: DashboardProcess,
+    browser: Any, kubectl: Any,
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    pool = f"dash-{secrets.token_hex(3)}"
+    other = f"{namespace}-other"
+    kubectl("create", "namespace", other)
+    rk.create_pool(pool, _pool_spec(pool, ranks=2))
+    rk.create(namespace, "mine", {"pool": pool, "duration": "1h", "request": {"nodes": 1}})
+    rk.create(other, "theirs", {"pool": pool, "duration": "1h", "request": {"nodes": 1}})
+    browser.get(dashboard.url + "?" + urllib.parse.urlencode({"pool": pool}))
+    _wait(browser, lambda b: _booking(b, f"{namespace}/mine") and _booking(b, f"{other}/theirs"),
+          "both namespaces' bookings")
+    Select(browser.find_element(By.ID, "namespace")).select_by_value(namespace)
+    _wait(browser, lambda b: not _booking(b, f"{other}/theirs"), "only the chosen namespace")
+    assert _booking(browser, f"{namespace}/mine")
+    assert f"namespace={namespace}" in browser.current_url
+    # The filter survives a reload (it is in the address).
+    browser.refresh()
+    _wait(browser, lambda b: _booking(b, f"{namespace}/mine"), "the filtered page after a reload")
+    assert not _booking(browser, f"{other}/theirs")
+    kubectl("delete", "namespace", other, "--wait=false")
+
+
+def _request(url: str, method: str = "GET", host: str | None = None) -> http.client.HTTPResponse:
+    parts = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+    headers = {"Host": host} if host else {}
+    connection.request(method, parts.path or "/", headers=headers)
+    return connection.getresponse()
+
+
+def test_read_only_and_local_names_only(dashboard: DashboardProcess, operator: OperatorProcess) -> None:
+    index = _request(dashboard.url)
+    assert index.status == 200
+    assert "default-src 'self'" in index.getheader("Content-Security-Policy", "")
+    body = index.read().decode()
+    assert "http://" not in body and "https://" not in body  # nothing from elsewhere
+    for method in ("POST", "PUT", "DELETE", "PATCH"):
+        assert _request(dashboard.url + "api/state", method).status == 405
+    # A page elsewhere that rebinds its name to 127.0.0.1 gets nothing.
+    assert _request(dashboard.url + "api/state", host="attacker.example:80").status == 403
+    deadline = time.monotonic() + WAIT
+    while _request(dashboard.url + "healthz").status != 200:
+        assert time.monotonic() < deadline, "the dashboard never listed pools and reservations"
+        time.sleep(0.1)
+    state = json.loads(_request(dashboard.url + "api/state").read())
+    assert state["health"]["reservation"]["scope"] == "all namespaces"
+    assert _request(dashboard.url + "api/reservations/nowhere/none").status == 404
