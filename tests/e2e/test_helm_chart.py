@@ -86,6 +86,21 @@ def test_default_render_has_the_expected_objects(control_plane: Any) -> None:
         [*kinds, "Service", "ServiceMonitor", "PodDisruptionBudget", "ConfigMap"])
 
 
+def test_grafana_dashboard_config_map_for_the_sidecar(control_plane: Any) -> None:
+    assert not [d for d in render(control_plane.bin_dir) if d["kind"] == "ConfigMap"]
+    helm(control_plane.bin_dir, "lint", "--strict", str(CHART), "--set", "metrics.grafanaDashboard.enabled=true")
+    documents = render(control_plane.bin_dir, "--set", "metrics.grafanaDashboard.enabled=true",
+                       "--set", "metrics.grafanaDashboard.namespace=monitoring",
+                       "--set", "metrics.grafanaDashboard.annotations.grafana_folder=respool")
+    [config_map] = [d for d in documents if d["kind"] == "ConfigMap"]
+    metadata = config_map["metadata"]
+    assert metadata["labels"]["grafana_dashboard"] == "1"
+    assert metadata["namespace"] == "monitoring"
+    assert metadata["annotations"] == {"grafana_folder": "respool"}
+    shipped = json.loads((CHART / "dashboards" / "respool.json").read_text())
+    assert json.loads(config_map["data"]["respool.json"]) == shipped
+
+
 def test_chart_crds_render_identical_to_the_generated_ones(control_plane: Any) -> None:
     documents = render(control_plane.bin_dir, "--include-crds")
     crds = [d for d in documents if d["kind"] == "CustomResourceDefinition"]

@@ -48,8 +48,19 @@
     const d = new Date(epoch * 1000);
     return `${pad(d.getHours())}:${pad(d.getMinutes())}`;
   }
+  // Formatting a date with the locale's rules is slow (it showed as seconds with ten thousand
+  // bookings): one formatter, and one answer per day.
+  const dayFormat = new Intl.DateTimeFormat(undefined, { weekday: "short", month: "short", day: "numeric" });
+  const dayCache = new Map();
   function dayText(epoch) {
-    return new Date(epoch * 1000).toLocaleDateString(undefined, { weekday: "short", month: "short", day: "numeric" });
+    const date = new Date(epoch * 1000);
+    const day = `${date.getFullYear()}-${date.getMonth()}-${date.getDate()}`;
+    let text = dayCache.get(day);
+    if (text === undefined) {
+      text = dayFormat.format(date);
+      dayCache.set(day, text);
+    }
+    return text;
   }
   function timeText(epoch) {
     if (epoch == null) return "open";
@@ -516,6 +527,7 @@
     source.onmessage = (event) => {
       const message = JSON.parse(event.data);
       if (message.type === "snapshot") {
+        if (!state.renders) performance.mark("respool-snapshot-received");
         loadSnapshot(message);
         renderConnection("Live: changes appear as they happen.", "live");
       } else if (message.type === "status") {
