@@ -64,8 +64,8 @@ def test_chart_defaults_are_hardened() -> None:
 
 def test_dockerfile_runs_respool_as_non_root() -> None:
     text = (ROOT / "Dockerfile").read_text()
-    assert re.search(r"^FROM \$\{PYTHON_IMAGE\}$", text, re.M)
-    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim", text, re.M)
+    assert re.search(r"^FROM \$\{BASE\}$", text, re.M)
+    assert re.search(r"^ARG BASE=python:3\.11-slim", text, re.M)
     assert re.search(r"^USER 65532:65532$", text, re.M)
     assert re.search(r'^ENTRYPOINT \["respool"\]$', text, re.M)
     assert 'CMD ["run"' in text
