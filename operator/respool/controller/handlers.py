@@ -15,7 +15,10 @@ start-up listing and kopf's.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,9 +50,28 @@ def controller() -> Controller:
     return _controller
 
 
+def in_cluster_address(info: kopf.ConnectionInfo, environ: Mapping[str, str]) -> kopf.ConnectionInfo:
+    """The API server at KUBERNETES_SERVICE_HOST:PORT, as client-go's in-cluster config has it.
+
+    kopf's service-account login names https://kubernetes.default.svc, which only cluster DNS
+    resolves: a Pod with hostNetwork (dnsPolicy Default), a cluster without CoreDNS or one
+    whose DNS is down could not reach its API server. The kubelet sets both variables in every
+    Pod; the certificate is still checked against the service-account CA.
+    """
+    host = environ.get("KUBERNETES_SERVICE_HOST", "").strip()
+    port = environ.get("KUBERNETES_SERVICE_PORT", "").strip()
+    if not host or not port.isdigit():
+        return info
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 address
+    return dataclasses.replace(info, server=f"https://{host}:{port}")
+
+
 def connection_info(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo:
     """In a Pod: its service account; elsewhere: the kubeconfig ($KUBECONFIG or ~/.kube)."""
     info = kopf.login_with_service_account(settings=settings)
+    if info is not None:
+        info = in_cluster_address(info, os.environ)
     if info is None:
         info = kopf.login_with_kubeconfig(settings=settings)
     if info is None:
