@@ -53,7 +53,9 @@ if TYPE_CHECKING:
 # depends on, or is surprised by, a .hypothesis/ directory from an earlier run. "dev" (plain
 # pytest) explores with random seeds and keeps failures in the database to replay them.
 # HYPOTHESIS_PROFILE=dev|ci chooses; each test's own @settings still set its example counts.
-settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+# No per-example deadline in "ci" either: on a loaded 2-core machine it is a timed assertion that
+# fails a correct test (seen: 214 ms against 200 ms for a hostlist property).
+settings.register_profile("ci", derandomize=True, database=None, deadline=None, print_blob=True)
 settings.register_profile("dev", print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
