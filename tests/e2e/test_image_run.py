@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 import yaml
 
+from .invariants import assert_no_conflicting_holds
 from .test_examples_live import PROMISED, _documents, _renamed, _stalled_reason
 from .test_rbac_least_privilege import (
     CHART,
@@ -179,81 +180,138 @@ class ImageProcess:
                 self.process.wait(timeout=10)
 
 
-def test_the_image_runs_as_the_chart_deploys_it_and_reconciles_the_examples(
-    image_rootfs: tuple[Path, dict[str, Any]], control_plane: Any, kube_env: dict[str, str],
-    kubectl: Any, rk: Any, request: pytest.FixtureRequest, tmp_path: Path,
-) -> None:
-    rootfs, image_config = image_rootfs
-    stop_shared_operator(request)
-    suffix = secrets.token_hex(3)
-    namespace, release = f"respool-image-{suffix}", f"image-{suffix}"
-    liveness_port, metrics_port = _free_port(), _free_port()
-    values = ["--set", f"liveness.port={liveness_port}", "--set", "metrics.enabled=true",
-              "--set", f"metrics.port={metrics_port}"]
-    helm = str(control_plane.bin_dir / "helm")
-    kubectl("create", "namespace", namespace)
-    install = subprocess.run([helm, "install", release, str(CHART), "--namespace", namespace,
-                              *values], capture_output=True, text=True, env=kube_env,
-                             timeout=180, check=False)
-    assert install.returncode == 0, install.stderr
-    container = _rendered_container(kube_env, control_plane.bin_dir, release, namespace, values)
-    account = f"{release}-respool"
+class ChartRelease:
+    """A `helm install` of the chart, and its Deployment run from the image as a kubelet would."""
 
-    # The ServiceAccount volume: a token for the chart's identity, the cluster CA, the namespace.
-    host, port, ca = _server_of(control_plane.kubeconfig)
-    token = kubectl("create", "token", account, "-n", namespace, "--duration=2h").stdout.strip()
-    secrets_dir = tmp_path / "serviceaccount"
-    secrets_dir.mkdir()
-    (secrets_dir / "token").write_text(token)
-    (secrets_dir / "ca.crt").write_bytes(ca)
-    (secrets_dir / "namespace").write_text(namespace)
-    secrets_dir.chmod(0o755)
-    for item in secrets_dir.iterdir():
-        item.chmod(0o644)
-    mountpoint = _inside(rootfs, SERVICE_ACCOUNT_DIR)
-    mountpoint.mkdir(parents=True, exist_ok=True)
+    def __init__(self, control_plane: Any, kube_env: dict[str, str], kubectl: Any,
+                 rootfs: Path, image_config: dict[str, Any], work: Path) -> None:
+        self.control_plane, self.kube_env, self.kubectl = control_plane, kube_env, kubectl
+        self.rootfs, self.image_config, self.work = rootfs, image_config, work
+        suffix = secrets.token_hex(3)
+        self.namespace, self.release = f"respool-image-{suffix}", f"image-{suffix}"
+        self.account = f"{self.release}-respool"
+        self.liveness_port, self.metrics_port = _free_port(), _free_port()
+        self.helm = str(control_plane.bin_dir / "helm")
+        self.process: ImageProcess | None = None
+        self.rollouts = 0
 
-    # What runs: the image's ENTRYPOINT with the Deployment's args, as the image's USER, in the
-    # image's WORKDIR, with the image's Env, the Deployment's env and the service's address.
-    env = dict(item.split("=", 1) for item in image_config.get("Env") or [])
-    env.update(_resolve_env(container, f"{release}-respool-0", namespace))
-    env.update({"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": str(port)})
-    user = image_config["User"]
-    assert user and not user.startswith("0") and user != "root", user
-    argv = [*image_config["Entrypoint"], *container["args"]]
-    workdir = image_config.get("WorkingDir") or "/"
-    command = ["unshare", "--mount", "--fork", "bash", "-c", _RUN_AS_KUBELET, "kubelet",
-               str(rootfs), str(secrets_dir), str(mountpoint), user,
-               "/usr/bin/env", "-i", "-C", workdir, *(f"{k}={v}" for k, v in env.items()), *argv]
-    log_path = tmp_path / "image-operator.log"
-    operator = ImageProcess(command, log_path)
-    suffix_examples = secrets.token_hex(3)
-    documents = _renamed(_documents(), suffix_examples)
-    reservations = {d["metadata"]["name"]: d for d in documents
-                    if d["kind"] == "ResourceReservation"}
-    pools = [d["metadata"]["name"] for d in documents if d["kind"] == "ResourcePool"]
-    try:
+    def values(self, *extra: str) -> list[str]:
+        return ["--set", f"liveness.port={self.liveness_port}", "--set", "metrics.enabled=true",
+                "--set", f"metrics.port={self.metrics_port}", *extra]
+
+    def helm_run(self, verb: str, values: list[str]) -> None:
+        result = subprocess.run([self.helm, verb, self.release, str(CHART), "--namespace",
+                                 self.namespace, *values], capture_output=True, text=True,
+                                env=self.kube_env, timeout=180, check=False)
+        assert result.returncode == 0, result.stderr
+
+    def install(self, values: list[str]) -> None:
+        self.kubectl("create", "namespace", self.namespace)
+        self.helm_run("install", values)
+
+    def start(self, values: list[str]) -> ImageProcess:
+        """Start the Deployment's container from the image, as rendered with `values`."""
+        assert self.process is None or self.process.process.poll() is not None
+        self.rollouts += 1
+        container = _rendered_container(self.kube_env, self.control_plane.bin_dir, self.release,
+                                        self.namespace, values)
+        # The ServiceAccount volume: a fresh token for the chart's identity, CA, namespace.
+        host, port, ca = _server_of(self.control_plane.kubeconfig)
+        token = self.kubectl("create", "token", self.account, "-n", self.namespace,
+                             "--duration=2h").stdout.strip()
+        secrets_dir = self.work / f"serviceaccount-{self.rollouts}"
+        secrets_dir.mkdir()
+        (secrets_dir / "token").write_text(token)
+        (secrets_dir / "ca.crt").write_bytes(ca)
+        (secrets_dir / "namespace").write_text(self.namespace)
+        secrets_dir.chmod(0o755)
+        for item in secrets_dir.iterdir():
+            item.chmod(0o644)
+        mountpoint = _inside(self.rootfs, SERVICE_ACCOUNT_DIR)
+        mountpoint.mkdir(parents=True, exist_ok=True)
+        # What runs: the image's ENTRYPOINT with the Deployment's args, as the image's USER, in
+        # the image's WORKDIR, with the image's Env, the Deployment's env and the API address.
+        config = self.image_config
+        env = dict(item.split("=", 1) for item in config.get("Env") or [])
+        pod = f"{self.release}-respool-{self.rollouts}"
+        env.update(_resolve_env(container, pod, self.namespace))
+        env.update({"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": str(port)})
+        self.user = config["User"]
+        assert self.user and not self.user.startswith("0") and self.user != "root", self.user
+        argv = [*config["Entrypoint"], *container["args"]]
+        workdir = config.get("WorkingDir") or "/"
+        command = ["unshare", "--mount", "--fork", "bash", "-c", _RUN_AS_KUBELET, "kubelet",
+                   str(self.rootfs), str(secrets_dir), str(mountpoint), self.user,
+                   "/usr/bin/env", "-i", "-C", workdir,
+                   *(f"{k}={v}" for k, v in env.items()), *argv]
+        process = ImageProcess(command, self.work / f"operator-{self.rollouts}.log")
+        self.process = process
+
         def live() -> bool:
-            assert operator.process.poll() is None, (
-                f"the image's process exited:\n{shlex.join(command)}\n{operator.log()[-4000:]}")
+            assert process.process.poll() is None, (
+                f"the image's process exited:\n{shlex.join(command)}\n{process.log()[-4000:]}")
             try:
-                url = f"http://127.0.0.1:{liveness_port}/healthz"
+                url = f"http://127.0.0.1:{self.liveness_port}/healthz"
                 with urllib.request.urlopen(url, timeout=2) as answer:
                     return answer.status == 200
             except OSError:
                 return False
 
         wait_for("the image's liveness endpoint", live, timeout=120)
-        pid = operator.operator_pid()
-        status = Path(f"/proc/{pid}/status").read_text()
-        uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
-        assert set(uid_line.split()[1:]) == {user.split(":")[0]}, uid_line
-        root_mount = next(line.split() for line in
-                          Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
-                          if line.split()[4] == "/")
-        assert "ro" in root_mount[5].split(","), root_mount
-        assert Path(f"/proc/{pid}/root/opt/respool/bin/respool").exists()
+        return process
 
+    def logs(self) -> str:
+        return "".join(path.read_text(errors="replace")
+                       for path in sorted(self.work.glob("operator-*.log")))
+
+    def close(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+        subprocess.run([self.helm, "uninstall", self.release, "--namespace", self.namespace],
+                       capture_output=True, text=True, env=self.kube_env, timeout=120,
+                       check=False)
+        self.kubectl("delete", "namespace", self.namespace, "--wait=false", check=False)
+
+
+@pytest.fixture
+def chart_release(image_rootfs: tuple[Path, dict[str, Any]], control_plane: Any,
+                  kube_env: dict[str, str], kubectl: Any, request: pytest.FixtureRequest,
+                  tmp_path: Path) -> Iterator[ChartRelease]:
+    stop_shared_operator(request)
+    rootfs, image_config = image_rootfs
+    release = ChartRelease(control_plane, kube_env, kubectl, rootfs, image_config, tmp_path)
+    try:
+        yield release
+    finally:
+        release.close()
+
+
+def _assert_clean(log: str) -> None:
+    assert not PERMISSION_ERROR.search(log), log[-4000:]
+    assert "Traceback" not in log, log[-4000:]
+
+
+def test_the_image_runs_as_the_chart_deploys_it_and_reconciles_the_examples(
+    chart_release: ChartRelease, kubectl: Any, rk: Any,
+) -> None:
+    values = chart_release.values()
+    chart_release.install(values)
+    operator = chart_release.start(values)
+    pid = operator.operator_pid()
+    status = Path(f"/proc/{pid}/status").read_text()
+    uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
+    assert set(uid_line.split()[1:]) == {chart_release.user.split(":")[0]}, uid_line
+    root_mount = next(line.split() for line in
+                      Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
+                      if line.split()[4] == "/")
+    assert "ro" in root_mount[5].split(","), root_mount
+    assert Path(f"/proc/{pid}/root/opt/respool/bin/respool").exists()
+
+    documents = _renamed(_documents(), secrets.token_hex(3))
+    reservations = {d["metadata"]["name"]: d for d in documents
+                    if d["kind"] == "ResourceReservation"}
+    pools = [d["metadata"]["name"] for d in documents if d["kind"] == "ResourcePool"]
+    try:
         kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in documents))
         for name, (phases, reason) in PROMISED.items():
             reservation_namespace = reservations[name]["metadata"]["namespace"]
@@ -263,16 +321,90 @@ def test_the_image_runs_as_the_chart_deploys_it_and_reconciles_the_examples(
                 timeout=60, what=f"one of {sorted(phases)}")
             assert _stalled_reason(obj["status"]) == reason, (name, obj["status"])
         assert operator.process.poll() is None
-        log = operator.log()
-        assert not PERMISSION_ERROR.search(log), log[-4000:]
-        assert "Traceback" not in log, log[-4000:]
+        _assert_clean(chart_release.logs())
     finally:
-        operator.stop()
         for name, document in reservations.items():
             kubectl("delete", "rsv", name, "-n", document["metadata"]["namespace"],
                     "--wait=false", check=False)
         for pool in pools:
             kubectl("delete", "rpool", pool, "--wait=false", check=False)
-        subprocess.run([helm, "uninstall", release, "--namespace", namespace],
-                       capture_output=True, text=True, env=kube_env, timeout=120, check=False)
-        kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def _pool(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "respool.io/v1alpha1", "kind": "ResourcePool",
+        "metadata": {"name": name},
+        "spec": {"resources": {"version": 1, "execution": {
+            "R_lite": [{"rank": "0-3", "children": {"core": "0-7"}}],
+            "nodelist": [f"{name}-n[0-3]"]}}},
+    }
+
+
+def _reservation(name: str, namespace: str, pool: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "respool.io/v1alpha1", "kind": "ResourceReservation",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"pool": pool, **spec}}
+
+
+def test_helm_upgrade_with_live_reservations_loses_nothing_and_grants_nothing_twice(
+    chart_release: ChartRelease, kubectl: Any, rk: Any, namespace: str,
+) -> None:
+    """helm install; live reservations; the new CRDs applied as docs/install.md says; helm
+    upgrade to a changed chart; the Deployment rolled (old process SIGTERMed, the new one started
+    with the upgraded args): every grant is kept with its ID and window, nothing is held twice,
+    and decisions go on."""
+    first = chart_release.values()
+    chart_release.install(first)
+    old = chart_release.start(first)
+    pool = f"upgrade-{secrets.token_hex(3)}"
+    kubectl("apply", "-f", "-", input=json.dumps(_pool(pool)))
+    objects = [
+        _reservation("holder-a", namespace, pool, mode="exclusive", duration="2h",
+                     request={"nodes": 2, "slots": 1, "coresPerSlot": 8}),
+        _reservation("holder-b", namespace, pool, mode="shared", duration="2h",
+                     request={"slots": 1, "coresPerSlot": 2}),
+        _reservation("later", namespace, pool, mode="exclusive", duration="1h",
+                     startTime="2030-06-01T02:00:00Z",
+                     request={"nodes": 4, "slots": 1, "coresPerSlot": 8}),
+        _reservation("waiter", namespace, pool, mode="exclusive", duration="1h",
+                     nextAvailable=False, maxRetry=50,
+                     request={"nodes": 4, "slots": 1, "coresPerSlot": 8}),
+    ]
+    try:
+        kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(o) for o in objects))
+        before = {
+            "holder-a": rk.wait_phase(namespace, "holder-a", "Active", timeout=60)["status"],
+            "holder-b": rk.wait_phase(namespace, "holder-b", "Active", timeout=60)["status"],
+            "later": rk.wait_phase(namespace, "later", "Scheduled", timeout=60)["status"],
+            "waiter": rk.wait_phase(namespace, "waiter", "Pending", timeout=60)["status"],
+        }
+        # The upgrade: CRDs first (Helm never upgrades crds/), then the chart with changed
+        # values, then the rollout: the old Pod gets SIGTERM, the new one starts.
+        kubectl("apply", "--server-side", "--force-conflicts", "-f",
+                str(CHART / "crds"))
+        changed = chart_release.values("--set", "operator.poolStatusInterval=2",
+                                       "--set", "operator.logLevel=debug")
+        chart_release.helm_run("upgrade", changed)
+        old.stop()
+        assert old.process.returncode == 0, old.log()[-3000:]
+        chart_release.start(changed)
+        # Decisions go on under the upgraded chart: a new reservation is granted.
+        kubectl("apply", "-f", "-", input=json.dumps(_reservation(
+            "after-upgrade", namespace, pool, mode="exclusive", duration="30m",
+            request={"slots": 1, "coresPerSlot": 1})))
+        rk.wait_phase(namespace, "after-upgrade", "Active", timeout=60)
+        for name, status in before.items():
+            now = rk.get(namespace, name)["status"]
+            assert now["phase"] == status["phase"], (name, now)
+            for key in ("reservationId", "preReservationId", "startTime", "endTime",
+                        "allocated"):
+                assert now.get(key) == status.get(key), (name, key, now.get(key), status.get(key))
+        items = [rk.get(namespace, o["metadata"]["name"]) for o in objects]
+        items.append(rk.get(namespace, "after-upgrade"))
+        assert_no_conflicting_holds(items)
+        _assert_clean(chart_release.logs())
+    finally:
+        for o in [*objects, {"metadata": {"name": "after-upgrade"}}]:
+            kubectl("delete", "rsv", o["metadata"]["name"], "-n", namespace, "--wait=false",
+                    check=False)
+        kubectl("delete", "rpool", pool, "--wait=false", check=False)
