@@ -42,7 +42,7 @@ ensure_tools() {
     [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1 \
         || die "${missing[*]} needed: install the Debian package(s) ${missing[*]}"
     say "installing ${missing[*]} (Debian packages)"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2 \
+    { apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2; } \
         || die "apt-get could not install ${missing[*]}"
 }
 
