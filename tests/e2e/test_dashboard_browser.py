@@ -214,3 +214,27 @@ def test_read_only_and_local_names_only(dashboard: DashboardProcess, operator: O
     state = json.loads(_request(dashboard.url + "api/state").read())
     assert state["health"]["reservation"]["scope"] == "all namespaces"
     assert _request(dashboard.url + "api/reservations/nowhere/none").status == 404
+
+
+def test_every_pool_is_drawn_when_more_than_a_screen(
+    operator: OperatorProcess, rk: RespoolKube, namespace: str, dashboard: DashboardProcess,
+    browser: Any,
+) -> None:
+    """The first pools are drawn at once and the others in the tasks after the first paint
+    (app.js FIRST_POOLS): all of them, with their bookings, end up on the page."""
+    from selenium.webdriver.common.by import By
+
+    prefix = f"dash-many-{secrets.token_hex(2)}"
+    names = [f"{prefix}-{number:02d}" for number in range(9)]
+    for name in names:
+        rk.create_pool(name, _pool_spec(name, ranks=2))
+        rk.create(namespace, f"on-{name}", {"pool": name, "duration": "1h", "request": {"nodes": 1}})
+    for name in names:
+        rk.wait_phase(namespace, f"on-{name}", "Active")
+    browser.get(dashboard.url)
+    _wait(browser, lambda b: b.execute_script("return document.body.dataset.complete === '1'"),
+          "every pool drawn")
+    drawn = {s.get_attribute("data-pool") for s in browser.find_elements(By.CSS_SELECTOR, "section.pool")}
+    assert set(names) <= drawn
+    for name in names:
+        assert _booking(browser, f"{namespace}/on-{name}"), name

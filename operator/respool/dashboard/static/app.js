@@ -7,6 +7,7 @@
   const HOUR = 3600;
   const AXIS_HEIGHT = 22;
   const WAITING_SHOWN = 20;
+  const FIRST_POOLS = 6;
   const ON_TIMELINE = new Set(["Active", "Scheduled", "Expired", "Failed"]);
 
   const state = {
@@ -23,6 +24,7 @@
     frame: 0,
     openKey: null,
     renders: 0,
+    drawing: 0,               // bumped by each full drawing; a stale continuation stops
   };
 
   const $ = (id) => document.getElementById(id);
@@ -347,13 +349,45 @@
     const width = timelineWidth();
     const pools = shownPools();
     const list = $("pool-list");
+    const generation = ++state.drawing;
     if (!pools.length) {
       list.innerHTML = `<p class="muted">${state.pools.size ? "No pool matches the filter." : "No resource pools (or none you may list)."}</p>`;
+      allDrawn();
+    } else if (state.renders === 0 && pools.length > FIRST_POOLS) {
+      // The first time, draw the pools a screen shows at once, and the others in the
+      // following tasks: the page is usable long before ten thousand bookings are drawn.
+      list.innerHTML = pools.slice(0, FIRST_POOLS).map((p) => poolHtml(p, width, win)).join("");
+      const rest = pools.slice(FIRST_POOLS).map((p) => p.name);
+      // Only once that first frame is on screen (busy tasks would hold it back).
+      requestAnimationFrame(() => requestAnimationFrame(() => appendLater(rest, generation, width, win)));
     } else {
       list.innerHTML = pools.map((p) => poolHtml(p, width, win)).join("");
+      allDrawn();
     }
     restoreFocus(key);
     renderSummary();
+  }
+
+  function appendLater(names, generation, width, win) {
+    setTimeout(() => {
+      if (generation !== state.drawing) return;  // drawn again from scratch meanwhile
+      const started = performance.now();
+      const parts = [];
+      let done = 0;
+      while (done < names.length && performance.now() - started < 40) {
+        const pool = state.pools.get(names[done++]);  // deleted meanwhile: skipped
+        if (pool) parts.push(poolHtml(pool, width, win));
+      }
+      $("pool-list").insertAdjacentHTML("beforeend", parts.join(""));
+      if (done < names.length) appendLater(names.slice(done), generation, width, win);
+      else allDrawn();
+    }, 0);
+  }
+
+  function allDrawn() {
+    if (document.body.dataset.complete) return;
+    performance.mark("respool-all-drawn");
+    document.body.dataset.complete = "1";
   }
 
   function renderPool(name) {
@@ -361,7 +395,8 @@
     const pool = state.pools.get(name);
     if (!section || !pool) return;
     const key = focusedKey();
-    const open = section.querySelector("details.table").open;
+    const table = section.querySelector("details.table");
+    const open = Boolean(table && table.open);
     const holder = document.createElement("div");
     holder.innerHTML = poolHtml(pool, timelineWidth(), windowNow());
     const fresh = holder.firstElementChild;
@@ -420,11 +455,11 @@
       document.body.dataset.renders = String(state.renders);
       if (state.renders === 1) {
         performance.mark("respool-first-render");
-        // A task queued from a frame callback runs after that frame is painted.
-        requestAnimationFrame(() => setTimeout(() => {
+        // The next frame's callback runs once the frame holding the drawing was produced.
+        requestAnimationFrame(() => requestAnimationFrame(() => {
           performance.mark("respool-first-paint");
           document.body.dataset.ready = "1";
-        }, 0));
+        }));
       }
     });
   }
