@@ -21,7 +21,8 @@ def assert_no_conflicting_holds(items: list[dict[str, Any]]) -> None:
         if status.get("phase") not in HOLDING:
             continue
         start, end = parse_time(status["startTime"]), parse_time(status["endTime"])
-        mode = obj["spec"].get("mode", "exclusive")
+        # The mode booked (spec.mode may have been edited since).
+        mode = status["allocated"].get("mode") or obj["spec"].get("mode", "exclusive")
         for entry in status["allocated"]["R"]["execution"]["R_lite"]:
             for rank in IDset(entry["rank"]):
                 for core in IDset(entry["children"]["core"]):

@@ -220,6 +220,7 @@ def test_spec_and_status_carry_the_design_field_names() -> None:
         "nodelist",
         "summary",
         "R",
+        "mode",  # what a restore needs (spec.mode may change while Scheduled)
     }
     assert set(rsv["status"]["properties"]["nextAvailable"]["properties"]) == {
         "available",

@@ -696,3 +696,55 @@ def test_lowered_expiration_fails_a_scheduled_window_asked_for_past_it() -> None
     apply(later, ctx, p, T0 + 1)
     assert later.status["phase"] == "Failed"
     assert condition(later, "Stalled")["reason"] == "PoolExpired"
+
+
+def test_restore_takes_the_mode_booked_not_the_edited_spec() -> None:
+    """A shared hold whose spec.mode was edited to exclusive while the operator was away is
+    restored shared: its overlapping shared neighbour keeps its window (review C9)."""
+    p, ctx = planner(), pool()
+    spec = {"mode": "shared", "startTime": format_time(T0 + 7200),
+            "request": {"nodes": 2, "coresPerSlot": 4}}
+    x, y = rsv(spec), rsv(spec)
+    apply(x, ctx, p, T0)
+    apply(y, ctx, p, T0)
+    assert x.status["allocated"]["mode"] == "shared"
+    assert x.status["allocated"]["summary"] == y.status["allocated"]["summary"]
+    x.spec = {**x.spec, "mode": "exclusive"}
+    x.generation = 2
+    fresh = planner()
+    assert restore(x, fresh) is None
+    assert restore(y, fresh) is None, "the untouched neighbour lost its window"
+    booking = fresh.get(x.uid)
+    assert booking is not None and booking.mode == "shared"
+
+
+def test_holders_keep_their_grant_while_the_pool_is_unusable_without_a_planner() -> None:
+    """After a restart with a pool spec the operator cannot use there is no planner: Active
+    and Scheduled holders keep what was committed, untouched (review C3)."""
+    p, ctx = planner(), pool()
+    active, held = rsv(), rsv({"startTime": format_time(T0 + 7200)})
+    apply(active, ctx, p, T0)
+    apply(held, ctx, p, T0)
+    broken = pool(ready=False, problem="invalid resources: 3 hosts for 2 ranks")
+    for r in (active, held):
+        before = r.status
+        outcome = decide(r, broken, None, T0 + 5)
+        assert outcome.status == before and not outcome.events
+    waiting = rsv()
+    apply(waiting, broken, None, T0 + 5)
+    assert waiting.status["phase"] == "Pending"
+
+
+def test_nothing_new_is_booked_on_a_pool_being_deleted() -> None:
+    p = planner()
+    deleting = pool(deleting=True)
+    r = rsv()
+    outcome = apply(r, deleting, p, T0)
+    assert r.status["phase"] == "Pending" and p.get(r.uid) is None
+    assert condition(r, "Stalled")["reason"] == "PoolDeleting"
+    assert "PoolDeleting" in reasons(outcome)
+    # What already holds stays: an Active holder is not touched by the deletion.
+    holder = rsv()
+    apply(holder, pool(), p, T0)
+    apply(holder, deleting, p, T0 + 1)
+    assert holder.status["phase"] == "Active" and p.get(holder.uid) is not None

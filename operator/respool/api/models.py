@@ -122,6 +122,7 @@ class Reason(StrEnum):
     RETRY_EXCEEDED = "RetryExceeded"
     MAX_WAIT_EXCEEDED = "MaxWaitExceeded"
     POOL_NOT_FOUND = "PoolNotFound"
+    POOL_DELETING = "PoolDeleting"
     NAMESPACE_NOT_ALLOWED = "NamespaceNotAllowed"
     INVALID_SPEC = "InvalidSpec"
     RESOURCES_LOST = "ResourcesLost"
@@ -1002,6 +1003,10 @@ class Allocated(StatusModel):
     nodelist: str | None = Field(default=None, description="Host names granted (a hostlist).")
     summary: str | None = Field(default=None, description="The grant in dumps() form.")
     r: Rv1 | None = Field(default=None, alias="R", description="The granted R version 1.")
+    mode: Mode | None = Field(
+        default=None,
+        description="The mode booked (a restore uses it; spec.mode may have changed since).",
+    )
 
 
 class NextAvailable(StatusModel):

@@ -75,6 +75,7 @@ class _Pending:
     planned_key_before: str | None
     failed_attempt_before: tuple[int, int, str] | None
     generation: int  # of the spec decided on: the write commits only if it is still current
+    answer_version: str | None = None  # resourceVersion the committed write answered with
 
 
 class PoolActor:
@@ -105,6 +106,11 @@ class PoolActor:
         # Status writes in flight (one per reservation at most) and reservations to decide
         # again once theirs lands.
         self._inflight: dict[str, asyncio.Task[None]] = {}
+        # Every status write being made (in flight or awaited in the loop), by reservation.
+        self._writing: dict[str, _Pending] = {}
+        self._seen_while_writing: dict[str, dict[str, Any]] = {}
+        # Hash of each committed status as the API server answered it (it may normalise it).
+        self._echo: dict[str, int] = {}
         self._after_commit: set[str] = set()
         self._last_pool_status: dict[str, Any] | None = None
         self._pool_status_due: float | None = None
@@ -200,12 +206,13 @@ class PoolActor:
             self.kick()
             return
         # The actor is the only writer of status: our record of it is the truth while we run.
-        # Events only bring spec changes, deletion and finalizers.
+        # Events bring spec changes, deletion and finalizers - and, rarely, a status someone
+        # else wrote (a deposed leader's write landing late, review S1), which is overwritten.
+        changed = self._foreign_status(record, raw)
         record.finalizers = finalizers
         record.has_finalizer = FINALIZER in finalizers
         record.resource_version = _newer_version(record.resource_version,
                                                  metadata.get("resourceVersion"))
-        changed = False
         if generation > record.generation:
             record.generation = generation
             record.spec = dict(raw.get("spec") or {})
@@ -219,6 +226,32 @@ class PoolActor:
         elif record.phase in HOLDING_PHASES and not record.has_finalizer and not deleting:
             self._finalizers_due(uid)  # someone removed it: put it back
 
+    def _foreign_status(self, record: Reservation, raw: dict[str, Any]) -> bool:
+        """Does the object's status (newer than anything we know of it) differ from what we
+        committed, while we are writing nothing to it? Then another writer put it there - the
+        old leader's last write, landing after we listed - and it must not stand: etcd would
+        say Active on cores our planner may have given to someone else. The record is marked
+        so that its next decision is written even if it equals what we committed."""
+        if record.uid in self._writing:
+            # Ours may be what it shows; judge the latest body once the write is answered.
+            self._seen_while_writing[record.uid] = raw
+            return False
+        if not _is_newer(record.resource_version, (raw.get("metadata") or {}).get(
+                "resourceVersion")):
+            return False
+        return self._overwrite_foreign(record, raw)
+
+    def _overwrite_foreign(self, record: Reservation, raw: dict[str, Any]) -> bool:
+        text = canonical(raw.get("status") or {})
+        if text == record.status_text or hash(text) == self._echo.get(record.uid):
+            return False  # ours (as written, or as the API server stored it)
+        if not record.foreign_status:
+            logger.warning("reservation %s: its status was written by someone else (phase %s, "
+                           "ours %s); writing ours again", record.key,
+                           (raw.get("status") or {}).get("phase"), record.phase)
+        record.foreign_status = True
+        return True
+
     def adopt(self, record: Reservation) -> None:
         """A record found by the start-up listing (restored before any decision)."""
         self.records[record.uid] = record
@@ -229,6 +262,7 @@ class PoolActor:
             self.dirty.add(record.uid)
 
     def forget(self, uid: str) -> None:
+        self._echo.pop(uid, None)
         record = self.records.pop(uid, None)
         self.dirty.discard(uid)
         self.wake_at.pop(uid, None)
@@ -399,7 +433,8 @@ class PoolActor:
                 self.wake_at[record.uid] = outcome.wake_at
             else:
                 self.wake_at.pop(record.uid, None)
-            if canonical(outcome.status) == record.status_text and not outcome.events:
+            if (canonical(outcome.status) == record.status_text and not outcome.events
+                    and not record.foreign_status):
                 continue  # nothing to commit
             pending = _Pending(record, before, after, outcome, planned_before,
                                failed_attempt_before, generation)
@@ -428,6 +463,7 @@ class PoolActor:
 
     async def _commit(self, pending: _Pending) -> None:
         uid = pending.rsv.uid
+        self._writing[uid] = pending
         try:
             answer = await self._write_until_answered(pending)
         except asyncio.CancelledError:
@@ -452,6 +488,16 @@ class PoolActor:
             self._finalizers_due(uid)
         finally:
             self._inflight.pop(uid, None)
+            self._writing.pop(uid, None)
+            seen = self._seen_while_writing.pop(uid, None)
+            if seen is not None and self.records.get(uid) is pending.rsv:
+                # Seen while writing: foreign if later than our write's answer (or than
+                # anything, when the write did not land) and not what we committed.
+                seen_version = (seen.get("metadata") or {}).get("resourceVersion")
+                if (pending.answer_version is None
+                        or _is_newer(pending.answer_version, seen_version)) and \
+                        self._overwrite_foreign(pending.rsv, seen):
+                    self._after_commit.add(uid)
             if uid in self._after_commit:
                 self._after_commit.discard(uid)
                 self.dirty.add(uid)
@@ -505,7 +551,11 @@ class PoolActor:
     def _committed(self, pending: _Pending, answer: dict[str, Any]) -> None:
         record, outcome = pending.rsv, pending.outcome
         record.status = outcome.status
+        record.foreign_status = False
         metadata = answer.get("metadata") or {}
+        version = metadata.get("resourceVersion")
+        pending.answer_version = version if isinstance(version, str) else None
+        self._echo[record.uid] = hash(canonical(answer.get("status") or {}))
         record.finalizers = list(metadata.get("finalizers") or [])
         record.has_finalizer = FINALIZER in record.finalizers
         record.resource_version = _newer_version(record.resource_version,
@@ -682,7 +732,10 @@ class PoolActor:
             metrics.forget_pool(self.name)
             return
         metadata = raw.get("metadata") or {}
-        self._pool_deleting = bool(metadata.get("deletionTimestamp"))
+        deleting = bool(metadata.get("deletionTimestamp"))
+        if deleting != self._pool_deleting:
+            self._pool_deleting = deleting
+            self._mark_all_dirty()  # waiters stop being booked on a pool being deleted
         generation = metadata.get("generation")
         spec_raw = raw.get("spec") or {}
         try:
@@ -706,7 +759,7 @@ class PoolActor:
         assert self.planner is not None
         self.context = PoolContext(
             name=self.name, exists=True, ready=True, policy=policy,
-            namespace_allowed=self._namespace_allowed)
+            namespace_allowed=self._namespace_allowed, deleting=deleting)
         self._selector = spec_raw.get("namespaceSelector")
         self._pool_problem = ""
         if self.planner.expiration != expiration:
@@ -730,23 +783,44 @@ class PoolActor:
         if self.planner is None:
             # Never usable yet: reservations wait. (A pool that was usable keeps its planner,
             # so what was granted stays granted while the admin fixes the spec.)
-            self.context = PoolContext(name=self.name, exists=True, ready=False, problem=problem)
+            self.context = PoolContext(name=self.name, exists=True, ready=False, problem=problem,
+                                       deleting=self._pool_deleting)
             self._mark_all_dirty()
         self._schedule_pool_status(immediately=True)
 
     def _rebuild(self, planner: Planner) -> None:
-        """A new topology: re-register every committed grant; what no longer fits is lost."""
-        holders = sorted(
-            (r for r in self.records.values() if r.phase in HOLDING_PHASES and not r.deleting),
-            key=lambda r: (0 if r.phase == ACTIVE else 1, r.status.get("startTime") or ""))
+        """A new topology: re-register every booking; what no longer fits is lost.
+
+        The first build (start-up, or the pool came back) restores the committed grants from
+        status. A rebuild carries over what the old planner holds - committed grants *and*
+        decisions whose status write is still in flight: re-registering only the committed
+        ones would hand an in-flight grant's cores to the next waiter, and both would land
+        Active (review C1)."""
         first_build = self.planner is None
-        for record in holders:
-            error = lifecycle.restore(record, planner)
-            metrics.RESTORED.labels("ok" if error is None else "failed").inc()
-            if error is not None:
-                logger.warning("pool %s: %s %s could not be re-registered: %s", self.name,
-                               record.phase, record.key, error)
-                self.dirty.add(record.uid)
+        if self.planner is None:
+            holders = sorted(
+                (r for r in self.records.values()
+                 if r.phase in HOLDING_PHASES and not r.deleting),
+                key=lambda r: (0 if r.phase == ACTIVE else 1, r.status.get("startTime") or ""))
+            for record in holders:
+                error = lifecycle.restore(record, planner)
+                metrics.RESTORED.labels("ok" if error is None else "failed").inc()
+                if error is not None:
+                    logger.warning("pool %s: %s %s could not be re-registered: %s", self.name,
+                                   record.phase, record.key, error)
+                    self.dirty.add(record.uid)
+        else:
+            for booking in _active_first(self.planner.bookings(), self.records):
+                try:
+                    planner.restore(booking.id, booking.R.to_dict(), booking.start,
+                                    booking.end, booking.mode)
+                    metrics.RESTORED.labels("ok").inc()
+                except (ValueError, KeyError, TypeError, OSError) as exc:
+                    metrics.RESTORED.labels("failed").inc()
+                    logger.warning("pool %s: booking of %s could not be re-registered: %s",
+                                   self.name, booking.id, exc)
+                    if booking.id in self.records:
+                        self.dirty.add(booking.id)
         self.planner = planner
         if not first_build:
             self.capacity_changed = True
@@ -904,8 +978,15 @@ class PoolActor:
                 except ApiError as exc:
                     logger.warning("pool %s: could not add the finalizer: %s", self.name, exc)
             return
+        # Holders: what is committed, and what is decided but not yet written - a grant whose
+        # write is in flight lands after this check, so it must block the finalizer too
+        # (review C2).
         holders = sum(1 for r in self.records.values()
-                      if r.phase in HOLDING_PHASES and not r.deleting)
+                      if not r.deleting and (r.phase in HOLDING_PHASES
+                                             or r.uid in self._inflight
+                                             or r.uid in self._writing))
+        if self.planner is not None:
+            holders = max(holders, len(self.planner.bookings()))
         if holders:
             if not self._blocked_reported:
                 self._blocked_reported = True
@@ -952,6 +1033,15 @@ def _pool_identity(raw: dict[str, Any]) -> tuple[Any, ...]:
             tuple(metadata.get("finalizers") or ()))
 
 
+def _active_first(bookings: list[Booking], records: dict[str, Reservation]) -> list[Booking]:
+    """Bookings to carry into a new planner, the ones granted (Active) before the held windows,
+    then by start: when the new topology cannot hold them all, a grant in use wins."""
+    def key(booking: Booking) -> tuple[int, float]:
+        record = records.get(booking.id)
+        return (0 if record is not None and record.phase == ACTIVE else 1, booking.start)
+    return sorted(bookings, key=key)
+
+
 def _frees(before: Booking | None, after: Booking | None) -> bool:
     """Did this decision give anything back (so that a later one could use it)?"""
     if before is None:
@@ -964,6 +1054,12 @@ def _frees(before: Booking | None, after: Booking | None) -> bool:
     if not same_resources or after.start != before.start:
         return True
     return (after.end or math.inf) < (before.end or math.inf)
+
+
+def _is_newer(known: str | None, seen: Any) -> bool:
+    """Is resourceVersion `seen` later than `known` (both etcd revisions)?"""
+    return (isinstance(seen, str) and seen.isdigit() and isinstance(known, str)
+            and known.isdigit() and int(seen) > int(known))
 
 
 def _newer_version(known: str | None, seen: Any) -> str | None:

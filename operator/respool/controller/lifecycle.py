@@ -93,8 +93,8 @@ class Reservation:
     that hot loops read are kept beside them."""
 
     __slots__ = ("_spec", "_status", "allocated_ranks", "created", "deleting", "failed_attempt",
-                 "finalizers", "first_request", "generation", "has_finalizer", "name",
-                 "namespace", "phase", "planned_key", "resource_version", "uid")
+                 "finalizers", "first_request", "foreign_status", "generation", "has_finalizer",
+                 "name", "namespace", "phase", "planned_key", "resource_version", "uid")
 
     def __init__(self, uid: str, namespace: str, name: str, generation: int,
                  spec: Mapping[str, Any], status: Mapping[str, Any], created: float = 0.0,
@@ -119,6 +119,9 @@ class Reservation:
         # An attempt that asks and hears the same again had no other answer and is not
         # counted (see _Decider._counts_as_retry).
         self.failed_attempt: tuple[int, int, str] | None = None
+        # The object's status, as last seen, is not the one committed here (someone else
+        # wrote it): the next decision is written even if it equals the committed one.
+        self.foreign_status = False
         self.spec = spec
         self.status = status
 
@@ -195,6 +198,7 @@ class PoolContext:
     exists: bool = True
     ready: bool = True  # the pool's spec could be turned into a planner
     problem: str = ""  # why not ready, for a person
+    deleting: bool = False  # the pool has a deletionTimestamp: nothing new is booked on it
     policy: Policy = field(default_factory=Policy)
     namespace_allowed: Callable[[str], bool] = lambda _namespace: True
 
@@ -372,6 +376,10 @@ def allocation_status(booking: Booking) -> dict[str, Any]:
         "nodelist": hosts,
         "summary": booking.R.dumps(),
         "R": R,
+        # What a restore needs besides R and the window: the spec's mode may be edited while
+        # the operator is away, and a shared hold restored as exclusive would evict its
+        # overlapping shared neighbour (review C9).
+        "mode": booking.mode,
     }
 
 
@@ -570,6 +578,13 @@ class _Decider:
             self.status["unclaimedSince"] = None
             self.status["firstRequestTime"] = format_time(self.now)
             self.old_phase = None
+        if (phase in HOLDING_PHASES and self.planner is None and self.pool.exists
+                and not self.pool.ready):
+            # The pool's spec cannot be used and there is no planner to judge the grant with
+            # (the operator restarted meanwhile). What was granted stays as committed - not
+            # lost, not granted again - until the pool is usable (review C3); the pool's own
+            # status says what is wrong.
+            return Outcome(dict(self.old))
         if phase != ACTIVE:
             # Cheap checks before the spec is parsed (parsing is the costly part).
             gated = self._pool_gate()
@@ -755,6 +770,13 @@ class _Decider:
         self._clear_hold()
         if self._max_wait_passed(spec):
             return self._max_wait_failure(spec)
+        if self.pool.deleting:
+            # Booking on a pool being deleted would keep it alive (its finalizer stays while
+            # anything holds resources) and could land after its finalizer is gone.
+            self.wake(self._max_wait_deadline(spec))
+            return self.wait(Reason.POOL_DELETING.value,
+                             f"ResourcePool {spec.pool!r} is being deleted; nothing new is "
+                             "booked on it", stalled=True)
         start = max(self._anchor(spec), _floor(now))
         end = start + length
         expiration = planner.expiration
@@ -1155,7 +1177,9 @@ def restore(rsv: Reservation, planner: Planner) -> str | None:
     end = parse_time_or_none(status.get("endTime"))
     if not R or start is None:
         return "status says it holds resources but status.allocated.R or startTime is missing"
-    mode = (rsv.spec or {}).get("mode") or "exclusive"
+    # The mode booked (recorded since it could change meanwhile); the spec's for statuses
+    # written before it was recorded.
+    mode = allocated.get("mode") or (rsv.spec or {}).get("mode") or "exclusive"
     try:
         planner.restore(rsv.uid, R, start, end, mode)
     except (ValueError, KeyError, TypeError, OSError) as exc:
