@@ -204,8 +204,9 @@ def test_conflicted_write_is_rolled_back_and_counted(
     from prometheus_client import REGISTRY
 
     from respool.controller.actor import PoolActor
-    from respool.controller.controller import Controller, _record
+    from respool.controller.controller import Controller
     from respool.controller.kubeapi import KubeApi
+    from respool.controller.lifecycle import Reservation
 
     _operator_slot.stop_current()  # this test's actor is the only writer
     pool = make_pool(rk, "wc", ranks=1, cores=1)
@@ -226,10 +227,10 @@ def test_conflicted_write_is_rolled_back_and_counted(
     async def scenario() -> None:
         ctl = Controller(KubeApi(info))
         try:
-            actor = PoolActor(pool, ctl)
+            actor = PoolActor(pool, ctl.port)
             actor.pool_event(rk.pool(pool))
-            actor._apply_pool(float(int(time.time())))
-            record = _record(stale)
+            actor.restore()
+            record = Reservation.from_object(stale)
             assert record is not None and record.generation == 1
             actor.records[record.uid] = record
             before = conflicts()
@@ -250,7 +251,7 @@ def test_conflicted_write_is_rolled_back_and_counted(
             assert not rk.get(namespace, "first").get("status")
             assert record.generation == 2 and record.uid in actor.dirty
             # The core it held is free: another reservation gets it.
-            second = _record(rk.get(namespace, "second"))
+            second = Reservation.from_object(rk.get(namespace, "second"))
             assert second is not None
             actor.records[second.uid] = second
             actor.dirty.discard(record.uid)

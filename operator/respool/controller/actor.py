@@ -27,17 +27,18 @@ import random
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pydantic
 
 from respool.api import ConditionType, Reason, ResourcePoolSpec, parse_time
 from respool.controller import lifecycle, metrics
 from respool.controller.events import InvolvedObject
-from respool.controller.finalizers import FINALIZER, add_finalizer, remove_finalizer
+from respool.controller.finalizers import add_finalizer, remove_finalizer
 from respool.controller.kubeapi import ApiError, pool_path, reservation_path
 from respool.controller.lifecycle import (
     ACTIVE,
+    FINALIZER,
     HOLDING_PHASES,
     PENDING,
     SCHEDULED,
@@ -46,11 +47,9 @@ from respool.controller.lifecycle import (
     Reservation,
     canonical,
 )
+from respool.controller.ports import PoolPort
 from respool.controller.selectors import selector_matches
 from respool.pool import Booking, Hostlist, IDset, Planner
-
-if TYPE_CHECKING:
-    from respool.controller.controller import Controller
 
 logger = logging.getLogger(__name__)
 
@@ -79,9 +78,10 @@ class _Pending:
 
 
 class PoolActor:
-    def __init__(self, name: str, controller: Controller) -> None:
+    def __init__(self, name: str, port: PoolPort) -> None:
         self.name = name
-        self.ctl = controller
+        self.port = port
+        self.clock = port.clock
         self.records: dict[str, Reservation] = {}
         self.wake_at: dict[str, float] = {}
         self.dirty: set[str] = set()
@@ -171,6 +171,17 @@ class PoolActor:
         self.pool_dirty = True
         self.kick()
 
+    def namespace_changed(self, namespace: str) -> None:
+        """The namespace's labels were learnt or changed: with a namespaceSelector, its
+        reservations that do not hold a grant are judged again."""
+        if self._selector is None:
+            return
+        waiting = [uid for uid, record in self.records.items()
+                   if record.namespace == namespace and record.phase != ACTIVE]
+        if waiting:
+            self.dirty.update(waiting)
+            self.kick()
+
     def nodes_changed(self) -> None:
         if self._track_nodes:
             self.pool_dirty = True
@@ -189,19 +200,9 @@ class PoolActor:
         record = self.records.get(uid)
         finalizers = list(metadata.get("finalizers") or [])
         if record is None:
-            self.records[uid] = Reservation(
-                uid=uid,
-                namespace=metadata.get("namespace") or "",
-                name=metadata.get("name") or "",
-                generation=generation,
-                spec=dict(raw.get("spec") or {}),
-                status=dict(raw.get("status") or {}),
-                created=_created(metadata),
-                deleting=deleting,
-                has_finalizer=FINALIZER in finalizers,
-                finalizers=finalizers,
-                resource_version=metadata.get("resourceVersion"),
-            )
+            created = Reservation.from_object(raw)
+            assert created is not None  # it has a UID
+            self.records[uid] = created
             self.dirty.add(uid)
             self.kick()
             return
@@ -300,15 +301,18 @@ class PoolActor:
             candidates.append(self._pool_status_due)
         if not candidates:
             return None
-        return max(0.0, min(candidates) - time.time())
+        # A deadline is due in the step of the whole second it falls in (decisions take the
+        # time floored): waking before that second would find nothing due and, never awaiting,
+        # spin the event loop until it comes (review C4).
+        return max(0.0, math.ceil(min(candidates)) - self.clock())
 
     async def _look_up_pool(self) -> None:
         """A reservation names a pool we have not heard of: the pool's watch event may simply
         be later than the reservation's (two streams). Ask once before saying PoolNotFound."""
-        self._pool_lookup_after = time.monotonic() + 5.0
+        self._pool_lookup_after = self.port.monotonic() + 5.0
         events_before = self._pool_events
         try:
-            raw = await self.ctl.api.get(pool_path(self.name))
+            raw = await self.port.api.get(pool_path(self.name))
         except ApiError as exc:
             if not exc.not_found:
                 logger.warning("pool %s: cannot read it: %s", self.name, exc)
@@ -327,7 +331,7 @@ class PoolActor:
         self._confirm_gone = False
         events_before = self._pool_events
         try:
-            await self.ctl.api.get(pool_path(self.name))
+            await self.port.api.get(pool_path(self.name))
         except ApiError as exc:
             if not exc.not_found:
                 logger.warning("pool %s: cannot read it: %s", self.name, exc)
@@ -335,11 +339,11 @@ class PoolActor:
                 self.pool_event(None)
 
     async def step(self) -> None:
-        now = float(math.floor(time.time()))
+        now = float(math.floor(self.clock()))
         if self._confirm_gone:
             await self._forget_pool_if_gone()
         if (self.pool_raw is None and self.dirty and self.name
-                and time.monotonic() >= self._pool_lookup_after):
+                and self.port.monotonic() >= self._pool_lookup_after):
             await self._look_up_pool()
         if self.pool_dirty:
             self.pool_dirty = False
@@ -372,7 +376,7 @@ class PoolActor:
                        and not r.deleting]
             logger.debug("pool %s: capacity changed; retrying %d", self.name, len(waiting))
             await self._decide_all(self._ordered(uid for uid in (r.uid for r in waiting)),
-                                   float(math.floor(time.time())), done)
+                                   float(math.floor(self.clock())), done)
         if self.capacity_changed:
             self.kick()  # more freed during the last round: another pass soon
         if self._pool_status_task is None:
@@ -412,8 +416,8 @@ class PoolActor:
                 await self._delete(record)
                 continue
             if (self._selector is not None and record.phase != ACTIVE
-                    and record.namespace not in self.ctl.namespace_labels):
-                await self.ctl.ensure_namespace(record.namespace)
+                    and record.namespace not in self.port.facts.namespace_labels):
+                await self.port.facts.ensure_namespace(record.namespace)
             planner = self.planner
             before = planner.get(record.uid) if planner is not None else None
             planned_before = record.planned_key
@@ -522,7 +526,7 @@ class PoolActor:
                     raise
                 metrics.STATUS_WRITES.labels("reservation", "unavailable").inc()
                 if began is None:
-                    began = time.monotonic()
+                    began = self.port.monotonic()
                     logger.warning("status write for %s: the API server is unavailable (%s); "
                                    "holding its booking and retrying", pending.rsv.key, error)
                 else:
@@ -533,7 +537,7 @@ class PoolActor:
                 continue
             if began is not None:
                 logger.info("status write for %s landed after %.1fs of API server outage",
-                            pending.rsv.key, time.monotonic() - began)
+                            pending.rsv.key, self.port.monotonic() - began)
             return answer
 
     async def _write(self, pending: _Pending) -> dict[str, Any]:
@@ -545,7 +549,7 @@ class PoolActor:
                {"op": "test", "path": "/metadata/generation", "value": pending.generation},
                {"op": "add", "path": "/status", "value": _clean(pending.outcome.status)}]
         path = reservation_path(record.namespace, record.name, status=True)
-        answer = await self.ctl.api.json_patch(path, ops)
+        answer = await self.port.api.json_patch(path, ops)
         return answer
 
     def _committed(self, pending: _Pending, answer: dict[str, Any]) -> None:
@@ -564,7 +568,7 @@ class PoolActor:
         for event in outcome.events:
             self._post_rsv(record, event.type, event.reason, event.message)
         if outcome.granted:
-            metrics.GRANT_SECONDS.observe(max(0.0, time.time() - record.created))
+            metrics.GRANT_SECONDS.observe(max(0.0, self.clock() - record.created))
         status = outcome.status
         logger.info("reservation %s on pool %s: %s", record.key, self.name, record.phase,
                     extra={"reservation": record.key, "pool": self.name, "phase": record.phase,
@@ -575,7 +579,7 @@ class PoolActor:
         """After a refused write: the object as it is now, "gone" if it was deleted (or
         deleted and re-created), None if it cannot be read."""
         try:
-            current = await self.ctl.api.get(reservation_path(record.namespace, record.name))
+            current = await self.port.api.get(reservation_path(record.namespace, record.name))
         except ApiError as exc:
             return "gone" if exc.not_found else None
         if (current.get("metadata") or {}).get("uid") != record.uid:
@@ -615,10 +619,10 @@ class PoolActor:
             # The API server refused what we wrote (a schema or RBAC problem on our side):
             # say so loudly and try again later, never in a hot loop.
             logger.error("status write for %s refused: %s; retrying in 30s", record.key, error)
-            self.wake_at[record.uid] = time.time() + 30
+            self.wake_at[record.uid] = self.clock() + 30
         else:
             logger.warning("status write for %s failed (%s); will retry", record.key, error)
-            self.wake_at[record.uid] = time.time() + RETRY_AFTER_WRITE_FAILURE
+            self.wake_at[record.uid] = self.clock() + RETRY_AFTER_WRITE_FAILURE
 
     def _rollback(self, pending: _Pending) -> None:
         planner, record = self.planner, pending.rsv
@@ -665,13 +669,13 @@ class PoolActor:
             if not failed:
                 if failing_since is not None:
                     logger.info("pool %s: finalizer edits succeed again after %.1fs",
-                                self.name, time.monotonic() - failing_since)
+                                self.name, self.port.monotonic() - failing_since)
                 failing_since, delay = None, RETRY_AFTER_WRITE_FAILURE
                 continue
             record, result = failed[0]
             why = result if isinstance(result, BaseException) else "not done after retries"
             if failing_since is None:
-                failing_since = time.monotonic()
+                failing_since = self.port.monotonic()
                 logger.warning("pool %s: finalizer of %s (and %d more): %s; retrying in %.0fs",
                                self.name, record.key, len(failed) - 1, why, delay)
             else:
@@ -683,7 +687,7 @@ class PoolActor:
                 self._finalizers_due(record.uid)
 
     async def _sync_finalizer(self, record: Reservation) -> bool:
-        async with self.ctl.background_slots:
+        async with self.port.write_slots:
             return await self._sync_finalizer_now(record)
 
     async def _sync_finalizer_now(self, record: Reservation) -> bool:
@@ -696,29 +700,35 @@ class PoolActor:
             metadata = {"finalizers": record.finalizers,
                         "resourceVersion": record.resource_version}
             # (A stale resourceVersion only costs a re-read: the patch is conditional on it.)
-            if not await add_finalizer(self.ctl.api, path, record.uid, metadata):
+            if not await add_finalizer(self.port.api, path, record.uid, metadata):
                 return False  # gone (its DELETED event ends this), or conflicts outlasted
             record.has_finalizer = True
             record.finalizers = [*record.finalizers, FINALIZER]
         elif not wanted and record.has_finalizer:
-            if not await remove_finalizer(self.ctl.api, path, record.uid, record.finalizers):
+            if not await remove_finalizer(self.port.api, path, record.uid, record.finalizers):
                 return False
             record.has_finalizer = False
             record.finalizers = [f for f in record.finalizers if f != FINALIZER]
         return True
 
     def _post_rsv(self, record: Reservation, type_: str, reason: str, message: str) -> None:
-        self.ctl.events.post(
+        self.port.events.post(
             InvolvedObject("ResourceReservation", record.name, record.uid, record.namespace),
             type_, reason, message)
 
     def _post_pool(self, type_: str, reason: str, message: str) -> None:
         raw = self.pool_raw or {}
         uid = (raw.get("metadata") or {}).get("uid") or ""
-        self.ctl.events.post(InvolvedObject("ResourcePool", self.name, uid), type_, reason,
+        self.port.events.post(InvolvedObject("ResourcePool", self.name, uid), type_, reason,
                              message)
 
     # -- the pool itself ---------------------------------------------------------------------
+
+    def restore(self) -> None:
+        """Apply the pool as listed at start-up, re-registering every committed grant before
+        any decision is taken."""
+        self.pool_dirty = False
+        self._apply_pool(float(math.floor(self.clock())))
 
     def _apply_pool(self, now: float) -> None:
         raw = self.pool_raw
@@ -830,7 +840,7 @@ class PoolActor:
         assert self.planner is not None
         wanted = spec_down
         if self._track_nodes:
-            unhealthy = self.ctl.unhealthy_nodes
+            unhealthy = self.port.facts.unhealthy_nodes
             ranks = [rank for host, rank in self._node_ranks.items() if host in unhealthy]
             if ranks:
                 wanted = wanted | IDset(ranks)
@@ -854,7 +864,8 @@ class PoolActor:
     def _namespace_allowed(self, namespace: str) -> bool:
         if self._selector is None:
             return True
-        return selector_matches(self._selector, self.ctl.namespace_labels.get(namespace, {}))
+        return selector_matches(self._selector,
+                                self.port.facts.namespace_labels.get(namespace, {}))
 
     def _mark_all_dirty(self) -> None:
         self.dirty.update(self.records.keys())
@@ -862,15 +873,15 @@ class PoolActor:
     # -- pool status (debounced) -------------------------------------------------------------
 
     def _schedule_pool_status(self, immediately: bool = False) -> None:
-        interval = 0.0 if immediately else self.ctl.pool_status_interval
-        due = max(time.time(), self._pool_status_written_at + interval)
+        interval = 0.0 if immediately else self.port.pool_status_interval
+        due = max(self.clock(), self._pool_status_written_at + interval)
         if self._pool_status_due is None or due < self._pool_status_due:
             self._pool_status_due = due
             self.kick()  # the loop may be asleep until a later deadline (or none)
 
     async def _maybe_write_pool_status(self) -> None:
         await self._handle_pool_deletion()
-        if self._pool_status_due is None or time.time() < self._pool_status_due:
+        if self._pool_status_due is None or self.clock() < self._pool_status_due:
             return
         self._pool_status_due = None
         raw = self.pool_raw
@@ -884,7 +895,7 @@ class PoolActor:
         ops = [{"op": "test", "path": "/metadata/uid", "value": metadata.get("uid")},
                {"op": "add", "path": "/status", "value": status}]
         try:
-            await self.ctl.api.json_patch(pool_path(self.name, status=True), ops)
+            await self.port.api.json_patch(pool_path(self.name, status=True), ops)
         except ApiError as exc:
             metrics.STATUS_WRITES.labels(
                 "pool", "unavailable" if exc.unavailable else "error").inc()
@@ -894,7 +905,7 @@ class PoolActor:
                 self._pool_status_failures += 1
                 log = logger.warning if self._pool_status_failures == 1 else logger.debug
                 log("pool %s: status write failed: %s", self.name, exc)
-                self._pool_status_written_at = time.time() + min(
+                self._pool_status_written_at = self.clock() + min(
                     2.0 ** self._pool_status_failures, 8.0)
                 self._schedule_pool_status()
             return
@@ -904,11 +915,11 @@ class PoolActor:
                         self._pool_status_failures)
             self._pool_status_failures = 0
         self._last_pool_status = comparable
-        self._pool_status_written_at = time.time()
+        self._pool_status_written_at = self.clock()
         self._pool_conditions = status.get("conditions") or []
 
     def _pool_status(self, raw: dict[str, Any]) -> dict[str, Any]:
-        now = time.time()
+        now = self.clock()
         metadata = raw.get("metadata") or {}
         generation = int(metadata.get("generation") or 0)
         counts = dict.fromkeys(PHASES, 0)
@@ -974,7 +985,7 @@ class PoolActor:
             if FINALIZER not in finalizers and not self._pool_finalizer_added:
                 try:
                     self._pool_finalizer_added = await add_finalizer(
-                        self.ctl.api, path, uid, metadata)
+                        self.port.api, path, uid, metadata)
                 except ApiError as exc:
                     logger.warning("pool %s: could not add the finalizer: %s", self.name, exc)
             return
@@ -997,7 +1008,7 @@ class PoolActor:
             return
         if FINALIZER in finalizers:
             try:
-                await remove_finalizer(self.ctl.api, path, uid, finalizers)
+                await remove_finalizer(self.port.api, path, uid, finalizers)
                 metadata["finalizers"] = [f for f in finalizers if f != FINALIZER]
             except ApiError as exc:
                 logger.warning("pool %s: could not remove the finalizer: %s", self.name, exc)
@@ -1104,16 +1115,6 @@ def _time_or(value: Any, default: float) -> float:
         except ValueError:
             pass
     return default
-
-
-def _created(metadata: dict[str, Any]) -> float:
-    stamp = metadata.get("creationTimestamp")
-    if isinstance(stamp, str):
-        try:
-            return parse_time(stamp)
-        except ValueError:
-            pass
-    return time.time()
 
 
 def _node_ranks(R: dict[str, Any]) -> dict[str, int]:

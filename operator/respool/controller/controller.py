@@ -13,14 +13,13 @@ import json
 import logging
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import aiohttp
 
-from respool.controller.actor import PoolActor, _created
+from respool.controller.actor import PoolActor
 from respool.controller.events import EventPoster
-from respool.controller.finalizers import FINALIZER
 from respool.controller.kubeapi import (
     ApiError,
     KubeApi,
@@ -30,7 +29,7 @@ from respool.controller.kubeapi import (
     watch_events,
 )
 from respool.controller.lifecycle import Reservation
-from respool.controller.selectors import NamespaceLabels
+from respool.controller.ports import ClusterFacts, EventSink, PoolPort
 
 logger = logging.getLogger(__name__)
 
@@ -43,22 +42,21 @@ WATCH_RETRY_MAX = 4.0
 
 class Controller:
     def __init__(self, api: KubeApi, *, namespaces: Iterable[str] = (),
-                 pool_status_interval: float = 1.0) -> None:
+                 pool_status_interval: float = 1.0, events: EventSink | None = None,
+                 clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.api = api
         self.events = EventPoster(api)
-        # Finalizer edits of all pools share these slots, so that a burst of them never
-        # crowds out the status writes that commit decisions.
-        self.background_slots = asyncio.Semaphore(2)
+        self.facts = ClusterFacts(api)
+        # The one port every actor gets (the composition root is here, nowhere else).
+        self.port = PoolPort(api=api, events=events if events is not None else self.events,
+                             facts=self.facts, pool_status_interval=pool_status_interval,
+                             clock=clock, monotonic=monotonic)
         self.namespaces = list(namespaces)  # empty: all namespaces
-        self.pool_status_interval = pool_status_interval
         self.actors: dict[str, PoolActor] = {}
         self.owner: dict[str, str] = {}  # reservation uid -> pool name
-        self.unhealthy_nodes: set[str] = set()
-        # Namespaces whose labels are not known (listing failed, look-up failed, not seen yet)
-        # answer UNKNOWN_LABELS: their reservations wait until the labels are known.
-        self.namespace_labels = NamespaceLabels()
         self.started = False
-        self._pruned = False
+        self.pruned = False
         self._uid_namespace: dict[str, str] = {}
         self._watchers: list[asyncio.Task[None]] = []
 
@@ -72,12 +70,12 @@ class Controller:
         reservations = [item for _path, items, _version in listings for item in items]
         try:
             async for node in self.api.list_items("/api/v1/nodes"):
-                self._note_node(node)
+                self.facts.note_node(node)
         except ApiError as exc:
             logger.warning("cannot list Nodes (trackNodes will see none): %s", exc)
         try:
             async for namespace in self.api.list_items("/api/v1/namespaces"):
-                self._note_namespace(namespace)
+                self.facts.note_namespace(namespace)
         except ApiError as exc:
             logger.warning("cannot list Namespaces (namespaceSelector sees no labels): %s", exc)
         for pool in pools:
@@ -85,7 +83,7 @@ class Controller:
             if name:
                 self._actor(name).pool_raw = pool
         for raw in reservations:
-            record = _record(raw)
+            record = Reservation.from_object(raw)
             if record is None:
                 continue
             pool_name = str(record.spec.get("pool") or "")
@@ -94,9 +92,7 @@ class Controller:
             self._actor(pool_name).adopt(record)
         restored = 0
         for actor in self.actors.values():
-            actor.pool_dirty = True
-            actor._apply_pool(float(int(time.time())))  # restore before any decision
-            actor.pool_dirty = False
+            actor.restore()  # before any decision
             restored += len(actor.planner.bookings()) if actor.planner is not None else 0
         for actor in self.actors.values():
             actor.start()
@@ -254,7 +250,7 @@ class Controller:
     def _actor(self, pool: str) -> PoolActor:
         actor = self.actors.get(pool)
         if actor is None:
-            actor = PoolActor(pool, self)
+            actor = PoolActor(pool, self.port)
             self.actors[pool] = actor
             if self.started:
                 actor.start()
@@ -288,115 +284,37 @@ class Controller:
         self._actor(pool).reservation_event(raw, deleted=False)
 
     def on_node(self, event_type: str | None, raw: dict[str, Any]) -> None:
-        before = set(self.unhealthy_nodes)
         name = (raw.get("metadata") or {}).get("name")
         if event_type == "DELETED":
-            # A deleted Node is down, not healthy: the cloud node controller deletes dead
-            # Nodes, and their ranks must not be granted again (until a Node of that name is
-            # back and Ready).
-            if name:
-                self.unhealthy_nodes.add(name)
+            changed = self.facts.node_deleted(name or "")
         else:
-            self._note_node(raw)
-        if self.unhealthy_nodes != before:
+            changed = self.facts.note_node(raw)
+        if changed:
             for actor in self.actors.values():
                 actor.nodes_changed()
 
     def on_namespace(self, event_type: str | None, raw: dict[str, Any]) -> None:
         name = (raw.get("metadata") or {}).get("name") or ""
         if event_type == "DELETED":
-            self.namespace_labels.forget(name)
-        elif self._note_namespace(raw):
+            self.facts.namespace_labels.forget(name)
+        elif self.facts.note_namespace(raw):
             self._namespace_changed(name)
 
     def _namespace_changed(self, name: str) -> None:
         """A namespace's labels were learnt or changed: pools with a namespaceSelector judge its
         waiting reservations again (a relabelled namespace may now be admitted)."""
         for actor in self.actors.values():
-            if actor._selector is None:
-                continue
-            waiting = [uid for uid, record in actor.records.items()
-                       if record.namespace == name and record.phase != "Active"]
-            if waiting:
-                actor.dirty.update(waiting)
-                actor.kick()
+            actor.namespace_changed(name)
 
     def prune(self, pool_names: Iterable[str]) -> None:
         """Once kopf's first listing of pools is complete: drop pools deleted between our
         listing and kopf's (no DELETED event would ever tell us). A pool missing from kopf's
         listing may also be one created after it (a reservation's actor looked it up), so
         each actor confirms with the API server before it forgets its pool."""
-        if self._pruned:
+        if self.pruned:
             return
-        self._pruned = True
+        self.pruned = True
         live_pools = set(pool_names)
         for name, actor in self.actors.items():
             if actor.pool_raw is not None and name not in live_pools:
                 actor.suspect_deleted()
-
-    def _note_node(self, node: dict[str, Any]) -> None:
-        name = (node.get("metadata") or {}).get("name")
-        if not name:
-            return
-        spec = node.get("spec") or {}
-        ready = False
-        for condition in (node.get("status") or {}).get("conditions") or []:
-            if condition.get("type") == "Ready":
-                ready = condition.get("status") == "True"
-        if spec.get("unschedulable") or not ready:
-            self.unhealthy_nodes.add(name)
-        else:
-            self.unhealthy_nodes.discard(name)
-
-    def _note_namespace(self, namespace: dict[str, Any]) -> bool:
-        """Record a namespace's labels; True when that changed what is known of them."""
-        metadata = namespace.get("metadata") or {}
-        name = metadata.get("name")
-        if not name:
-            return False
-        return self.namespace_labels.set(name, metadata.get("labels") or {})
-
-    async def ensure_namespace(self, name: str) -> None:
-        """Read a namespace's labels now if the watch has not told us yet (a namespace and its
-        first reservation are often created together)."""
-        if name in self.namespace_labels:
-            return
-        try:
-            # A filtered LIST, not a GET: the operator's role may list namespaces, not get them.
-            answer = await self.api.request("GET", "/api/v1/namespaces",
-                                            params={"fieldSelector": f"metadata.name={name}"})
-        except ApiError as exc:
-            logger.warning("cannot read namespace %s: %s", name, exc)
-            return
-        for item in answer.get("items") or []:
-            # The caller decides right after with these labels: nothing to kick.
-            self._note_namespace(item)
-
-    async def wait_idle(self, timeout: float = 5.0) -> None:
-        """For tests and benchmarks: wait until no actor has work queued."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if all(not a.dirty and not a.gone and not a.pool_dirty for a in self.actors.values()):
-                return
-            await asyncio.sleep(0.05)
-
-
-def _record(raw: dict[str, Any]) -> Reservation | None:
-    metadata = raw.get("metadata") or {}
-    uid = metadata.get("uid")
-    if not uid:
-        return None
-    finalizers = list(metadata.get("finalizers") or [])
-    return Reservation(
-        uid=uid,
-        namespace=metadata.get("namespace") or "",
-        name=metadata.get("name") or "",
-        generation=int(metadata.get("generation") or 0),
-        spec=dict(raw.get("spec") or {}),
-        status=dict(raw.get("status") or {}),
-        created=_created(metadata),
-        deleting=bool(metadata.get("deletionTimestamp")),
-        has_finalizer=FINALIZER in finalizers,
-        finalizers=finalizers,
-        resource_version=metadata.get("resourceVersion"),
-    )

@@ -5,14 +5,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from respool.controller.kubeapi import ApiError, KubeApi
+from respool.controller.kubeapi import ApiError
+from respool.controller.lifecycle import FINALIZER
+from respool.controller.ports import Api
 
 logger = logging.getLogger(__name__)
 
-FINALIZER = "respool.io/finalizer"
+__all__ = ["FINALIZER", "add_finalizer", "remove_finalizer"]
 
 
-async def add_finalizer(api: KubeApi, path: str, uid: str, metadata: dict[str, Any]) -> bool:
+async def add_finalizer(api: Api, path: str, uid: str, metadata: dict[str, Any]) -> bool:
     """Add our finalizer; True if it is on the object afterwards, False if the object is gone.
 
     `metadata` is the freshest metadata known (e.g. from the answer to the status write): the
@@ -36,7 +38,7 @@ async def add_finalizer(api: KubeApi, path: str, uid: str, metadata: dict[str, A
     return await _retry_with_fresh_list(api, path, uid, add=True)
 
 
-async def remove_finalizer(api: KubeApi, path: str, uid: str, known: list[str] | None) -> bool:
+async def remove_finalizer(api: Api, path: str, uid: str, known: list[str] | None) -> bool:
     """Remove our finalizer; True if it is gone (or the object is), never removes others'."""
     if known and FINALIZER in known:
         index = known.index(FINALIZER)
@@ -54,7 +56,7 @@ async def remove_finalizer(api: KubeApi, path: str, uid: str, known: list[str] |
     return await _retry_with_fresh_list(api, path, uid, add=False)
 
 
-async def _retry_with_fresh_list(api: KubeApi, path: str, uid: str, add: bool) -> bool:
+async def _retry_with_fresh_list(api: Api, path: str, uid: str, add: bool) -> bool:
     for _attempt in range(3):
         try:
             current = await api.get(path)

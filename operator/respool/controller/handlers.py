@@ -126,7 +126,7 @@ def pool_names(name: str, **_: Any) -> dict[str, bool]:
 
 def _prune(pool_names: kopf.Index[str, bool]) -> None:
     ctl = controller()
-    if not ctl._pruned:
+    if not ctl.pruned:
         ctl.prune(list(pool_names.keys()))
 
 

@@ -54,7 +54,8 @@ PENDING = Phase.PENDING.value
 EXPIRED = Phase.EXPIRED.value
 FAILED = Phase.FAILED.value
 HOLDING_PHASES = frozenset({ACTIVE, SCHEDULED})
-TERMINAL_PHASES = frozenset({EXPIRED, FAILED})
+#: Ours, on every reservation that holds resources and on every pool.
+FINALIZER = "respool.io/finalizer"
 
 DEFAULT_DURATION = 3600.0
 DEFAULT_CLAIM_TIMEOUT = 300.0
@@ -124,6 +125,29 @@ class Reservation:
         self.foreign_status = False
         self.spec = spec
         self.status = status
+
+    @classmethod
+    def from_object(cls, raw: Mapping[str, Any]) -> Reservation | None:
+        """The record of a ResourceReservation as the API server returned it (None without a
+        UID); the one way a record is built from an object."""
+        metadata = raw.get("metadata") or {}
+        uid = metadata.get("uid")
+        if not uid:
+            return None
+        finalizers = list(metadata.get("finalizers") or [])
+        return cls(
+            uid=uid,
+            namespace=metadata.get("namespace") or "",
+            name=metadata.get("name") or "",
+            generation=int(metadata.get("generation") or 0),
+            spec=dict(raw.get("spec") or {}),
+            status=dict(raw.get("status") or {}),
+            created=parse_time_or_none(metadata.get("creationTimestamp")) or 0.0,
+            deleting=bool(metadata.get("deletionTimestamp")),
+            has_finalizer=FINALIZER in finalizers,
+            finalizers=finalizers,
+            resource_version=metadata.get("resourceVersion"),
+        )
 
     @property
     def spec(self) -> dict[str, Any]:
