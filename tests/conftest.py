@@ -92,6 +92,16 @@ class Cluster:
         return env
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("respool simulation (tests/sim)")
+    group.addoption("--sim-schedules", dest="sim_schedules", type=int, default=None,
+                    help="seeded schedules to run (default: $RESPOOL_SIM_SCHEDULES or 3000)")
+    group.addoption("--sim-workers", dest="sim_workers", type=int, default=None,
+                    help="processes to run them in (default: $RESPOOL_SIM_WORKERS or 2)")
+    group.addoption("--sim-first-seed", dest="sim_first_seed", type=int, default=None,
+                    help="the first seed (default: $RESPOOL_SIM_FIRST_SEED or 0)")
+
+
 def _needs_cluster(item: pytest.Item) -> bool:
     return bool(_CLUSTER_FIXTURES & set(getattr(item, "fixturenames", ())))
 

@@ -80,6 +80,13 @@ def _gate_status_writes(api: Any, held: Callable[[str], bool]) -> asyncio.Event:
     return gate
 
 
+async def _guarded(actor: Any, pool: dict[str, Any]) -> None:
+    """The actor knows the pool and has put its finalizer on it (nothing is booked before)."""
+    actor.pool_event(pool)
+    await actor._handle_pool_deletion()
+    actor.restore()
+
+
 async def _settle(actor: Any) -> None:
     """Run the actor's steps and writes until nothing is left to decide or write."""
     for _round in range(20):
@@ -113,7 +120,7 @@ def test_r_edit_while_a_grant_write_is_in_flight(
         gate = _gate_status_writes(ctl.api, lambda path: path.endswith("/first/status"))
         try:
             actor = ctl._actor(pool)
-            actor.pool_event(rk.pool(pool))
+            await _guarded(actor, rk.pool(pool))
             actor.reservation_event(rk.get(namespace, "first"), deleted=False)
             await actor.step()
             assert "first" in {r.name for r in actor.records.values()
@@ -153,12 +160,10 @@ def test_pool_finalizer_waits_for_a_grant_in_flight(
         gate = _gate_status_writes(ctl.api, lambda path: path.endswith("/first/status"))
         try:
             actor = ctl._actor(pool)
-            actor.pool_event(rk.pool(pool))
+            await _guarded(actor, rk.pool(pool))
             actor.reservation_event(rk.get(namespace, "first"), deleted=False)
             await actor.step()
             assert actor._inflight, "first's grant is not in flight"
-            assert actor._pool_status_task is not None
-            await actor._pool_status_task  # adds the pool's finalizer
             assert "respool.io/finalizer" in rk.pool(pool)["metadata"]["finalizers"]
             rk.delete_pool(pool)  # blocked by our finalizer: a deletionTimestamp only
             actor.pool_event(rk.pool(pool))

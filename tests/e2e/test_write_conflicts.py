@@ -229,6 +229,7 @@ def test_conflicted_write_is_rolled_back_and_counted(
         try:
             actor = PoolActor(pool, ctl.port)
             actor.pool_event(rk.pool(pool))
+            await actor._handle_pool_deletion()  # our finalizer on the pool: it may book
             actor.restore()
             record = Reservation.from_object(stale)
             assert record is not None and record.generation == 1

@@ -122,6 +122,10 @@ class PoolActor:
         self._pool_generation_seen: Any = None
         self._pool_conditions: list[dict[str, Any]] = []
         self._pool_finalizer_added = False
+        # Our finalizer is on the pool: only then is anything new booked on it. A pool
+        # without it can vanish at once when deleted, and a grant made meanwhile would stand
+        # on a pool that is gone (found by the simulation).
+        self._pool_guarded = False
         self._pool_events = 0
         self._pool_lookup_after = 0.0
         self._confirm_gone = False  # missing from kopf's first listing: ask the server
@@ -335,6 +339,10 @@ class PoolActor:
         except ApiError as exc:
             if not exc.not_found:
                 logger.warning("pool %s: cannot read it: %s", self.name, exc)
+                # Ask again later: no event will ever say a pool deleted before kopf listed
+                # is gone (found by the simulation: its reservations were never decided).
+                self._confirm_gone = True
+                asyncio.get_running_loop().call_later(RETRY_AFTER_WRITE_FAILURE, self.kick)
             elif self._pool_events == events_before:
                 self.pool_event(None)
 
@@ -389,8 +397,16 @@ class PoolActor:
         if not task.cancelled() and task.exception() is not None:
             logger.error("pool %s: writing its status failed", self.name,
                          exc_info=task.exception())
-        if self._pool_status_due is not None:
-            self.kick()  # due meanwhile: the loop did not count it while this one ran
+        due = self._pool_status_due
+        if due is not None:
+            # The loop did not count it while this one ran. Kick it when it is due, not now:
+            # kicking at once made a busy loop of step -> status task -> kick until the due
+            # time came (found by the simulation, where time never moved on).
+            delay = due - self.clock()
+            if delay <= 0:
+                self.kick()
+            else:
+                asyncio.get_running_loop().call_later(delay, self.kick)
 
     def _ordered(self, uids: Iterable[str]) -> list[Reservation]:
         """Deletions and Active ones first (they free capacity), then everything waiting in
@@ -415,6 +431,9 @@ class PoolActor:
             if record.deleting:
                 await self._delete(record)
                 continue
+            if (not self._pool_guarded and self.planner is not None
+                    and record.phase not in HOLDING_PHASES):
+                continue  # decided once our finalizer is on the pool (it marks all dirty)
             if (self._selector is not None and record.phase != ACTIVE
                     and record.namespace not in self.port.facts.namespace_labels):
                 await self.port.facts.ensure_namespace(record.namespace)
@@ -737,11 +756,16 @@ class PoolActor:
                 logger.info("pool %s deleted", self.name)
             self.context = PoolContext(name=self.name, exists=False, ready=False)
             self.planner = None
+            self._pool_guarded = False
             self._R_key = None
             self._mark_all_dirty()
             metrics.forget_pool(self.name)
             return
         metadata = raw.get("metadata") or {}
+        guarded = FINALIZER in (metadata.get("finalizers") or []) or self._pool_finalizer_added
+        if guarded != self._pool_guarded:
+            self._pool_guarded = guarded
+            self._mark_all_dirty()
         deleting = bool(metadata.get("deletionTimestamp"))
         if deleting != self._pool_deleting:
             self._pool_deleting = deleting
@@ -986,8 +1010,15 @@ class PoolActor:
                 try:
                     self._pool_finalizer_added = await add_finalizer(
                         self.port.api, path, uid, metadata)
+                    if self._pool_finalizer_added:
+                        self.pool_dirty = True  # guarded now: waiters may be booked
+                        self.kick()
                 except ApiError as exc:
                     logger.warning("pool %s: could not add the finalizer: %s", self.name, exc)
+                    # Nothing new is booked until it is on: try again soon, even if nothing
+                    # else wakes the loop (found by the simulation: waiters stayed undecided).
+                    asyncio.get_running_loop().call_later(RETRY_AFTER_WRITE_FAILURE,
+                                                          self.kick)
             return
         # Holders: what is committed, and what is decided but not yet written - a grant whose
         # write is in flight lands after this check, so it must block the finalizer too
@@ -1008,10 +1039,16 @@ class PoolActor:
             return
         if FINALIZER in finalizers:
             try:
-                await remove_finalizer(self.port.api, path, uid, finalizers)
-                metadata["finalizers"] = [f for f in finalizers if f != FINALIZER]
+                if await remove_finalizer(self.port.api, path, uid, finalizers):
+                    metadata["finalizers"] = [f for f in finalizers if f != FINALIZER]
+                else:  # conflicts outlasted the retries
+                    asyncio.get_running_loop().call_later(RETRY_AFTER_WRITE_FAILURE,
+                                                          self.kick)
             except ApiError as exc:
                 logger.warning("pool %s: could not remove the finalizer: %s", self.name, exc)
+                # Try again even if nothing else wakes the loop (found by the simulation: a
+                # deleted pool that nothing held stayed, its finalizer never removed).
+                asyncio.get_running_loop().call_later(RETRY_AFTER_WRITE_FAILURE, self.kick)
 
 
 def set_pool_conditions(conditions: list[dict[str, Any]], ready: bool,

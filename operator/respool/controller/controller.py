@@ -13,7 +13,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import aiohttp
@@ -44,8 +44,11 @@ class Controller:
     def __init__(self, api: KubeApi, *, namespaces: Iterable[str] = (),
                  pool_status_interval: float = 1.0, events: EventSink | None = None,
                  clock: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 watch: Callable[..., AsyncIterator[dict[str, Any]]] = watch_events) -> None:
         self.api = api
+        self._watch = watch
+        self._monotonic = monotonic
         self.events = EventPoster(api)
         self.facts = ClusterFacts(api)
         # The one port every actor gets (the composition root is here, nowhere else).
@@ -64,7 +67,7 @@ class Controller:
 
     async def start(self) -> None:
         """List everything, restore every pool's grants, then start the actors."""
-        began = time.monotonic()
+        began = self._monotonic()
         pools, listings = await self._initial_listing()
         self.events.start()
         reservations = [item for _path, items, _version in listings for item in items]
@@ -105,7 +108,7 @@ class Controller:
         self.started = True
         logger.info("respool controller started: %d pools, %d reservations, %d grants restored "
                     "in %.2fs", len(pools), len(reservations), restored,
-                    time.monotonic() - began)
+                    self._monotonic() - began)
 
     async def _initial_listing(self) -> tuple[list[dict[str, Any]],
                                               list[tuple[str, list[dict[str, Any]], str]]]:
@@ -128,7 +131,7 @@ class Controller:
                     ) from exc
                 if not exc.unavailable:
                     raise
-                now = time.monotonic()
+                now = self._monotonic()
                 if waiting_since is None:
                     waiting_since = reminded = now
                     logger.warning("the API server %s is unavailable (%s); waiting for it",
@@ -141,7 +144,7 @@ class Controller:
                 delay = min(delay * 2, WATCH_RETRY_MAX)
                 continue
             if waiting_since is not None:
-                logger.info("the API server answered after %.1fs", time.monotonic() -
+                logger.info("the API server answered after %.1fs", self._monotonic() -
                             waiting_since)
             return pools, listings
 
@@ -196,15 +199,15 @@ class Controller:
                     relist = False
                     if broken_since is not None:
                         logger.info("watch of %s re-listed and following again after %.1fs",
-                                    path, time.monotonic() - broken_since)
+                                    path, self._monotonic() - broken_since)
                         broken_since = None
-                opened = time.monotonic()
+                opened = self._monotonic()
                 received = False
-                async for event in watch_events(self.api, path, version):
+                async for event in self._watch(self.api, path, version):
                     received = True
                     if broken_since is not None:
                         logger.info("watch of %s following again after %.1fs", path,
-                                    time.monotonic() - broken_since)
+                                    self._monotonic() - broken_since)
                         broken_since = None
                     delay = WATCH_RETRY_FIRST
                     obj = event.get("object") or {}
@@ -212,7 +215,7 @@ class Controller:
                     if event.get("type") != "BOOKMARK":
                         self.on_reservation(event.get("type"), obj)
                     version = seen or version
-                if received or time.monotonic() - opened > 1.0:
+                if received or self._monotonic() - opened > 1.0:
                     continue  # the server ended the stream (its timeout): carry on
                 # Closed at once and empty: a server shutting down. Back off, never spin.
                 logger.debug("watch of %s closed at once; retrying in %.1fs", path, delay)
@@ -225,12 +228,12 @@ class Controller:
             except (TimeoutError, ApiError, OSError, aiohttp.ClientError,
                     json.JSONDecodeError, ValueError) as exc:
                 if broken_since is None:
-                    broken_since = time.monotonic()
+                    broken_since = self._monotonic()
                     logger.warning("watch of %s broke (%s); reconnecting", path, exc)
                 else:
                     logger.debug("watch of %s: %s; retrying in %.1fs", path, exc, delay)
             except Exception:
-                broken_since = broken_since or time.monotonic()
+                broken_since = broken_since or self._monotonic()
                 logger.exception("watch of %s failed; retrying in %.1fs", path, delay)
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, WATCH_RETRY_MAX)

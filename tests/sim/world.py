@@ -1,0 +1,536 @@
+"""One seeded schedule of the deterministic simulation, and the invariants checked in it.
+
+A schedule runs the real `Controller` (its start-up listing and restore, its reservation
+watch loop, the pool actors, `lifecycle`, the engine) against `SimServer` on a virtual clock.
+From the seed it draws a workload and faults: users create, edit and delete reservations,
+grow a pool's R, give a pool a spec the operator cannot use and fix it, delete and re-create
+pools, relabel namespaces, flap Node health; the network delays, reorders (across streams),
+bursts and drops watch events, refuses writes, answers 503 or loses answers of applied writes;
+the operator crashes and restarts, or hands over to a new leader while its last writes are
+still on their way. Then the faults stop and the schedule runs until it is quiet.
+
+After every write the server applies, the invariants are checked (`Violation`); at the end
+the eventual ones. `run_schedule(seed)` returns the trace (every applied write, in order).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import hashlib
+import itertools
+import logging
+import random
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from respool.api import format_time, parse_time
+from respool.controller.controller import Controller
+from respool.controller.events import InvolvedObject
+from respool.pool import IDset
+from sim import vloop
+from sim.server import Faults, SimApi, SimServer, Write, parse_path, sim_watch
+
+HOLDING = ("Active", "Scheduled")
+NAMESPACES = ("team-a", "team-b")
+QUIET_SECONDS = 150.0
+
+
+class Violation(AssertionError):
+    pass
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def post(self, obj: InvolvedObject, type_: str, reason: str, message: str) -> None:
+        self.count += 1
+
+
+@dataclass
+class Incarnation:
+    """One run of the operator process (a crash or a leader change starts the next)."""
+
+    number: int
+    api: SimApi
+    ctl: Controller
+    kopf: asyncio.Task[None] | None = None
+    knows_deleting: set[str] = field(default_factory=set)
+    started: bool = False
+
+
+@dataclass
+class Schedule:
+    seed: int
+    rng: random.Random
+    clock: vloop.VirtualClock
+    server: SimServer
+    trace: list[str] = field(default_factory=list)
+    incarnations: list[Incarnation] = field(default_factory=list)
+    #: Objects whose status was last written by a dead incarnation after a newer one listed.
+    tainted: set[str] = field(default_factory=set)
+    id_owner: dict[str, str] = field(default_factory=dict)
+    quiet: bool = False
+    names: itertools.count[int] = field(default_factory=lambda: itertools.count())
+    pool_ranks: dict[str, int] = field(default_factory=dict)
+
+    # -- the operator ------------------------------------------------------------------------
+
+    @property
+    def current(self) -> Incarnation | None:
+        return self.incarnations[-1] if self.incarnations else None
+
+    async def start_operator(self) -> None:
+        number = len(self.incarnations)
+        api = SimApi(self.server, f"op{number}", random.Random(self.rng.random()))
+        ctl = Controller(api, pool_status_interval=1.0,  # type: ignore[arg-type]
+                         events=_Sink(), clock=self.clock.wall,
+                         monotonic=self.clock.monotonic, watch=sim_watch)
+        api.on_send = self.on_send
+        incarnation = Incarnation(number, api, ctl)
+        self.incarnations.append(incarnation)
+        self.trace.append(f"{self.clock.now:.3f} start op{number} at v{self.server.version}")
+        await ctl.start()
+        incarnation.started = True
+        incarnation.kopf = asyncio.create_task(self._kopf(incarnation))
+
+    async def stop_operator(self) -> None:
+        incarnation = self.current
+        if incarnation is None or not incarnation.api.alive:
+            return
+        self.trace.append(f"{self.clock.now:.3f} stop op{incarnation.number}")
+        if incarnation.kopf is not None:
+            incarnation.kopf.cancel()
+        incarnation.api.alive = False
+        await incarnation.ctl.stop()
+
+    async def _kopf(self, incarnation: Incarnation) -> None:
+        """What kopf does for the operator: list pools, Nodes and Namespaces some time after
+        start-up (its first pool event prunes), then follow their events, each delivered
+        with its own delay (the streams are independent of the reservation watch)."""
+        rng, server, ctl = incarnation.api.rng, self.server, incarnation.ctl
+        await asyncio.sleep(rng.choice((0.0, 0.01, 0.5, 2.0)))
+        version = server.version
+        pools = copy.deepcopy(server.items("pool"))
+        ctl.prune([p["metadata"]["name"] for p in pools])
+        for pool in pools:
+            self._deliver_pool(incarnation, None, pool)
+        position = 0
+        while True:
+            while position < len(server.log) and (
+                    server.log[position].version <= version
+                    or server.log[position].kind == "reservation"):
+                position += 1
+            if position >= len(server.log):
+                await server.wait_change()
+                continue
+            event = server.log[position]
+            position += 1
+            version = event.version
+            late = server.faults.watch_late and rng.random() < server.faults.watch_late
+            await asyncio.sleep(rng.uniform(0.5, 6.0) if late else rng.choice((0.0, 0.002, 0.02)))
+            obj = copy.deepcopy(event.obj)
+            if event.kind == "pool":
+                self._deliver_pool(incarnation, event.type, obj)
+            elif event.kind == "node":
+                ctl.on_node(event.type, obj)
+            elif event.kind == "namespace":
+                ctl.on_namespace(event.type, obj)
+
+    def _deliver_pool(self, incarnation: Incarnation, type_: str | None,
+                      obj: dict[str, Any]) -> None:
+        name = obj["metadata"]["name"]
+        if type_ != "DELETED" and obj["metadata"].get("deletionTimestamp"):
+            incarnation.knows_deleting.add(name)
+        else:
+            incarnation.knows_deleting.discard(name)
+        incarnation.ctl.on_pool(type_, obj)
+
+    # -- invariants after every write --------------------------------------------------------
+
+    def on_write(self, write: Write) -> None:
+        try:
+            self._on_write(write)
+        except Violation as exc:
+            # Raised where the server applies a write (maybe in a request's task): keep the
+            # first, and end the schedule with it.
+            if self.violation is None:
+                self.violation = exc
+
+    def _on_write(self, write: Write) -> None:
+        after = write.after
+        if after is None:
+            what = "DELETED"
+        elif write.before is None:
+            what = "created"
+        else:
+            what = ((after.get("status") or {}).get("phase") or "") if write.status_write \
+                else f"gen {after['metadata']['generation']}"
+            if after["metadata"].get("deletionTimestamp"):
+                what += " deleting"
+            if write.status_write and write.kind == "reservation" and \
+                    after.get("status", {}).get("allocated"):
+                what += " " + after["status"]["allocated"].get("summary", "")
+        self.trace.append(f"{self.clock.now:.3f} v{write.version} {write.writer} {write.kind} "
+                          f"{write.key} {what}".rstrip())
+        if write.kind == "reservation" and write.status_write:
+            self._check_status_write(write)
+        self._check_holds()
+
+    def on_same_status(self, kind: str, key: str, writer: str) -> None:
+        """The current leader wrote what the object already says: it stands behind it."""
+        if kind == "reservation" and not self._writer_deposed(writer):
+            self.tainted.discard(key)
+
+    def _writer_deposed(self, writer: str) -> bool:
+        number = int(writer[2:])
+        return any(i.number > number for i in self.incarnations)
+
+    def _check_status_write(self, write: Write) -> None:
+        assert write.after is not None and write.before is not None
+        key = write.key
+        before_status = write.before.get("status") or {}
+        after_status = write.after.get("status") or {}
+        was_tainted = key in self.tainted
+        if self._writer_deposed(write.writer):
+            listed = self.incarnations[-1].api.listed_version
+            if listed is not None and listed < write.version:
+                # Landed after the current leader listed: it must overwrite it.
+                self.tainted.add(key)
+            return
+        self.tainted.discard(key)
+        uid = write.after["metadata"]["uid"]
+        # IDs: unique across objects, stable while held.
+        for id_key in ("reservationId", "preReservationId"):
+            value = after_status.get(id_key)
+            if value:
+                owner = self.id_owner.setdefault(value, uid)
+                if owner != uid:
+                    raise Violation(f"{key}: {id_key} {value} already belongs to {owner}")
+        before_phase, after_phase = before_status.get("phase"), after_status.get("phase")
+        if was_tainted:
+            return  # overwriting a deposed leader's status: it said nothing we promised
+        if before_phase == "Active" and after_phase == "Active" and \
+                before_status.get("reservationId") != after_status.get("reservationId"):
+            raise Violation(f"{key}: reservationId changed while Active: "
+                            f"{before_status.get('reservationId')} -> "
+                            f"{after_status.get('reservationId')}")
+        if before_phase == "Active" and after_phase != "Active":
+            ended = parse_time(before_status["endTime"]) if before_status.get("endTime") \
+                else None
+            edited = (write.after["metadata"]["generation"]
+                      != before_status.get("observedGeneration"))
+            expired_in_time = after_phase == "Expired" and (
+                edited or (ended is not None and self.clock.wall() >= ended))
+            if not expired_in_time:
+                raise Violation(f"{key}: granted, then {after_phase} "
+                                f"({after_status.get('message')!r}) at "
+                                f"{format_time(self.clock.wall())}")
+        if after_phase in HOLDING and before_phase not in HOLDING:
+            pool = write.after["spec"]["pool"]
+            if self.server.get_object("pool", pool) is None:
+                raise Violation(f"{key}: {after_phase} on pool {pool}, which does not exist")
+
+    def on_send(self, writer: str, path: str, ops: list[Any]) -> None:
+        """A new hold sent by an operator that had already seen its pool's deletion."""
+        try:
+            kind, key, status = parse_path(path)
+            current = self.current
+            if kind != "reservation" or not status or current is None or \
+                    writer != f"op{current.number}":
+                return
+            new_status = next((op["value"] for op in ops if op["path"] == "/status"), {})
+            obj = self.server.get_object("reservation", key)
+            if obj is None or new_status.get("phase") not in HOLDING or \
+                    (obj.get("status") or {}).get("phase") in HOLDING:
+                return
+            pool = obj["spec"]["pool"]
+            if pool in current.knows_deleting:
+                raise Violation(f"{key}: {new_status['phase']} on pool {pool} sent after the "
+                                "operator saw its deletion")
+        except Violation as exc:
+            if self.violation is None:
+                self.violation = exc
+
+    def _holders(self, strict: bool) -> list[dict[str, Any]]:
+        found = []
+        for obj in self.server.items("reservation"):
+            status = obj.get("status") or {}
+            key = f"{obj['metadata']['namespace']}/{obj['metadata']['name']}"
+            if status.get("phase") not in HOLDING or obj["metadata"].get("deletionTimestamp"):
+                continue
+            if not strict and key in self.tainted:
+                continue
+            found.append(obj)
+        return found
+
+    def _check_holds(self, strict: bool = False) -> None:
+        holds: dict[tuple[str, int, int], list[tuple[float, float, str, str]]] = \
+            defaultdict(list)
+        for obj in self._holders(strict):
+            status = obj["status"]
+            pool = obj["spec"]["pool"]
+            name = f"{obj['metadata']['namespace']}/{obj['metadata']['name']}"
+            if self.server.get_object("pool", pool) is None:
+                raise Violation(f"{name} holds {status['allocated'].get('summary')} on pool "
+                                f"{pool}, which is gone")
+            start, end = parse_time(status["startTime"]), parse_time(status["endTime"])
+            mode = status["allocated"].get("mode") or obj["spec"].get("mode", "exclusive")
+            for entry in status["allocated"]["R"]["execution"]["R_lite"]:
+                for rank in IDset(entry["rank"]):
+                    for core in IDset(entry["children"]["core"]):
+                        holds[(pool, rank, core)].append((start, end, mode, name))
+        for key, windows in holds.items():
+            for (s1, e1, m1, n1), (s2, e2, m2, n2) in itertools.combinations(windows, 2):
+                if s1 < e2 and s2 < e1 and "exclusive" in (m1, m2):
+                    raise Violation(f"core {key} held by {n1} ({m1}, [{s1}, {e1})) and by "
+                                    f"{n2} ({m2}, [{s2}, {e2}))")
+
+    # -- eventual invariants -----------------------------------------------------------------
+
+    def check_quiet(self) -> None:
+        self._check_holds(strict=True)
+        if self.tainted:
+            raise Violation(f"a deposed leader's status still stands on {sorted(self.tainted)}")
+        for obj in self.server.items("reservation"):
+            key = f"{obj['metadata']['namespace']}/{obj['metadata']['name']}"
+            status = obj.get("status") or {}
+            if obj["metadata"].get("deletionTimestamp"):
+                raise Violation(f"{key}: deleted, but its finalizer was never removed")
+            if not status.get("phase"):
+                raise Violation(f"{key}: no phase once the faults stopped")
+            if status.get("observedGeneration") != obj["metadata"]["generation"]:
+                raise Violation(f"{key}: decided on generation "
+                                f"{status.get('observedGeneration')}, not on "
+                                f"{obj['metadata']['generation']}")
+        for pool in self.server.items("pool"):
+            if pool["metadata"].get("deletionTimestamp") and not any(
+                    o["spec"]["pool"] == pool["metadata"]["name"]
+                    for o in self._holders(strict=True)):
+                raise Violation(f"pool {pool['metadata']['name']}: deleted, nothing holds it, "
+                                "but its finalizer stays")
+        current = self.current
+        assert current is not None
+        for name, actor in current.ctl.actors.items():
+            held = {o["metadata"]["uid"]: o["status"]["allocated"]["summary"]
+                    for o in self._holders(strict=True) if o["spec"]["pool"] == name}
+            booked = {} if actor.planner is None else {
+                b.id: b.R.dumps() for b in actor.planner.bookings()}
+            if actor.planner is None and not actor.context.exists:
+                booked = {}
+            if actor.planner is not None and booked != held:
+                raise Violation(f"pool {name}: the planner holds {booked}, the server says "
+                                f"{held}")
+
+    # -- the workload ------------------------------------------------------------------------
+
+    def _pool_spec(self, name: str, ranks: int, hosts: str | None = None,
+                   selector: bool = False, track: bool = False) -> dict[str, Any]:
+        spec: dict[str, Any] = {"resources": {"version": 1, "execution": {
+            "R_lite": [{"rank": f"0-{ranks - 1}" if ranks > 1 else "0",
+                        "children": {"core": "0-1"}}],
+            "nodelist": [hosts or (f"{name}-h[0-{ranks - 1}]" if ranks > 1
+                                   else f"{name}-h0")]}},
+            "policy": {"claimTimeout": "20s"}}
+        if selector:
+            spec["namespaceSelector"] = {"matchLabels": {"respool": "yes"}}
+        if track:
+            spec["trackNodes"] = True
+        return spec
+
+    def create_pool(self, name: str) -> None:
+        ranks = self.rng.choice((1, 2))
+        self.pool_ranks[name] = ranks
+        spec = self._pool_spec(name, ranks, selector=self.rng.random() < 0.3,
+                               track=self.rng.random() < 0.4)
+        self.server.create("pool", name, {"metadata": {"name": name}, "spec": spec})
+
+    def create_reservation(self) -> None:
+        rng = self.rng
+        name = f"r{next(self.names)}"
+        namespace = rng.choice(NAMESPACES)
+        spec: dict[str, Any] = {
+            "pool": rng.choice(("p0", "p0", "p1")),
+            "duration": rng.choice(("7s", "20s", "45s", "1h")),
+            "request": {"coresPerSlot": rng.choice((1, 1, 2))},
+            "mode": rng.choice(("exclusive", "exclusive", "shared")),
+            "nextAvailable": rng.random() < 0.7,
+            "maxRetry": rng.choice((1, 3, 50)),
+        }
+        if rng.random() < 0.3:
+            spec["startTime"] = format_time(int(self.clock.wall()) + rng.choice((3, 10, 30)))
+        if rng.random() < 0.2:
+            spec["claimPolicy"] = "Manual"
+        if rng.random() < 0.2:
+            spec["maxWait"] = rng.choice(("5s", "30s"))
+        self.server.create("reservation", f"{namespace}/{name}", {
+            "metadata": {"name": name, "namespace": namespace}, "spec": spec})
+
+    def _some(self, kind: str) -> str | None:
+        keys = [k for (k_kind, k) in sorted(self.server.objects) if k_kind == kind]
+        return self.rng.choice(keys) if keys else None
+
+    async def act(self) -> None:
+        """One user or operator action, drawn from the seed."""
+        rng, server = self.rng, self.server
+        roll = rng.random()
+        if roll < 0.40:
+            self.create_reservation()
+        elif roll < 0.52:
+            key = self._some("reservation")
+            if key:
+                server.delete("reservation", key)
+        elif roll < 0.64:
+            key = self._some("reservation")
+            if key:
+                edit = rng.choice(("duration", "config", "mode", "claimed"))
+
+                def change(spec: dict[str, Any]) -> None:
+                    if edit == "duration":
+                        spec["duration"] = rng.choice(("5s", "30s", "2h"))
+                    elif edit == "config":
+                        spec["config"] = {"n": rng.randrange(100)}
+                    elif edit == "mode":
+                        spec["mode"] = "shared" if spec.get("mode") == "exclusive" \
+                            else "exclusive"
+                    else:
+                        spec["claimed"] = True
+
+                server.update_spec("reservation", key, change)
+        elif roll < 0.69:
+            name = rng.choice(("p0", "p1"))
+            if server.get_object("pool", name) is not None:
+                self.pool_ranks[name] = ranks = self.pool_ranks.get(name, 1) + 1
+                server.update_spec("pool", name, lambda spec: spec.update(
+                    resources=self._pool_spec(name, ranks)["resources"]))
+        elif roll < 0.73:
+            name = rng.choice(("p0", "p1"))
+            if server.get_object("pool", name) is not None:
+                ranks = self.pool_ranks.get(name, 1)
+                # Admitted by the API server, refused by the operator (more hosts than ranks).
+                server.update_spec("pool", name, lambda spec: spec.update(
+                    resources=self._pool_spec(name, ranks, hosts=f"{name}-h[0-{ranks + 2}]")
+                    ["resources"]))
+                self.later(rng.uniform(1, 20), self._fix_pool(name))
+        elif roll < 0.77:
+            name = rng.choice(("p0", "p1"))
+            if server.get_object("pool", name) is not None:
+                server.delete("pool", name)
+            else:
+                self.create_pool(name)
+        elif roll < 0.82:
+            namespace = rng.choice(NAMESPACES)
+            label = rng.choice(("yes", "no"))
+            server.update_meta("namespace", namespace, lambda o: o["metadata"].setdefault(
+                "labels", {}).update(respool=label))
+        elif roll < 0.88:
+            node = self._some("node")
+            if node:
+                ready = rng.choice(("True", "False"))
+                server.update_meta("node", node, lambda o: o.update(
+                    status={"conditions": [{"type": "Ready", "status": ready}]}))
+        elif roll < 0.94:
+            await self.stop_operator()
+            # A restart after a pause, or a standby taking over at once (handover) while the
+            # old leader's last writes are still on their way.
+            await asyncio.sleep(rng.choice((0.0, 0.0, 0.3, 3.0)))
+            await self.start_operator()
+        # else: only time passes
+
+    async def _fix_pool(self, name: str) -> None:
+        if self.server.get_object("pool", name) is not None:
+            ranks = self.pool_ranks.get(name, 1)
+            self.server.update_spec("pool", name, lambda spec: spec.update(
+                resources=self._pool_spec(name, ranks)["resources"]))
+
+    def later(self, delay: float, action: Any) -> None:
+        async def run() -> None:
+            await asyncio.sleep(delay)
+            if not self.quiet:
+                await action
+            else:
+                action.close()
+                await self._fix_all_pools()
+        self.pending.append(asyncio.create_task(run()))
+
+    async def _fix_all_pools(self) -> None:
+        for name in ("p0", "p1"):
+            await self._fix_pool(name)
+
+    pending: list[asyncio.Task[None]] = field(default_factory=list)
+    violation: Violation | None = None
+
+    def raise_violation(self) -> None:
+        if self.violation is not None:
+            raise self.violation
+
+
+def _faults(rng: random.Random) -> Faults:
+    level = rng.choice((0.0, 0.02, 0.08, 0.2))
+    return Faults(refuse=level / 4, unavailable=level / 2, answer_lost=level / 2,
+                  slow=level / 2, watch_late=level, watch_break=level / 4,
+                  watch_expire=level / 10)
+
+
+async def _main(schedule: Schedule, steps: int) -> None:
+    rng, server = schedule.rng, schedule.server
+    server.faults = _faults(rng)
+    for namespace in NAMESPACES:
+        server.create("namespace", namespace, {"metadata": {
+            "name": namespace, "labels": {"respool": rng.choice(("yes", "no"))}}})
+    for name in ("p0", "p1"):
+        for host in range(4):
+            server.create("node", f"{name}-h{host}", {
+                "metadata": {"name": f"{name}-h{host}"},
+                "status": {"conditions": [{"type": "Ready", "status": "True"}]}})
+    schedule.create_pool("p0")
+    if rng.random() < 0.5:
+        schedule.create_pool("p1")
+    for _ in range(rng.randrange(1, 4)):
+        schedule.create_reservation()
+    await schedule.start_operator()
+    for _ in range(steps):
+        await asyncio.sleep(rng.choice((0.0, 0.001, 0.05, 0.3, 1.0, 4.0, 11.0)))
+        schedule.raise_violation()
+        await schedule.act()
+    # The faults stop; users stop; anything left broken by them is put right; then quiet.
+    schedule.quiet = True
+    server.faults.off()
+    await schedule._fix_all_pools()
+    current = schedule.current
+    if current is None or not current.api.alive:
+        await schedule.start_operator()
+    for task in schedule.pending:
+        await task
+    await asyncio.sleep(QUIET_SECONDS)
+    while server.inflight:
+        await asyncio.sleep(1.0)
+    schedule.raise_violation()
+    schedule.check_quiet()
+    await schedule.stop_operator()
+
+
+def run_schedule(seed: int, steps: int | None = None) -> list[str]:
+    """Run one schedule; raises Violation (with the trace attached) if an invariant breaks."""
+    rng = random.Random(seed)
+    clock = vloop.VirtualClock()
+    server = SimServer(clock=clock.wall, rng=rng)
+    schedule = Schedule(seed, rng, clock, server)
+    server.on_write = schedule.on_write
+    server.on_same_status = schedule.on_same_status
+    random.seed(seed)  # the operator's own jitter (backoffs) draws from the global generator
+    logging.disable(logging.CRITICAL)
+    try:
+        vloop.run(clock, _main(schedule, steps if steps is not None else rng.randrange(4, 24)))
+    except Violation as exc:
+        exc.trace = schedule.trace  # type: ignore[attr-defined]
+        raise
+    finally:
+        logging.disable(logging.NOTSET)
+    return schedule.trace
+
+
+def trace_digest(trace: list[str]) -> str:
+    return hashlib.sha256("\n".join(trace).encode()).hexdigest()[:16]
