@@ -1,0 +1,213 @@
+"""The pool actor's commit, rollback and unknown-outcome paths, with a fake port and a virtual
+clock (tests/sim's in-process API server; each write's answer scripted by the test)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+
+from respool.controller.actor import PoolActor
+from respool.controller.events import InvolvedObject
+from respool.controller.kubeapi import ApiError
+from respool.controller.ports import ClusterFacts, PoolPort
+from sim import vloop
+from sim.server import SimServer
+
+POOL = "rack"
+R = {"version": 1, "execution": {"R_lite": [{"rank": "0", "children": {"core": "0"}}],
+                                  "nodelist": ["n0"]}}
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.reasons: list[str] = []
+
+    def post(self, obj: InvolvedObject, type_: str, reason: str, message: str) -> None:
+        self.reasons.append(reason)
+
+
+class ScriptedApi:
+    """The simulated server, with the next status writes' fates chosen by the test:
+    "ok", "refuse" (403, not applied), "lost" (applied, answer lost: status 0),
+    "unavailable" (503, not applied)."""
+
+    def __init__(self, server: SimServer) -> None:
+        self.server = server
+        self.script: list[str] = []
+        self.status_writes = 0
+
+    async def get(self, path: str) -> dict[str, Any]:
+        return self.server.read(path)
+
+    async def request(self, method: str, path: str, *, params: Any = None,
+                      **_: Any) -> dict[str, Any]:
+        return self.server.read(path, dict(params or {}))
+
+    async def json_patch(self, path: str, ops: list[Any]) -> dict[str, Any]:
+        await asyncio.sleep(0.01)
+        fate = self.script.pop(0) if path.endswith("/status") and "resourcereservations" in \
+            path and self.script else "ok"
+        if path.endswith("/status") and "resourcereservations" in path:
+            self.status_writes += 1
+        if fate == "refuse":
+            raise ApiError(403, "forbidden", "Forbidden")
+        if fate == "unavailable":
+            raise ApiError(503, "unavailable")
+        answer = self.server.apply_json_patch(path, ops, "op0")
+        if fate == "lost":
+            raise ApiError(0, "connection reset")
+        return answer
+
+
+class World:
+    def __init__(self) -> None:
+        self.clock = vloop.VirtualClock()
+        self.server = SimServer(clock=self.clock.wall, rng=random.Random(0))
+        self.api = ScriptedApi(self.server)
+        self.sink = Sink()
+        self.server.create("pool", POOL, {"metadata": {"name": POOL, "finalizers": [
+            "respool.io/finalizer"]}, "spec": {"resources": R}})
+
+    def run(self, scenario: Callable[[World], Coroutine[Any, Any, None]]) -> None:
+        vloop.run(self.clock, scenario(self))
+
+    def actor(self) -> PoolActor:
+        port = PoolPort(api=self.api, events=self.sink, facts=ClusterFacts(self.api),
+                        clock=self.clock.wall, monotonic=self.clock.monotonic)
+        actor = PoolActor(POOL, port)
+        actor.pool_event(self.server.read(f"/apis/respool.io/v1alpha1/resourcepools/{POOL}"))
+        actor.restore()
+        return actor
+
+    def reserve(self, actor: PoolActor, name: str, **spec: Any) -> str:
+        obj = self.server.create("reservation", f"team/{name}", {
+            "metadata": {"name": name, "namespace": "team"},
+            "spec": {"pool": POOL, "duration": "1h", "nextAvailable": False, **spec}})
+        actor.reservation_event(obj, deleted=False)
+        return str(obj["metadata"]["uid"])
+
+    def status(self, name: str) -> dict[str, Any]:
+        obj = self.server.get_object("reservation", f"team/{name}")
+        assert obj is not None
+        return dict(obj.get("status") or {})
+
+
+async def _writes_done(actor: PoolActor) -> None:
+    while actor._inflight:
+        await asyncio.gather(*list(actor._inflight.values()))
+
+
+def test_a_grant_is_committed_then_announced() -> None:
+    async def scenario(world: World) -> None:
+        actor = world.actor()
+        uid = world.reserve(actor, "a")
+        await actor.step()
+        assert actor.planner is not None and actor.planner.get(uid) is not None
+        assert "Granted" not in world.sink.reasons, "announced before the commit"
+        await _writes_done(actor)
+        assert world.status("a")["phase"] == "Active"
+        assert actor.records[uid].phase == "Active"
+        assert "Granted" in world.sink.reasons
+
+    World().run(scenario)
+
+
+def test_a_refused_grant_is_rolled_back_and_retried_later_not_at_once() -> None:
+    async def scenario(world: World) -> None:
+        actor = world.actor()
+        world.api.script = ["refuse"]
+        uid = world.reserve(actor, "a")
+        await actor.step()
+        await _writes_done(actor)
+        assert actor.planner is not None and actor.planner.get(uid) is None, "not rolled back"
+        assert not world.status("a") and actor.records[uid].phase is None
+        assert actor.wake_at[uid] == pytest.approx(world.clock.wall() + 30, abs=0.1)
+        # The core is free for another meanwhile; the refused one waits its turn.
+        other = world.reserve(actor, "b")
+        await actor.step()
+        await _writes_done(actor)
+        assert world.status("b")["phase"] == "Active" and actor.planner.get(other) is not None
+        world.clock.now += 31
+        await actor.step()
+        await _writes_done(actor)
+        assert world.status("a")["phase"] == "Pending"
+
+    World().run(scenario)
+
+
+def test_an_unknown_outcome_keeps_the_booking_and_repeats_the_same_write() -> None:
+    async def scenario(world: World) -> None:
+        actor = world.actor()
+        world.api.script = ["lost", "unavailable", "lost"]
+        uid = world.reserve(actor, "a")
+        await actor.step()
+        assert actor.planner is not None
+        task = actor._inflight[uid]
+        while not task.done():
+            # Held all along: an applied write whose answer was lost must not be given away.
+            assert actor.planner.get(uid) is not None
+            await asyncio.sleep(0.1)
+        assert world.api.status_writes == 4
+        assert world.status("a")["phase"] == "Active"
+        assert actor.records[uid].phase == "Active" and actor.planner.get(uid) is not None
+        assert world.clock.now > 0.5, "retried without a pause"
+
+    World().run(scenario)
+
+
+def test_a_write_conflicting_with_a_spec_edit_is_rolled_back_and_decided_again() -> None:
+    async def scenario(world: World) -> None:
+        actor = world.actor()
+        uid = world.reserve(actor, "a")
+        # The spec changes between the decision and its write: the write's generation test
+        # fails (422), the read-back explains it, the booking is rolled back.
+        world.server.update_spec("reservation", "team/a",
+                                 lambda spec: spec.update(config={"x": 1}))
+        await actor.step()
+        await _writes_done(actor)
+        assert actor.planner is not None and actor.planner.get(uid) is None
+        assert actor.records[uid].generation == 2 and uid in actor.dirty
+        await actor.step()
+        await _writes_done(actor)
+        status = world.status("a")
+        assert status["phase"] == "Active" and status["observedGeneration"] == 2
+
+    World().run(scenario)
+
+
+def test_a_refused_release_is_restored_exactly() -> None:
+    """A decision that frees capacity is written before a later decision may use it, so that
+    a refused write can restore exactly what was held."""
+    async def scenario(world: World) -> None:
+        actor = world.actor()
+        holder = world.reserve(actor, "holder", duration="5s")
+        await actor.step()
+        await _writes_done(actor)
+        waiter = world.reserve(actor, "waiter", maxRetry=50)
+        await actor.step()
+        await _writes_done(actor)
+        assert world.status("waiter")["phase"] == "Pending"
+        world.api.script = ["refuse"]  # the expiry's write is refused
+        world.clock.now += 6
+        await actor.step()
+        await _writes_done(actor)
+        assert actor.planner is not None
+        held = actor.planner.get(holder)
+        assert held is not None, "the refused release was not restored"
+        assert world.status("holder")["phase"] == "Active"
+        # The waiter may have the core only after the holder's window (which has ended).
+        granted = actor.planner.get(waiter)
+        assert granted is None or held.end is not None and granted.start >= held.end
+        world.clock.now += 31
+        await actor.step()
+        await _writes_done(actor)
+        await actor.step()
+        await _writes_done(actor)
+        assert world.status("holder")["phase"] == "Expired"
+        assert world.status("waiter")["phase"] == "Active"
+
+    World().run(scenario)
