@@ -17,7 +17,6 @@ crashed meanwhile - which is how a deposed leader's late write lands.
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import random
 from collections.abc import AsyncIterator, Callable
@@ -28,6 +27,11 @@ from respool.api import format_time
 from respool.controller.kubeapi import ApiError, WatchExpired
 
 GROUP_PATH = "/apis/respool.io/v1alpha1"
+
+
+def _copy(value: Any) -> Any:
+    """A deep copy of JSON data (several times faster than copy.deepcopy)."""
+    return json.loads(json.dumps(value))
 
 
 @dataclass
@@ -99,7 +103,7 @@ class SimServer:
         return str(self.version)
 
     def _emit(self, kind: str, type_: str, obj: dict[str, Any]) -> None:
-        self.log.append(WatchEvent(self.version, kind, type_, copy.deepcopy(obj)))
+        self.log.append(WatchEvent(self.version, kind, type_, _copy(obj)))
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             if not waiter.done():
@@ -124,7 +128,7 @@ class SimServer:
     def create(self, kind: str, key: str, body: dict[str, Any]) -> dict[str, Any]:
         assert (kind, key) not in self.objects, key
         self.uids += 1
-        obj = copy.deepcopy(body)
+        obj = _copy(body)
         metadata = obj.setdefault("metadata", {})
         metadata.update(uid=f"{kind[:3]}-{self.uids:04d}-0000-4000-8000-{self.uids:012d}",
                         generation=1, creationTimestamp=format_time(self.clock()),
@@ -138,7 +142,7 @@ class SimServer:
         obj = self.objects.get((kind, key))
         if obj is None:
             return False
-        before = copy.deepcopy(obj)
+        before = _copy(obj)
         spec = obj.setdefault("spec", {})
         change(spec)
         if spec == before.get("spec"):
@@ -154,7 +158,7 @@ class SimServer:
         obj = self.objects.get((kind, key))
         if obj is None:
             return
-        before = copy.deepcopy(obj)
+        before = _copy(obj)
         change(obj)
         obj["metadata"]["resourceVersion"] = self._bump()
         self._emit(kind, "MODIFIED", obj)
@@ -164,7 +168,7 @@ class SimServer:
         obj = self.objects.get((kind, key))
         if obj is None or obj["metadata"].get("deletionTimestamp"):
             return
-        before = copy.deepcopy(obj)
+        before = _copy(obj)
         if obj["metadata"].get("finalizers"):
             obj["metadata"]["deletionTimestamp"] = format_time(self.clock())
             obj["metadata"]["resourceVersion"] = self._bump()
@@ -175,7 +179,7 @@ class SimServer:
 
     def _remove(self, kind: str, key: str, writer: str) -> None:
         obj = self.objects.pop((kind, key))
-        before = copy.deepcopy(obj)
+        before = _copy(obj)
         obj["metadata"]["resourceVersion"] = self._bump()
         self._emit(kind, "DELETED", obj)
         self._record(kind, key, writer, before, None)
@@ -188,7 +192,7 @@ class SimServer:
         obj = self.objects.get((kind, key))
         if obj is None:
             raise ApiError(404, f"{kind} {key} not found", "NotFound")
-        new = copy.deepcopy(obj)
+        new = _copy(obj)
         for op in ops:
             target = op["path"]
             if op["op"] == "test":
@@ -198,22 +202,22 @@ class SimServer:
             if status != target.startswith("/status"):
                 continue  # the subresource decides what a patch may change
             if op["op"] in ("add", "replace"):
-                _pointer_set(new, target, copy.deepcopy(op["value"]))
+                _pointer_set(new, target, _copy(op["value"]))
             elif op["op"] == "remove":
                 _pointer_remove(new, target)
         if new == obj:
             if status and self.on_same_status is not None:
                 self.on_same_status(kind, key, writer)
-            return copy.deepcopy(obj)  # a no-op write: no new version, no event
-        before = copy.deepcopy(obj)
+            return new  # a no-op write: no new version, no event
+        before = obj  # replaced, never changed again
         new["metadata"]["resourceVersion"] = self._bump()
         self.objects[(kind, key)] = new
         if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
             self._remove(kind, key, writer)
-            return copy.deepcopy(new)
+            return _copy(new)
         self._emit(kind, "MODIFIED", new)
         self._record(kind, key, writer, before, new, status_write=status)
-        return copy.deepcopy(new)
+        return _copy(new)
 
     def read(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
         if path.startswith("/api/v1/namespaces") and path.count("/") == 3:
@@ -222,20 +226,20 @@ class SimServer:
             if selector.startswith("metadata.name="):
                 name = selector.split("=", 1)[1]
                 items = [i for i in items if i["metadata"]["name"] == name]
-            return {"items": copy.deepcopy(items),
+            return {"items": _copy(items),
                     "metadata": {"resourceVersion": str(self.version)}}
         if path == "/api/v1/nodes":
-            return {"items": copy.deepcopy(self.items("node")),
+            return {"items": _copy(self.items("node")),
                     "metadata": {"resourceVersion": str(self.version)}}
         kind, key, _status = parse_path(path)
         if key == "" or key.endswith("/"):
             namespace = key[:-1] if key else None
-            return {"items": copy.deepcopy(self.items(kind, namespace)),
+            return {"items": _copy(self.items(kind, namespace)),
                     "metadata": {"resourceVersion": str(self.version)}}
         obj = self.objects.get((kind, key))
         if obj is None:
             raise ApiError(404, f"{kind} {key} not found", "NotFound")
-        return copy.deepcopy(obj)
+        return _copy(obj)
 
 
 def parse_path(path: str) -> tuple[str, str, bool]:
@@ -361,6 +365,7 @@ class SimApi:
                 applied.set_result(self.server.apply_json_patch(path, ops, self.name))
             except ApiError as exc:
                 applied.set_exception(exc)
+                applied.exception()  # its sender may be gone: nobody else would look
 
         task = asyncio.get_running_loop().create_task(on_the_server())
         self.server.inflight.add(task)
@@ -412,4 +417,5 @@ async def sim_watch(api: SimApi, path: str, version: str, **_: Any,
         else:
             await asyncio.sleep(rng.choice((0.0, 0.001, 0.01)))
         start = event.version
-        yield {"type": event.type, "object": json.loads(json.dumps(event.obj))}
+        # (The log's copy: the reservation watch's consumer never changes what it is given.)
+        yield {"type": event.type, "object": event.obj}

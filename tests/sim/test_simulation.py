@@ -19,7 +19,7 @@ from sim.world import run_schedule, trace_digest
 
 RUN = Path(__file__).with_name("run.py")
 #: Sized for CI: well under its time budget on 2 cores (see docs/architecture.md).
-DEFAULT_SCHEDULES = 3000
+DEFAULT_SCHEDULES = 4000
 
 pytestmark = pytest.mark.timeout(900)
 

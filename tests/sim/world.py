@@ -16,7 +16,6 @@ the eventual ones. `run_schedule(seed)` returns the trace (every applied write, 
 from __future__ import annotations
 
 import asyncio
-import copy
 import hashlib
 import itertools
 import logging
@@ -30,7 +29,7 @@ from respool.controller.controller import Controller
 from respool.controller.events import InvolvedObject
 from respool.pool import IDset
 from sim import vloop
-from sim.server import Faults, SimApi, SimServer, Write, parse_path, sim_watch
+from sim.server import Faults, SimApi, SimServer, Write, _copy, parse_path, sim_watch
 
 HOLDING = ("Active", "Scheduled")
 NAMESPACES = ("team-a", "team-b")
@@ -113,7 +112,7 @@ class Schedule:
         rng, server, ctl = incarnation.api.rng, self.server, incarnation.ctl
         await asyncio.sleep(rng.choice((0.0, 0.01, 0.5, 2.0)))
         version = server.version
-        pools = copy.deepcopy(server.items("pool"))
+        pools = _copy(server.items("pool"))
         ctl.prune([p["metadata"]["name"] for p in pools])
         for pool in pools:
             self._deliver_pool(incarnation, None, pool)
@@ -131,7 +130,7 @@ class Schedule:
             version = event.version
             late = server.faults.watch_late and rng.random() < server.faults.watch_late
             await asyncio.sleep(rng.uniform(0.5, 6.0) if late else rng.choice((0.0, 0.002, 0.02)))
-            obj = copy.deepcopy(event.obj)
+            obj = _copy(event.obj)
             if event.kind == "pool":
                 self._deliver_pool(incarnation, event.type, obj)
             elif event.kind == "node":
