@@ -201,7 +201,7 @@ def test_a_refused_release_is_restored_exactly() -> None:
         assert world.status("holder")["phase"] == "Active"
         # The waiter may have the core only after the holder's window (which has ended).
         granted = actor.planner.get(waiter)
-        assert granted is None or held.end is not None and granted.start >= held.end
+        assert granted is None or (held.end is not None and granted.start >= held.end)
         world.clock.now += 31
         await actor.step()
         await _writes_done(actor)
