@@ -79,3 +79,32 @@ def test_ids_follow_the_resource_version_and_never_repeat() -> None:
     # An older resourceVersion can never produce an ID at or below one still in status.
     assert mint_id("rack", uid, {"reservationId": first}, resource_version="50") == \
         "rack-0123456789ab-101"
+
+
+def test_pool_status_summary_counts_and_says_why_it_is_not_ready() -> None:
+    from respool.controller import pool_status
+    from respool.controller.lifecycle import Reservation
+    from respool.pool import Planner
+
+    raw = {"metadata": {"name": "rack", "generation": 3}}
+    planner = Planner({"version": 1, "execution": {
+        "R_lite": [{"rank": "0-1", "children": {"core": "0-1"}}], "nodelist": ["n[0-1]"]}})
+    active = Reservation(uid="a", namespace="t", name="a", generation=1, spec={},
+                         status={"phase": "Active", "allocated": {"ranks": "1"}})
+    pending = Reservation(uid="p", namespace="t", name="p", generation=1, spec={},
+                          status={"phase": "Pending"})
+    ready = pool_status.summary(raw, [active, pending], planner, problem="", deleting=False,
+                                conditions=[], now=1_900_000_000.0)
+    assert ready["reservations"]["Active"] == 1 and ready["reservations"]["Pending"] == 1
+    assert ready["allocated"] == "1" and ready["observedGeneration"] == 3
+    assert {c["type"]: c["status"] for c in ready["conditions"]}["Ready"] == "True"
+    blocked = pool_status.summary(raw, [active], planner, problem="", deleting=True,
+                                  conditions=ready["conditions"], now=1_900_000_001.0)
+    stalled = {c["type"]: c for c in blocked["conditions"]}["Stalled"]
+    assert stalled["status"] == "True" and stalled["reason"] == "InUse"
+    broken = pool_status.summary(raw, [active], None, problem="invalid resources: x",
+                                 deleting=False, conditions=[], now=1_900_000_001.0)
+    assert {c["type"]: c for c in broken["conditions"]}["Stalled"]["reason"] == \
+        "InvalidResources"
+    assert "capacity" not in broken and broken["message"] == "invalid resources: x"
+    assert pool_status.without_times(ready)["conditions"][0].get("lastTransitionTime") is None

@@ -31,8 +31,8 @@ from typing import Any
 
 import pydantic
 
-from respool.api import ConditionType, Reason, ResourcePoolSpec, parse_time
-from respool.controller import lifecycle, metrics
+from respool.api import Reason, ResourcePoolSpec, parse_time
+from respool.controller import lifecycle, metrics, pool_status
 from respool.controller.events import InvolvedObject
 from respool.controller.finalizers import add_finalizer, remove_finalizer
 from respool.controller.kubeapi import ApiError, pool_path, reservation_path
@@ -53,7 +53,6 @@ from respool.pool import Booking, Hostlist, IDset, Planner
 
 logger = logging.getLogger(__name__)
 
-PHASES = ("Pending", "Scheduled", "Active", "Expired", "Failed")
 RETRY_AFTER_WRITE_FAILURE = 2.0
 #: Backoff while a status write's outcome is unknown (the API server unreachable or failing):
 #: the booking stays held and the same write is repeated, from the first to the last delay.
@@ -912,7 +911,7 @@ class PoolActor:
         if raw is None:
             return
         status = self._pool_status(raw)
-        comparable = _without_times(status)
+        comparable = pool_status.without_times(status)
         if self._last_pool_status is not None and comparable == self._last_pool_status:
             return
         metadata = raw.get("metadata") or {}
@@ -943,58 +942,14 @@ class PoolActor:
         self._pool_conditions = status.get("conditions") or []
 
     def _pool_status(self, raw: dict[str, Any]) -> dict[str, Any]:
-        now = self.clock()
-        metadata = raw.get("metadata") or {}
-        generation = int(metadata.get("generation") or 0)
-        counts = dict.fromkeys(PHASES, 0)
-        for record in self.records.values():
-            phase = record.phase
-            if phase in counts:
-                counts[phase] += 1
-        for phase, count in counts.items():
+        status = pool_status.summary(
+            raw, self.records.values(), self.planner, problem=self._pool_problem,
+            deleting=self._pool_deleting, conditions=self._pool_conditions, now=self.clock())
+        for phase, count in status["reservations"].items():
             metrics.RESERVATIONS.labels(self.name, phase).set(count)
-        conditions = [dict(c) for c in self._pool_conditions]
-        status: dict[str, Any] = {"observedGeneration": generation,
-                                  "reservations": counts}
-        planner = self.planner
-        blocked = self._pool_deleting and (counts["Active"] + counts["Scheduled"]) > 0
-        if planner is not None:
-            down = planner.down()
-            allocated = IDset()
-            for record in self.records.values():
-                if record.phase == ACTIVE:
-                    ranks = record.allocated_ranks
-                    if ranks:
-                        allocated = allocated | IDset(ranks)
-            capacity = planner.capacity(now)
-            for resource, values in capacity.items():
-                for state, value in values.items():
-                    metrics.POOL_CAPACITY.labels(self.name, resource, state).set(value)
-            status.update(
-                allocationGeneration=planner.generation,
-                down=str(down),
-                allocated=str(allocated),
-                summary=planner.pool.dumps(),
-                capacity=capacity,
-            )
-        if self._pool_problem:
-            message = self._pool_problem
-            set_pool_conditions(conditions, False, (Reason.INVALID_RESOURCES.value, message),
-                                generation, now)
-        elif blocked:
-            message = (f"deletion blocked: {counts['Active']} Active and "
-                       f"{counts['Scheduled']} Scheduled reservations hold resources")
-            set_pool_conditions(conditions, False, (Reason.IN_USE.value, message), generation,
-                                now)
-        else:
-            cap = status.get("capacity") or {}
-            cores = cap.get("core", {})
-            message = (f"{cores.get('free', 0)}/{cores.get('total', 0)} cores free; "
-                       f"{counts['Active']} Active, {counts['Scheduled']} Scheduled, "
-                       f"{counts['Pending']} Pending")
-            set_pool_conditions(conditions, True, None, generation, now, message)
-        status["conditions"] = conditions
-        status["message"] = message
+        for resource, values in (status.get("capacity") or {}).items():
+            for state, value in values.items():
+                metrics.POOL_CAPACITY.labels(self.name, resource, state).set(value)
         return status
 
     async def _handle_pool_deletion(self) -> None:
@@ -1049,25 +1004,6 @@ class PoolActor:
                 # Try again even if nothing else wakes the loop (found by the simulation: a
                 # deleted pool that nothing held stayed, its finalizer never removed).
                 asyncio.get_running_loop().call_later(RETRY_AFTER_WRITE_FAILURE, self.kick)
-
-
-def set_pool_conditions(conditions: list[dict[str, Any]], ready: bool,
-                        stalled: tuple[str, str] | None, generation: int, now: float,
-                        message: str = "") -> None:
-    if stalled:
-        reason, text = stalled
-        lifecycle.set_condition(conditions, ConditionType.READY.value, False, reason, text,
-                                generation, now)
-        lifecycle.set_condition(conditions, ConditionType.STALLED.value, True, reason, text,
-                                generation, now)
-    else:
-        lifecycle.set_condition(conditions, ConditionType.READY.value, ready,
-                                Reason.POOL_READY.value, message, generation, now)
-        lifecycle.set_condition(conditions, ConditionType.STALLED.value, False,
-                                Reason.POOL_READY.value, message, generation, now)
-    lifecycle.set_condition(conditions, ConditionType.RECONCILING.value, False,
-                            Reason.POOL_READY.value if not stalled else stalled[0],
-                            message or (stalled[1] if stalled else ""), generation, now)
 
 
 def _uid(raw: dict[str, Any] | None) -> Any:
@@ -1126,13 +1062,6 @@ def _clean(value: Any) -> Any:
     if isinstance(value, list):
         return [_clean(v) for v in value]
     return value
-
-
-def _without_times(status: dict[str, Any]) -> dict[str, Any]:
-    copy = dict(status)
-    copy["conditions"] = [{k: v for k, v in c.items() if k != "lastTransitionTime"}
-                          for c in status.get("conditions") or []]
-    return copy
 
 
 def _short(exc: BaseException) -> str:

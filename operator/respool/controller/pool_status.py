@@ -1,0 +1,87 @@
+"""A pool's own status: the debounced summary its actor writes (pure: no I/O, no clock)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from respool.api import ConditionType, Reason
+from respool.controller import lifecycle
+from respool.controller.lifecycle import ACTIVE, Reservation
+from respool.pool import IDset, Planner
+
+PHASES = ("Pending", "Scheduled", "Active", "Expired", "Failed")
+
+
+def summary(raw: dict[str, Any], records: Iterable[Reservation], planner: Planner | None, *,
+            problem: str, deleting: bool, conditions: list[dict[str, Any]],
+            now: float) -> dict[str, Any]:
+    """The status of pool `raw`: counts per phase, capacity, and kstatus conditions (updated
+    from `conditions`, the ones last written, so that unchanged ones keep their times)."""
+    metadata = raw.get("metadata") or {}
+    generation = int(metadata.get("generation") or 0)
+    records = list(records)
+    counts = dict.fromkeys(PHASES, 0)
+    for record in records:
+        phase = record.phase
+        if phase in counts:
+            counts[phase] += 1
+    conditions = [dict(c) for c in conditions]
+    status: dict[str, Any] = {"observedGeneration": generation, "reservations": counts}
+    blocked = deleting and (counts["Active"] + counts["Scheduled"]) > 0
+    if planner is not None:
+        allocated = IDset()
+        for record in records:
+            if record.phase == ACTIVE and record.allocated_ranks:
+                allocated = allocated | IDset(record.allocated_ranks)
+        status.update(
+            allocationGeneration=planner.generation,
+            down=str(planner.down()),
+            allocated=str(allocated),
+            summary=planner.pool.dumps(),
+            capacity=planner.capacity(now),
+        )
+    if problem:
+        message = problem
+        set_pool_conditions(conditions, False, (Reason.INVALID_RESOURCES.value, message),
+                            generation, now)
+    elif blocked:
+        message = (f"deletion blocked: {counts['Active']} Active and "
+                   f"{counts['Scheduled']} Scheduled reservations hold resources")
+        set_pool_conditions(conditions, False, (Reason.IN_USE.value, message), generation, now)
+    else:
+        cores = (status.get("capacity") or {}).get("core", {})
+        message = (f"{cores.get('free', 0)}/{cores.get('total', 0)} cores free; "
+                   f"{counts['Active']} Active, {counts['Scheduled']} Scheduled, "
+                   f"{counts['Pending']} Pending")
+        set_pool_conditions(conditions, True, None, generation, now, message)
+    status["conditions"] = conditions
+    status["message"] = message
+    return status
+
+
+def set_pool_conditions(conditions: list[dict[str, Any]], ready: bool,
+                        stalled: tuple[str, str] | None, generation: int, now: float,
+                        message: str = "") -> None:
+    if stalled:
+        reason, text = stalled
+        lifecycle.set_condition(conditions, ConditionType.READY.value, False, reason, text,
+                                generation, now)
+        lifecycle.set_condition(conditions, ConditionType.STALLED.value, True, reason, text,
+                                generation, now)
+    else:
+        lifecycle.set_condition(conditions, ConditionType.READY.value, ready,
+                                Reason.POOL_READY.value, message, generation, now)
+        lifecycle.set_condition(conditions, ConditionType.STALLED.value, False,
+                                Reason.POOL_READY.value, message, generation, now)
+    lifecycle.set_condition(conditions, ConditionType.RECONCILING.value, False,
+                            Reason.POOL_READY.value if not stalled else stalled[0],
+                            message or (stalled[1] if stalled else ""), generation, now)
+
+
+def without_times(status: dict[str, Any]) -> dict[str, Any]:
+    """What decides whether a new summary is worth writing (not the transition times)."""
+    copy = dict(status)
+    copy["conditions"] = [{k: v for k, v in c.items() if k != "lastTransitionTime"}
+                          for c in status.get("conditions") or []]
+    return copy
