@@ -42,6 +42,10 @@ def test_metrics_and_liveness(operator: Any, rk: Any, namespace: str) -> None:
         line for line in text.splitlines() if line.startswith("respool_") and pool in line)
     assert "respool_request_to_grant_seconds_count" in text
     assert "respool_decision_seconds_count" in text
+    # The event loop's lag is sampled every 0.1 s (issue 11: measure it, export it).
+    lag = [line for line in text.splitlines()
+           if line.startswith("respool_event_loop_lag_seconds_count")]
+    assert lag and float(lag[0].split()[-1]) > 0, lag
     with urllib.request.urlopen(
             f"http://127.0.0.1:{operator.liveness_port}/healthz", timeout=5) as answer:
         assert answer.status == 200

@@ -108,3 +108,29 @@ def test_pool_status_summary_counts_and_says_why_it_is_not_ready() -> None:
         "InvalidResources"
     assert "capacity" not in broken and broken["message"] == "invalid resources: x"
     assert pool_status.without_times(ready)["conditions"][0].get("lastTransitionTime") is None
+
+
+def test_loop_lag_is_how_late_a_sleeper_wakes() -> None:
+    import asyncio
+    import time
+
+    from respool.controller import metrics
+
+    def observed() -> tuple[float, float]:
+        samples = metrics.LOOP_LAG_SECONDS.collect()[0].samples
+        count = next(s.value for s in samples if s.name.endswith("_count"))
+        total = next(s.value for s in samples if s.name.endswith("_sum"))
+        return count, total
+
+    async def scenario() -> None:
+        sampler = asyncio.create_task(metrics.sample_loop_lag(period=0.01))
+        await asyncio.sleep(0.05)
+        time.sleep(0.3)  # a piece of work that holds the loop
+        await asyncio.sleep(0.05)
+        sampler.cancel()
+
+    count, total = observed()
+    asyncio.run(scenario())
+    new_count, new_total = observed()
+    assert new_count > count
+    assert new_total - total >= 0.25  # the 0.3 s hold shows up as lag

@@ -15,6 +15,7 @@ start-up listing and kopf's.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
@@ -24,6 +25,7 @@ from typing import Any
 
 import kopf
 
+from respool.controller import metrics
 from respool.controller.controller import Controller
 from respool.controller.kubeapi import GROUP, POOLS, VERSION, KubeApi
 
@@ -42,6 +44,7 @@ class RunOptions:
 
 OPTIONS = RunOptions()
 _controller: Controller | None = None
+_lag_sampler: list[asyncio.Task[None]] = []
 
 
 def controller() -> Controller:
@@ -109,11 +112,17 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         await ctl.stop()
         raise kopf.PermanentError(str(exc)) from exc
     _controller = ctl
+    # The event loop's lag (respool_event_loop_lag_seconds): one slow piece of work delays
+    # every pool, the watches and the Lease, so it is measured, not guessed.
+    _lag_sampler.append(asyncio.create_task(metrics.sample_loop_lag(), name="respool-loop-lag"))
 
 
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
     global _controller
+    for task in _lag_sampler:
+        task.cancel()
+    _lag_sampler.clear()
     if _controller is not None:
         await _controller.stop()
         _controller = None

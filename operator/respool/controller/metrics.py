@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -53,3 +55,21 @@ def forget_pool(pool: str) -> None:
         for state in ("total", "allocated", "down", "free"):
             with contextlib.suppress(KeyError):
                 POOL_CAPACITY.remove(pool, resource, state)
+
+
+LOOP_LAG_SECONDS = Histogram(
+    "respool_event_loop_lag_seconds",
+    "How late the operator's event loop woke a sleeper (every LOOP_LAG_PERIOD): the time any "
+    "one piece of work held the loop that serves every pool, the watches and the Lease.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+LOOP_LAG_PERIOD = 0.1
+
+
+async def sample_loop_lag(period: float = LOOP_LAG_PERIOD) -> None:
+    """Sleep `period` seconds again and again; how much later than asked each sleep ends is
+    the event loop's lag (observed into LOOP_LAG_SECONDS). Runs until cancelled."""
+    while True:
+        began = time.monotonic()
+        await asyncio.sleep(period)
+        LOOP_LAG_SECONDS.observe(max(0.0, time.monotonic() - began - period))
