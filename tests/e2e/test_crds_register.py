@@ -299,7 +299,8 @@ def test_server_defaults_equal_the_model_defaults(
             kubectl("create", "-o", "json", "-f", "-", input=json.dumps(pool)).stdout
         )
         assert stored["spec"] == ResourcePoolSpec.model_validate(pool["spec"]).to_wire()
-        assert stored["spec"]["policy"] == {"defaultDuration": "1h", "claimTimeout": "5m"}
+        assert stored["spec"]["policy"] == {
+            "defaultDuration": "1h", "claimTimeout": "5m", "maxDuration": "24h"}
     finally:
         kubectl("delete", "rpool", pool_name, "--wait=false", check=False)
 
