@@ -238,3 +238,61 @@ def test_every_pool_is_drawn_when_more_than_a_screen(
     assert set(names) <= drawn
     for name in names:
         assert _booking(browser, f"{namespace}/on-{name}"), name
+
+
+def test_shows_what_the_users_own_credentials_may_read(
+    rk: RespoolKube, namespace: str, kubectl: Any, kube_env: dict[str, str], crds: list[str],
+    tmp_path: Path,
+) -> None:
+    """A user who may read reservations only in their namespace (and pools) sees exactly that:
+    the dashboard falls back from every namespace to the kubeconfig's, like kubectl."""
+    import yaml
+
+    pool = f"dash-{secrets.token_hex(3)}"
+    other = f"{namespace}-hidden"
+    kubectl("create", "namespace", other)
+    rk.create_pool(pool, _pool_spec(pool, ranks=2))
+    rk.create(namespace, "visible", {"pool": pool, "duration": "1h", "request": {"nodes": 1}})
+    rk.create(other, "hidden", {"pool": pool, "duration": "1h", "request": {"nodes": 1}})
+    user, reader = f"viewer-{secrets.token_hex(2)}", f"dash-pool-reader-{secrets.token_hex(2)}"
+    kubectl("create", "serviceaccount", user, "-n", namespace)
+    kubectl("create", "role", "reservation-reader", "-n", namespace, "--verb=get,list,watch",
+            "--resource=resourcereservations.respool.io,events")
+    kubectl("create", "rolebinding", "reservation-reader", "-n", namespace,
+            "--role=reservation-reader", f"--serviceaccount={namespace}:{user}")
+    kubectl("create", "clusterrole", reader, "--verb=get,list,watch", "--resource=resourcepools.respool.io")
+    kubectl("create", "clusterrolebinding", reader, f"--clusterrole={reader}",
+            f"--serviceaccount={namespace}:{user}")
+    token = kubectl("create", "token", user, "-n", namespace, "--duration=1h").stdout.strip()
+    admin = yaml.safe_load(Path(kube_env["KUBECONFIG"]).read_text())
+    context = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])["context"]
+    cluster = next(c for c in admin["clusters"] if c["name"] == context["cluster"])
+    limited = tmp_path / "viewer.kubeconfig"
+    limited.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "clusters": [cluster],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": user, "context": {"cluster": cluster["name"], "user": user,
+                                                 "namespace": namespace}}],
+        "current-context": user}))
+    dashboard = DashboardProcess(dict(kube_env, KUBECONFIG=str(limited)), tmp_path / "dashboard.log")
+    dashboard.start()
+    try:
+        deadline = time.monotonic() + WAIT
+        while True:
+            state = json.loads(_request(dashboard.url + "api/state").read())
+            keys = {r["key"] for r in state["reservations"]}
+            if state["health"]["reservation"]["synced"] and f"{namespace}/visible" in keys \
+                    and pool in {p["name"] for p in state["pools"]}:
+                break
+            assert time.monotonic() < deadline, state["health"]
+            time.sleep(0.1)
+        assert state["health"]["reservation"]["scope"] == f"namespace {namespace}"
+        assert f"{other}/hidden" not in keys
+        assert all(key.startswith(f"{namespace}/") for key in keys)
+        assert _request(dashboard.url + f"api/reservations/{namespace}/visible").status == 200
+        assert _request(dashboard.url + f"api/reservations/{other}/hidden").status == 403
+    finally:
+        dashboard.stop()
+        kubectl("delete", "clusterrolebinding,clusterrole", reader, check=False)
+        kubectl("delete", "namespace", other, "--wait=false", check=False)
+    assert "Traceback" not in dashboard.log_text(), dashboard.log_text()[-4000:]
