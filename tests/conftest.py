@@ -95,7 +95,7 @@ class Cluster:
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("respool simulation (tests/sim)")
     group.addoption("--sim-schedules", dest="sim_schedules", type=int, default=None,
-                    help="seeded schedules to run (default: $RESPOOL_SIM_SCHEDULES or 4000)")
+                    help="seeded schedules to run (default: $RESPOOL_SIM_SCHEDULES or 300)")
     group.addoption("--sim-workers", dest="sim_workers", type=int, default=None,
                     help="processes to run them in (default: $RESPOOL_SIM_WORKERS or 2)")
     group.addoption("--sim-first-seed", dest="sim_first_seed", type=int, default=None,

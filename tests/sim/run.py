@@ -32,6 +32,7 @@ def main() -> int:
     parser.add_argument("--trace", action="store_true", help="print its trace")
     parser.add_argument("--first", type=int, default=0)
     parser.add_argument("--count", type=int, default=100)
+    parser.add_argument("--progress", action="store_true", help="name each seed on stderr")
     args = parser.parse_args()
     if os.environ.get("PYTHONHASHSEED") != "0":
         print("warning: set PYTHONHASHSEED=0 to replay exactly what CI ran", file=sys.stderr)
@@ -51,6 +52,8 @@ def main() -> int:
     failures = []
     writes = 0
     for seed in range(args.first, args.first + args.count):
+        if args.progress:
+            print(f"seed {seed}", file=sys.stderr, flush=True)
         try:
             writes += len(run_schedule(seed))
         except Violation as exc:

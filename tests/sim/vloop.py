@@ -36,6 +36,13 @@ class Deadlock(RuntimeError):
     """Nothing is ready and no timer is set: the program waits for something that never comes."""
 
 
+SPIN_LIMIT = 200_000
+
+
+class Spin(RuntimeError):
+    """The program keeps the loop busy without ever waiting: a busy loop in real time."""
+
+
 class _VirtualSelector(selectors.SelectSelector):
     def __init__(self, clock: VirtualClock) -> None:
         super().__init__()
@@ -46,7 +53,18 @@ class _VirtualSelector(selectors.SelectSelector):
             raise Deadlock("the event loop would wait forever")
         if timeout > 0:
             self.clock.advance(timeout)
+            self.busy = 0
+        else:
+            # Callbacks ready again and again while time stands still: in real time that is a
+            # busy loop burning a core (or a livelock); say so instead of running forever.
+            self.busy += 1
+            if self.busy > SPIN_LIMIT:
+                self.busy = 0
+                raise Spin(f"the event loop ran {SPIN_LIMIT} rounds at t={self.clock.now:.3f} "
+                           "without time moving on (a busy loop)")
         return []
+
+    busy = 0
 
 
 class VirtualLoop(asyncio.SelectorEventLoop):

@@ -522,7 +522,11 @@ def run_schedule(seed: int, steps: int | None = None) -> list[str]:
     random.seed(seed)  # the operator's own jitter (backoffs) draws from the global generator
     logging.disable(logging.CRITICAL)
     try:
-        vloop.run(clock, _main(schedule, steps if steps is not None else rng.randrange(4, 24)))
+        try:
+            vloop.run(clock, _main(schedule, steps if steps is not None else
+                                   rng.randrange(4, 24)))
+        except (vloop.Spin, vloop.Deadlock) as exc:
+            raise Violation(str(exc)) from exc
     except Violation as exc:
         exc.trace = schedule.trace  # type: ignore[attr-defined]
         raise
