@@ -47,11 +47,15 @@ def test_seeded_schedules_keep_every_invariant(pytestconfig: pytest.Config) -> N
             continue
         processes.append(subprocess.Popen(
             [sys.executable, str(RUN), "--first", str(start), "--count", str(n)],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True))
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True))
     failures, ran, writes = [], 0, 0
     for process in processes:
-        out, _ = process.communicate()
-        summary = json.loads(out.strip().splitlines()[-1])
+        out, err = process.communicate()
+        lines = out.strip().splitlines()
+        # A runner that dies says why (one CI run showed only an IndexError here).
+        assert lines, (
+            f"{' '.join(process.args)} exited {process.returncode}:\n{err[-4000:]}")
+        summary = json.loads(lines[-1])
         ran += summary["count"]
         writes += summary["writes"]
         failures.extend(summary["failures"])
