@@ -292,7 +292,10 @@ def test_availability_creates_nothing_and_disturbs_no_waiter(
     holder_name = held["metadata"]["name"]
     waiter = ResourceReservation(pool, ats, max_retry=0)
     api = k8s.CustomObjectsApi(k8s_config.new_client_from_config(str(control_plane.kubeconfig)))
-    listed = api.list_cluster_custom_object("respool.io", "v1alpha1", "resourcereservations")
+    # The probe's own namespace only: a cluster-wide watch also saw an earlier test's holder
+    # being deleted late (its pool's name showed it; failed one CI run).
+    listed = api.list_namespaced_custom_object("respool.io", "v1alpha1", namespace,
+                                               "resourcereservations")
     version = listed["metadata"]["resourceVersion"]
     answers = [ResourceReservation(pool, ats).get_next_avail_time() for _ in range(3)]
     for answer in answers:
@@ -302,7 +305,8 @@ def test_availability_creates_nothing_and_disturbs_no_waiter(
     # No reservation created or deleted since: the watch from that version sees none (a
     # MODIFIED one could only be the operator's own bookkeeping of the holder).
     events = list(watch.Watch().stream(
-        api.list_cluster_custom_object, "respool.io", "v1alpha1", "resourcereservations",
+        api.list_namespaced_custom_object, "respool.io", "v1alpha1", namespace,
+        "resourcereservations",
         resource_version=version, timeout_seconds=2))
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in events
             if e["type"] != "MODIFIED"] == []
