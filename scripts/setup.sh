@@ -57,7 +57,7 @@ respool_setup() {
     UV_PROJECT_ENVIRONMENT="$VENV_DIR" UV_PYTHON_DOWNLOADS=never \
         "$VENV_BIN/uv" sync --locked --extra test --extra dev --quiet \
         || die "uv sync failed: if pyproject.toml changed, refresh the lock with '.venv/bin/uv lock' and commit uv.lock"
-    say "building or reusing the control-plane binaries (first run: 10-30 minutes)"
+    say "building or reusing the control-plane binaries (first run: 15-40 minutes)"
     RESPOOL_BIN_DIR_BUILT="$("$VENV_BIN/respool" dev build)" || die "could not build the control-plane binaries (see above)"
     export RESPOOL_BIN_DIR_BUILT
     say "binaries: $RESPOOL_BIN_DIR_BUILT"

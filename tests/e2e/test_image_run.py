@@ -15,6 +15,7 @@ mmdebstrap with apt-get when they are missing. Anything missing makes the test f
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -31,6 +32,7 @@ import pytest
 import yaml
 
 from .invariants import assert_no_conflicting_holds
+from .test_client_ats import admin_cluster
 from .test_examples_live import PROMISED, _documents, _renamed, _stalled_reason
 from .test_rbac_least_privilege import (
     CHART,
@@ -97,14 +99,9 @@ def _resolve_env(container: dict[str, Any], pod_name: str, namespace: str) -> di
     return env
 
 
-def _server_of(kubeconfig: Path) -> tuple[str, int, bytes]:
-    """(host, port, CA certificate) of the kubeconfig's current cluster."""
-    import base64
-
-    config = yaml.safe_load(kubeconfig.read_text())
-    context = next(c for c in config["contexts"] if c["name"] == config["current-context"])
-    cluster = next(c for c in config["clusters"]
-                   if c["name"] == context["context"]["cluster"])["cluster"]
+def _server_of(control_plane: Any) -> tuple[str, int, bytes]:
+    """(host, port, CA certificate) of the test cluster's kubeconfig."""
+    cluster = admin_cluster(control_plane)
     match = re.fullmatch(r"https://([^:/]+):(\d+)/?", cluster["server"])
     assert match, cluster["server"]
     if "certificate-authority-data" in cluster:
@@ -215,7 +212,7 @@ class ChartRelease:
         container = _rendered_container(self.kube_env, self.control_plane.bin_dir, self.release,
                                         self.namespace, values)
         # The ServiceAccount volume: a fresh token for the chart's identity, CA, namespace.
-        host, port, ca = _server_of(self.control_plane.kubeconfig)
+        host, port, ca = _server_of(self.control_plane)
         token = self.kubectl("create", "token", self.account, "-n", self.namespace,
                              "--duration=2h").stdout.strip()
         secrets_dir = self.work / f"serviceaccount-{self.rollouts}"
