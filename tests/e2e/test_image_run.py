@@ -36,6 +36,7 @@ from .test_client_ats import admin_cluster
 from .test_examples_live import PROMISED, _documents, _renamed, _stalled_reason
 from .test_rbac_least_privilege import (
     CHART,
+    REFUSED_CALL,
     _free_port,
     stop_shared_operator,
     wait_for,
@@ -280,12 +281,6 @@ def chart_release(image_rootfs: tuple[Path, dict[str, Any]], control_plane: Any,
         yield release
     finally:
         release.close()
-
-
-# How a refused call reads in the log: the API server's "... is forbidden: User ...", kopf's
-# APIForbiddenError, our "HTTP 403 Forbidden". Not the bare word: at debug level (the upgraded
-# chart's logLevel) the log names other tests' namespaces, such as "t-test-forbidden-...".
-REFUSED_CALL = re.compile(r"\bis forbidden\b|APIForbiddenError|\bHTTP 403\b|\b403 Forbidden\b")
 
 
 def _assert_clean(log: str) -> None:
