@@ -30,10 +30,10 @@ def summary(raw: dict[str, Any], records: Iterable[Reservation], planner: Planne
     status: dict[str, Any] = {"observedGeneration": generation, "reservations": counts}
     blocked = deleting and (counts["Active"] + counts["Scheduled"]) > 0
     if planner is not None:
-        allocated = IDset()
-        for record in records:
-            if record.phase == ACTIVE and record.allocated_ranks:
-                allocated = allocated | IDset(record.allocated_ranks)
+        # One union of every holder's ranks (folding `|` per holder was quadratic in the
+        # holders on a fragmented pool: 4,000 Active holders took seconds, issue 11 item 6).
+        allocated = IDset.union_of(record.allocated_ranks for record in records
+                                   if record.phase == ACTIVE and record.allocated_ranks)
         status.update(
             allocationGeneration=planner.generation,
             down=str(planner.down()),

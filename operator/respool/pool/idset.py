@@ -196,6 +196,15 @@ class IDset:
 
     union = __or__
 
+    @classmethod
+    def union_of(cls, sets: Iterable[IDset | str]) -> IDset:
+        """The union of many idsets (or their RFC 22 texts) in one pass: O(k log k) in their
+        k intervals, where folding ``|`` over n sets costs O(n k)."""
+        intervals: list[Interval] = []
+        for item in sets:
+            intervals.extend(item._intervals if isinstance(item, IDset) else cls._parse(item))
+        return cls._from_intervals(_normalize(intervals))
+
     def __and__(self, other: IDset) -> IDset:
         result: list[Interval] = []
         a, b = self._intervals, other._intervals

@@ -195,6 +195,7 @@ class ResourcePool:
         "_constraint_cache",
         "_core_alloc",
         "_core_total",
+        "_dumps_memo",
         "_expiration",
         "_generation",
         "_gpu_alloc",
@@ -312,6 +313,7 @@ class ResourcePool:
         self._has_nodelist = has_nodelist
         self._props = props
         self._present = (1 << count) - 1
+        self._dumps_memo: tuple[int, str] | None = None
         self._core_alloc = [0] * count
         self._gpu_alloc = [0] * count
         self._up = self._present
@@ -957,11 +959,18 @@ class ResourcePool:
         )
 
     def dumps(self) -> str:
+        # Kept while the present ranks are the same (their totals never change): the pool's
+        # status writes it once per interval, and on 16,384 ranks it costs ~10-20 ms.
+        memo = self._dumps_memo
+        if memo is not None and memo[0] == self._present:
+            return memo[1]
         indices = self._indices(self._present)
         groups: dict[tuple[int, int], list[int]] = {}
         for i in indices:
             groups.setdefault((self._core_total[i], self._gpu_total[i]), []).append(self._ranks[i])
-        return dumps_groups([(IDset(members), c, g) for (c, g), members in groups.items()])
+        text = dumps_groups([(IDset(members), c, g) for (c, g), members in groups.items()])
+        self._dumps_memo = (self._present, text)
+        return text
 
     def to_dict(self) -> dict[str, Any]:
         indices = self._indices(self._present)
@@ -1003,6 +1012,7 @@ class ResourcePool:
         other._has_nodelist = self._has_nodelist
         other._props = dict(self._props)
         other._present = self._present
+        other._dumps_memo = self._dumps_memo
         other._core_alloc = list(self._core_alloc)
         other._gpu_alloc = list(self._gpu_alloc)
         other._up = self._up
