@@ -577,6 +577,40 @@ def test_another_tenants_churn_burns_no_retries_of_a_waiter(
         rk.core.delete_namespace(other)
 
 
+def test_a_pool_policy_edit_changes_no_capacity_and_costs_no_retry(
+        rk: Any, pool: Callable[..., str], namespace: str) -> None:
+    # Issue 11, item 4: a policy edit makes the pool decide all its reservations again; a
+    # Scheduled one that cannot move earlier once released and re-booked its window, which
+    # bumped the planner's generation (status.allocationGeneration) as if capacity had
+    # changed, and so cost every waiter behind it a retry.
+    name = pool()
+    everything = {"nodes": 2, "coresPerSlot": 4}
+    rk.create(namespace, "blocker", {"pool": name, "request": everything, "duration": "1h"})
+    rk.wait_phase(namespace, "blocker", "Active")
+    rk.create(namespace, "patient", {"pool": name, "request": everything, "duration": "10m"})
+    rk.wait_phase(namespace, "patient", "Scheduled")
+    rk.create(namespace, "waiter", {"pool": name, "request": {"slots": 1, "coresPerSlot": 4},
+                                    "duration": "1h", "nextAvailable": False, "maxRetry": 1})
+    assert rk.wait_phase(namespace, "waiter", "Pending")["status"]["retryCount"] == 1
+    settled = rk.wait_pool(name, lambda o: (o.get("status") or {}).get("reservations", {}) == {
+        "Pending": 1, "Scheduled": 1, "Active": 1, "Expired": 0, "Failed": 0},
+        what="all three decided")
+    before = settled["status"]["allocationGeneration"]
+    for claim_timeout in ("7m", "8m"):
+        rk.patch_pool(name, {"policy": {"claimTimeout": claim_timeout}})
+        generation = rk.pool(name)["metadata"]["generation"]
+        after = rk.wait_pool(name, lambda o, g=generation: (o.get("status") or {}).get(
+            "observedGeneration") == g, what="the policy edit seen")
+        # Written after the decisions the edit caused (in the same step of the pool).
+        assert after["status"]["allocationGeneration"] == before, after["status"]
+    # Every decision the edits caused has been taken: one created now is judged after them.
+    rk.create(namespace, "probe", {"pool": name, "duration": "1h", "nextAvailable": False})
+    rk.wait_phase(namespace, "probe", "Pending")
+    waiter = rk.get(namespace, "waiter")["status"]
+    assert waiter["phase"] == "Pending" and waiter["retryCount"] == 1, waiter
+    assert rk.get(namespace, "patient")["status"]["phase"] == "Scheduled"
+
+
 def test_a_window_lost_to_an_admin_edit_costs_the_user_no_retry(
         rk: Any, pool: Callable[..., str], namespace: str) -> None:
     # Issue 11, item 14: the admin removes the rank a Scheduled window holds; it is planned

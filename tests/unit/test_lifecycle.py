@@ -748,3 +748,21 @@ def test_nothing_new_is_booked_on_a_pool_being_deleted() -> None:
     apply(holder, pool(), p, T0)
     apply(holder, deleting, p, T0 + 1)
     assert holder.status["phase"] == "Active" and p.get(holder.uid) is not None
+
+
+def test_a_scheduled_window_that_cannot_move_earlier_changes_nothing_in_the_planner() -> None:
+    # Issue 11, item 4: every decision of a Scheduled reservation whose asked-for start has
+    # passed tries to move it earlier; one that could not move released and re-booked the
+    # window, bumping the planner's generation (so a pool policy edit looked like capacity
+    # changing). Now the planner is untouched.
+    p, ctx = planner(), pool()
+    blocker = rsv({"request": {"nodes": 2, "coresPerSlot": 4}})
+    apply(blocker, ctx, p, T0)
+    later = rsv({"request": {"nodes": 1, "coresPerSlot": 4}, "duration": "30m"})
+    apply(later, ctx, p, T0 + 10)
+    assert later.status["phase"] == "Scheduled"
+    generation, booking = p.generation, p.get(later.uid)
+    outcome = apply(later, ctx, p, T0 + 20)
+    assert later.status["phase"] == "Scheduled"
+    assert p.generation == generation and p.get(later.uid) is booking
+    assert "Moved" not in reasons(outcome)

@@ -570,3 +570,35 @@ def test_random_bookings_never_overlap_an_exclusive_booking(
     for b in reversed(planner.bookings()):
         shadow.restore(b.id, b.R.to_dict(), b.start, b.end, b.mode)
     assert [x.id for x in shadow.bookings()] == [x.id for x in planner.bookings()]
+
+
+def test_move_earlier_that_finds_nothing_changes_nothing() -> None:
+    # Issue 11, item 4: a "move earlier" that could not move once released and re-booked the
+    # window, bumping the generation as if capacity had changed.
+    planner = Planner(make_R())
+    planner.reserve("blocker", ALL_NODES, 0, 100, "exclusive")
+    held = planner.reserve_earliest("later", TWO_NODES, 50, 0, "exclusive")
+    assert held is not None and held.start == 100
+    before = snapshot(planner)
+    assert planner.move_earlier("later", TWO_NODES, 50, 10, "exclusive", deadline=99) is None
+    assert snapshot(planner) == before
+    assert planner.get("later") is held
+    # Once the blocker ends earlier, the same call moves it, and that does change things.
+    planner.extend("blocker", 20)
+    moved = planner.move_earlier("later", TWO_NODES, 50, 10, "exclusive", deadline=99)
+    assert moved is not None and (moved.start, moved.end) == (20, 70)
+    assert planner.generation > before[0]
+    assert planner.get("later") is moved
+
+
+def test_move_earlier_does_not_count_its_own_hold() -> None:
+    planner = Planner(make_R())
+    planner.reserve("blocker", TWO_NODES, 0, 100, "exclusive")
+    held = planner.reserve("later", TWO_NODES, 100, 150, "exclusive")
+    # From 40 the window [40, 90) would overlap its own hold [100, 150)? No: it overlaps the
+    # blocker. From 0 on the two free ranks it fits (its own ranks are not in the way).
+    free_now = planner.move_earlier("later", TWO_NODES, 50, 0, "exclusive", deadline=99)
+    assert free_now is not None and free_now.start == 0
+    assert held.R.dumps() != "" and planner.get("later") is free_now
+    with pytest.raises(ValueError):
+        planner.move_earlier("nobody", TWO_NODES, 50, 0, "exclusive", deadline=99)

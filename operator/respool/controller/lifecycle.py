@@ -971,15 +971,15 @@ class _Decider:
                       wanted: float) -> Outcome | None:
         assert self.planner is not None
         planner, uid = self.planner, self.rsv.uid
-        planner.release(uid)
         moved: Booking | None = None
         try:
-            moved = planner.reserve_earliest(uid, request, length, wanted, spec.mode,
-                                             deadline=booking.start - 1)
+            # Asked without letting go of the window held: when it cannot move, nothing in
+            # the planner changes (its generation neither, issue 11 item 4).
+            moved = planner.move_earlier(uid, request, length, wanted, spec.mode,
+                                         deadline=booking.start - 1)
         except (InsufficientResources, InfeasibleRequest, ValueError):
             moved = None
         if moved is None:
-            planner.restore(uid, booking.R.to_dict(), booking.start, booking.end, booking.mode)
             return None
         self.event("Moved", f"capacity freed: window moved from {format_time(booking.start)} "
                             f"to {format_time(moved.start)}")

@@ -419,6 +419,18 @@ class Planner:
         Candidates are ``after`` and every booking end after it (conservative backfill).
         ``None`` when no such start exists.
         """
+        return self._earliest(request, duration, after, mode, deadline, None)
+
+    def _earliest(
+        self,
+        request: object,
+        duration: float | None,
+        after: float,
+        mode: str,
+        deadline: float | None,
+        exclude: str | None,
+    ) -> float | None:
+        """``earliest``, with the booking ``exclude`` (if any) not counted as held."""
         begin = _check_time(after, "after")
         if duration is not None:
             length = _check_time(duration, "duration")
@@ -440,7 +452,7 @@ class Planner:
             finish = None if duration is None else candidate + float(duration)
             if self._past_expiration(finish):
                 return None
-            relevant = self._relevant(candidate, finish, mode)
+            relevant = self._relevant(candidate, finish, mode, exclude)
             if self._fits(req, eligible, relevant):
                 return candidate
             next_start = self._next_possible_start(req, eligible, relevant)
@@ -503,6 +515,35 @@ class Planner:
             return None
         end = None if duration is None else start + float(duration)
         return self.reserve(booking_id, req, start, end, mode)
+
+    def move_earlier(
+        self,
+        booking_id: str,
+        request: object,
+        duration: float,
+        after: float,
+        mode: str,
+        deadline: float,
+    ) -> Booking | None:
+        """Move a booking to the earliest start in ``[after, deadline]`` at which ``request``
+        fits, its own hold not counted, for ``duration`` seconds in ``mode``. None when there
+        is no such start: then nothing changed, not even the generation (a release and
+        re-booking of the same window would look like capacity changing to everyone who
+        watches the generation, issue 11 item 4)."""
+        booking = self._bookings.get(booking_id)
+        if booking is None:
+            raise ValueError(f"unknown booking {booking_id!r}")
+        req = self.pool._coerce_request(request)
+        start = self._earliest(req, duration, after, mode, deadline, booking_id)
+        if start is None:
+            return None
+        self.release(booking_id)
+        try:
+            return self.reserve(booking_id, req, start, start + float(duration), mode)
+        except (InsufficientResources, InfeasibleRequest, ValueError):
+            # Not expected (the same question was just answered), but never lose the hold.
+            self.restore(booking_id, booking.R, booking.start, booking.end, booking.mode)
+            raise
 
     def _conflicts(
         self, grant: Grant, start: float, end: float | None, mode: str, exclude: str | None
