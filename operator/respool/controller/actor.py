@@ -154,6 +154,13 @@ class PoolActor:
     def kick(self) -> None:
         self._kick.set()
 
+    def unused(self) -> bool:
+        """Nothing refers to this pool and nothing of it is in progress: no pool object, no
+        planner, no reservation, no status write in flight. The controller may then drop
+        the actor (issue 11, item 5); an event naming the pool later makes a new one."""
+        return (self.pool_raw is None and self.planner is None and not self.records
+                and not self._inflight and not self._writing)
+
     def pool_event(self, raw: dict[str, Any] | None) -> None:
         """The pool's latest body, or None when it was deleted."""
         self._pool_events += 1

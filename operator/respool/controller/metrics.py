@@ -57,6 +57,18 @@ def forget_pool(pool: str) -> None:
                 POOL_CAPACITY.remove(pool, resource, state)
 
 
+POOL_ACTORS = Gauge(
+    "respool_pool_actors",
+    "Pool actors the operator keeps: pools that exist or that a reservation names (actors "
+    "of pools nobody refers to any more are dropped).",
+)
+ASYNCIO_TASKS = Gauge(
+    "respool_asyncio_tasks",
+    "Tasks on the operator's event loop (sampled with the loop's lag, every "
+    "LOOP_LAG_PERIOD x TASKS_EVERY seconds).",
+)
+TASKS_EVERY = 10
+
 LOOP_LAG_SECONDS = Histogram(
     "respool_event_loop_lag_seconds",
     "How late the operator's event loop woke a sleeper (every LOOP_LAG_PERIOD): the time any "
@@ -69,7 +81,11 @@ LOOP_LAG_PERIOD = 0.1
 async def sample_loop_lag(period: float = LOOP_LAG_PERIOD) -> None:
     """Sleep `period` seconds again and again; how much later than asked each sleep ends is
     the event loop's lag (observed into LOOP_LAG_SECONDS). Runs until cancelled."""
+    samples = 0
     while True:
         began = time.monotonic()
         await asyncio.sleep(period)
         LOOP_LAG_SECONDS.observe(max(0.0, time.monotonic() - began - period))
+        if samples % TASKS_EVERY == 0:
+            ASYNCIO_TASKS.set(len(asyncio.all_tasks()))
+        samples += 1
