@@ -247,6 +247,7 @@ def test_cluster_role_is_the_kustomize_one_and_least_privilege(control_plane: An
         ("respool.io", "resourcepools/status", "patch"),
         ("respool.io", "resourcereservations/status", "patch"),
         ("", "events", "create"),
+        ("", "nodes", "patch"),  # enforcement: Taint, the operator's own taint and label
     }
 
 

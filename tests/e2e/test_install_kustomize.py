@@ -90,6 +90,7 @@ def test_kubectl_apply_k_installs_everything(kubectl: Any) -> None:
             ("watch", "resourcepools.respool.io"),
             ("create", "events"),
             ("list", "nodes"),
+            ("patch", "nodes"),  # enforcement: Taint (its own taint and label only)
             ("watch", "namespaces"),
             ("list", "customresourcedefinitions.apiextensions.k8s.io"),
         ]
@@ -98,7 +99,9 @@ def test_kubectl_apply_k_installs_everything(kubectl: Any) -> None:
             ("create", "resourcereservations.respool.io"),
             ("delete", "resourcepools.respool.io"),
             ("update", "resourcepools.respool.io"),
-            ("patch", "nodes"),
+            ("update", "nodes"),
+            ("delete", "nodes"),
+            ("create", "nodes"),
             ("create", "pods"),
             ("patch", "customresourcedefinitions.apiextensions.k8s.io"),
         ]

@@ -286,6 +286,8 @@ def test_operator_runs_with_only_the_chart_identity(
                     },
                     "namespaceSelector": {"matchLabels": {"respool.io/rbac-test": suffix}},
                     "trackNodes": True,
+                    # Node enforcement: the operator patches its taint and label onto Nodes.
+                    "enforcement": "Taint",
                     "policy": {"defaultDuration": "1h", "claimTimeout": "1m"},
                 },
             }
@@ -308,6 +310,31 @@ def test_operator_runs_with_only_the_chart_identity(
             }
         ),
     )
+
+    # enforcement: Taint: the Node of rank 0, Ready, carries the taint of what holds it.
+    enforced = f"rbac{suffix}-0"
+    kubectl(
+        "create",
+        "-f",
+        "-",
+        input=json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {"name": enforced, "labels": {"team": "kept"}},
+                "spec": {"taints": [{"key": "other.io/kept", "effect": "PreferNoSchedule"}]},
+            }
+        ),
+    )
+    kubectl(
+        "patch", "node", enforced, "--subresource=status", "--type=merge", "-p",
+        json.dumps({"status": {"conditions": [{"type": "Ready", "status": "True",
+                                               "reason": "Test", "message": "set by the test"}]}}),
+    )
+
+    def respool_taints() -> list[dict[str, Any]]:
+        node = _get(kubectl, "node", enforced)
+        return [t for t in node["spec"].get("taints") or [] if t["key"] == "respool.io/reserved"]
 
     # With leader election, as the chart runs it: the Lease in the chart's namespace, which the
     # chart's Role (not its ClusterRole) lets it create, read and renew; a second replica with
@@ -371,6 +398,15 @@ def test_operator_runs_with_only_the_chart_identity(
         assert _get(kubectl, "rsv", "later", "-n", team)["status"]["preReservationId"]
         wait_for("short Expired", lambda: phase_of(kubectl, team, "short") == "Expired", timeout=30)
 
+        # The Node of the exclusive holder 'now' is tainted and labelled (rank 1 is down, so
+        # 'now' holds rank 0); the Node's own taint and label stay.
+        wait_for("the reservation taint", lambda: respool_taints() == [
+            {"key": "respool.io/reserved", "value": f"{team}.now", "effect": "NoSchedule"}])
+        node = _get(kubectl, "node", enforced)
+        assert node["metadata"]["labels"]["respool.io/reservation"] == f"{team}.now"
+        assert node["metadata"]["labels"]["team"] == "kept"
+        assert {"key": "other.io/kept", "effect": "PreferNoSchedule"} in node["spec"]["taints"]
+
         # The pool's status summary is written with the same identity.
         def pool_counts() -> Any:
             status = _get(kubectl, "rpool", pool).get("status") or {}
@@ -399,6 +435,11 @@ def test_operator_runs_with_only_the_chart_identity(
             lambda: kubectl("get", "rsv", "now", "-n", team, check=False).returncode != 0,
             timeout=30,
         )
+        # Released: the taint and label go, the Node's own stay.
+        wait_for("the reservation taint removed", lambda: respool_taints() == [])
+        node = _get(kubectl, "node", enforced)
+        assert "respool.io/reservation" not in node["metadata"]["labels"]
+        assert {"key": "other.io/kept", "effect": "PreferNoSchedule"} in node["spec"]["taints"]
 
         # The second identity: the chart's tenant role (respool-edit for a release named
         # respool), bound in the tenant namespace only - what the built-in `edit` role
@@ -516,7 +557,7 @@ def test_operator_runs_with_only_the_chart_identity(
         kubectl("delete", "rsv", "--all", "-n", team, "--wait=false", check=False)
         kubectl("delete", "rsv", "--all", "-n", tenant, "--wait=false", check=False)
         kubectl("delete", "rpool", pool, "--wait=false", check=False)
-        kubectl("delete", "node", cordoned, "--wait=false", check=False)
+        kubectl("delete", "node", cordoned, enforced, "--wait=false", check=False)
 
     for log in (operator.log(), standby.log()):
         denied = REFUSED_CALL.search(log)

@@ -43,6 +43,7 @@ POOL_SPEC: dict[str, Any] = {
     },
     "down": "3",
     "trackNodes": False,
+    "enforcement": "None",
     "namespaceSelector": {},
     "policy": {"defaultDuration": "1h", "maxDuration": "24h", "claimTimeout": "5m"},
 }

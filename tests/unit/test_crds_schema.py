@@ -152,6 +152,7 @@ def test_spec_and_status_carry_the_design_field_names() -> None:
         "resources",
         "down",
         "trackNodes",
+        "enforcement",  # wave 2 (DESIGN.md section 6)
         "expiration",
         "namespaceSelector",
         "policy",

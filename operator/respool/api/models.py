@@ -104,6 +104,14 @@ class ClaimPolicy(StrEnum):
     MANUAL = "Manual"
 
 
+class Enforcement(StrEnum):
+    """``ResourcePool.spec.enforcement``: whether the operator keeps others' Pods off the Nodes
+    an exclusive reservation holds (the ranks' host names are Kubernetes Node names)."""
+
+    NONE = "None"
+    TAINT = "Taint"
+
+
 class ConditionType(StrEnum):
     """Condition types on both kinds. Ready/Reconciling/Stalled follow kstatus."""
 
@@ -532,6 +540,13 @@ class ResourcePoolSpec(WireModel):
     track_nodes: bool = Field(
         default=False,
         description="Mark a rank down while the Kubernetes Node of the same name is NotReady or cordoned.",
+    )
+    enforcement: Enforcement = Field(
+        default=Enforcement.NONE,
+        description="None: reservations are bookings only. Taint: while an exclusive "
+        "reservation is Active, each Node it holds (the rank's host name is the Node name) "
+        "carries the taint respool.io/reserved=<namespace>.<name>:NoSchedule and the label "
+        "respool.io/reservation=<namespace>.<name>, removed when it ends.",
     )
     expiration: Timestamp | None = Field(
         default=None, description="Nothing is granted past this time (RFC 3339)."

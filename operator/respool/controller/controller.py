@@ -30,6 +30,7 @@ from respool.controller.kubeapi import (
     watch_events,
 )
 from respool.controller.lifecycle import Reservation
+from respool.controller.node_enforcement import NodeEnforcer
 from respool.controller.ports import ClusterFacts, EventSink, PoolPort
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,9 @@ class Controller:
         self._monotonic = monotonic
         self.events = EventPoster(api)
         self.facts = ClusterFacts(api)
+        # Taints and labels on the Nodes of enforcing pools: fed the same listings and watch
+        # events as the actors, decides from them alone (level-based, see node_enforcement).
+        self.enforcer = NodeEnforcer(api)
         # The one port every actor gets (the composition root is here, nowhere else).
         self.port = PoolPort(api=api, events=events if events is not None else self.events,
                              facts=self.facts, pool_status_interval=pool_status_interval,
@@ -82,6 +86,7 @@ class Controller:
         try:
             async for node in self.api.list_items("/api/v1/nodes"):
                 self.facts.note_node(node)
+                self.enforcer.on_node(None, node)
         except ApiError as exc:
             logger.warning("cannot list Nodes (trackNodes will see none): %s", exc)
         try:
@@ -93,7 +98,9 @@ class Controller:
             name = (pool.get("metadata") or {}).get("name")
             if name:
                 self._actor(name).pool_raw = pool
+                self.enforcer.on_pool(None, pool)
         for raw in reservations:
+            self.enforcer.on_reservation(None, raw)
             record = Reservation.from_object(raw)
             if record is None:
                 continue
@@ -107,6 +114,7 @@ class Controller:
             restored += len(actor.planner.bookings()) if actor.planner is not None else 0
         for actor in self.actors.values():
             actor.start()
+        self.enforcer.start()  # after everything is listed: it removes what nothing holds
         # Reservations are watched here, not by kopf: from exactly the listed version (no event
         # is missed between the listing and the watch), and without kopf's per-event work,
         # which was most of the operator's CPU per reservation (docs/operator.md).
@@ -166,6 +174,7 @@ class Controller:
         if self._recheck is not None:
             self._recheck.cancel()
             self._recheck = None
+        await self.enforcer.stop()
         for actor in list(self.actors.values()):
             await actor.stop()
         for task in list(self._stopping):
@@ -315,6 +324,7 @@ class Controller:
         name = (raw.get("metadata") or {}).get("name")
         if not name:
             return
+        self.enforcer.on_pool(event_type, raw)
         self._actor(name).pool_event(None if event_type == "DELETED" else raw)
         if event_type == "DELETED":
             self._drop_if_unused(name)
@@ -326,6 +336,7 @@ class Controller:
             return
         pool = str((raw.get("spec") or {}).get("pool") or "")
         previous = self.owner.get(uid)
+        self.enforcer.on_reservation(event_type, raw)
         if event_type == "DELETED":
             self.owner.pop(uid, None)
             self._uid_namespace.pop(uid, None)
@@ -349,6 +360,7 @@ class Controller:
 
     def on_node(self, event_type: str | None, raw: dict[str, Any]) -> None:
         name = (raw.get("metadata") or {}).get("name")
+        self.enforcer.on_node(event_type, raw)
         if event_type == "DELETED":
             changed = self.facts.node_deleted(name or "")
         else:
