@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -292,3 +293,21 @@ def test_a_status_written_by_someone_else_is_overwritten(
     after = rk.get(namespace, "waiter")["status"]
     assert after.get("reservationId") is None and after["retryCount"] == waiter["retryCount"]
     assert_no_conflicting_holds(rk.list(namespace))
+
+
+def test_max_wait_ends_a_wait_on_a_pool_never_usable(
+        rk: Any, operator: Any, namespace: str, pools: list[str]) -> None:
+    """Found by the simulation (seed 324): with no planner for a pool whose spec the operator
+    cannot use, a Pending reservation past its maxWait was due again at once, for ever - the
+    actor spun at one instant and the reservation stayed Pending. It fails, MaxWaitExceeded,
+    as it does while its pool is missing."""
+    pool = f"never-usable-{secrets.token_hex(3)}"
+    # Admitted by the API server, refused by the operator: 3 host names for 1 rank.
+    rk.create_pool(pool, {"resources": _R(pool, ranks=1, cores=1, hosts=f"{pool}-n[0-2]")})
+    pools.append(pool)
+    rk.create(namespace, "waiter", {"pool": pool, "duration": "1h", "maxWait": "2s"})
+    rk.wait_for(namespace, "waiter", lambda o: "not usable" in (o.get("status") or {}).get(
+        "message", "") or (o.get("status") or {}).get("phase") == "Failed",
+                what="waiting for a usable pool")
+    failed = rk.wait_phase(namespace, "waiter", "Failed")
+    assert rk.condition(failed, "Stalled")["reason"] == "MaxWaitExceeded", failed["status"]

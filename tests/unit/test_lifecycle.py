@@ -766,3 +766,51 @@ def test_a_scheduled_window_that_cannot_move_earlier_changes_nothing_in_the_plan
     assert later.status["phase"] == "Scheduled"
     assert p.generation == generation and p.get(later.uid) is booking
     assert "Moved" not in reasons(outcome)
+
+
+def test_max_wait_ends_a_reservation_whose_pool_is_unusable() -> None:
+    """Seed 324 of the simulation: a restarted operator has no planner for a pool whose spec it
+    cannot use. A Pending reservation with maxWait was told to wake at its maxWait deadline
+    even once that had passed - due again at once, decided again at the same instant, for
+    ever (a busy loop). Past maxWait it fails, as it does while its pool is missing."""
+    r = rsv({"maxWait": "10m"})
+    broken = pool(ready=False, problem="invalid spec: 5 hosts for 2 ranks")
+    outcome = apply(r, broken, None, T0)
+    assert r.status["phase"] == "Pending" and outcome.wake_at == T0 + 600
+    outcome = apply(r, broken, None, T0 + 600)
+    assert r.status["phase"] == "Failed"
+    assert condition(r, "Stalled")["reason"] == "MaxWaitExceeded"
+    assert outcome.wake_at is None
+
+
+_CONTEXTS = {
+    "usable": lambda: (pool(), planner()),
+    "missing": lambda: (pool(exists=False, ready=False), None),
+    "unusable, no planner": lambda: (pool(ready=False, problem="bad R"), None),
+    "deleting": lambda: (pool(deleting=True), planner()),
+    "namespace not admitted": lambda: (pool(namespace_allowed=lambda ns: False), planner()),
+}
+
+
+@pytest.mark.parametrize("context", sorted(_CONTEXTS))
+@pytest.mark.parametrize("spec", [
+    {}, {"maxWait": "10m"}, {"maxWait": "10m", "nextAvailable": False},
+    {"startTime": format_time(T0 + 300)}, {"startTime": format_time(T0 + 300), "maxWait": "1m"},
+    {"claimPolicy": "Manual"}, {"duration": "30s"},
+])
+def test_a_decision_never_asks_to_wake_at_or_before_now(context: str,
+                                                        spec: dict[str, Any]) -> None:
+    """The actor decides a reservation again when its wake time has come: a wake time not
+    later than the decision's own instant makes it due again at once, a busy loop (seed 324).
+    Decided again at every deadline it names, for a simulated hour, it never asks for one."""
+    ctx, p = _CONTEXTS[context]()
+    if p is not None:  # a blocker, so that waiting and later windows happen too
+        apply(rsv({"request": {"nodes": 2, "coresPerSlot": 4}, "duration": "20m"}), pool(),
+              p, T0)
+    r, now = rsv(spec), T0
+    for _ in range(20):
+        outcome = apply(r, ctx, p, now)
+        assert outcome.wake_at is None or outcome.wake_at > now, (now, r.status)
+        if outcome.wake_at is None or outcome.wake_at > T0 + 3600:
+            break
+        now = outcome.wake_at

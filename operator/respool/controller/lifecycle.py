@@ -643,6 +643,13 @@ class _Decider:
                     self.event(Reason.EXTENSION_DENIED.value, message, warning=True)
             return self._active(spec, booking, length, generation_changed)
         if not self.pool.ready or self.planner is None:
+            # maxWait runs while the pool is unusable, as it does while the pool is missing
+            # (_pool_gate): once it has passed the reservation fails. Waking at a deadline
+            # already passed would make it due again at once, at the same instant - a busy
+            # loop that found by the simulation (seed 324) while a restarted operator had no
+            # planner for a pool whose spec it could not use.
+            if self._max_wait_passed(spec):
+                return self._max_wait_failure(spec)
             self.wake(self._max_wait_deadline(spec))
             return self.wait(Reason.POOL_NOT_FOUND.value,
                              f"ResourcePool {spec.pool!r} is not usable: {self.pool.problem}",
