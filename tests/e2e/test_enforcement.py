@@ -4,6 +4,12 @@ kube-controller-manager and kwok's simulated Nodes, with the operator as a real 
 - `enforcement: Taint`: while an exclusive reservation is Active its Nodes carry the taint and
   label; other Pods are not scheduled there, and are once it ends. Others' taints and labels
   stay; a restarted operator removes what nothing holds any more.
+- The mutating webhook (`respool run --webhook-port`, reached by the API server on loopback):
+  Pods labelled respool.io/reservation get the toleration and node affinity and land on the
+  granted Node only; a Pod of a reservation not Active yet is gated until its window opens,
+  then scheduled; missing, foreign, Failed and Expired reservations are refused with a message
+  that says which; while the operator is down labelled Pods are refused (failurePolicy Fail)
+  and unlabelled ones are created as ever.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from e2e.conftest import REPO, OperatorProcess, RespoolKube
+from e2e.conftest import REPO, OperatorProcess, RespoolKube, _free_port
 
 PATIENCE = 180.0
 RESERVED = "respool.io/reserved"
@@ -49,12 +55,18 @@ def enforcing_operator(whole_cluster: Any, tmp_path: Path,
     subprocess.run([*kubectl, "wait", "--for=condition=Established", "--timeout=120s",
                     "crd/resourcepools.respool.io", "crd/resourcereservations.respool.io"],
                    env=env, check=True, capture_output=True, timeout=180)
-    process = OperatorProcess(env, tmp_path / "operator.log")
+    process = OperatorProcess(env, tmp_path / "operator.log",
+                              ["--webhook-port", str(_free_port())])
     process.start(timeout=120)
     try:
         yield process
     finally:
         process.stop()
+        # The registration outlives the operator (failurePolicy Fail, on purpose): gone with
+        # the test, so that no later test's labelled Pod meets a webhook nobody serves.
+        for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
+            subprocess.run([*kubectl, "delete", kind, "respool.io", "--ignore-not-found"],
+                           env=env, check=False, capture_output=True, timeout=60)
         assert "Traceback" not in process.log_text(), process.log_text()[-4000:]
 
 
@@ -178,3 +190,145 @@ def test_an_exclusive_reservation_keeps_other_pods_off_its_node_until_it_ends(
         rk.delete_pool(pool)
         for host in hosts:
             core.delete_node(host)
+
+
+def _webhook_ready(admission: Any) -> bool:
+    from kubernetes.client.rest import ApiException
+
+    try:
+        config = admission.read_mutating_webhook_configuration("respool.io")
+    except ApiException as error:
+        if error.status == 404:
+            return False
+        raise
+    return any(hook.client_config.ca_bundle for hook in config.webhooks or [])
+
+
+def _refusal(core: Any, namespace: str, pod: dict[str, Any]) -> str:
+    from kubernetes.client.rest import ApiException
+
+    try:
+        core.create_namespaced_pod(namespace, pod)
+    except ApiException as error:
+        return str(error.body)
+    raise AssertionError(f"{pod['metadata']['name']} was admitted")
+
+
+def test_the_webhook_steers_gates_and_refuses_pods_that_name_a_reservation(
+    whole_cluster: Any, whole_cluster_api: Any, whole_cluster_namespace: str,
+    enforcing_operator: OperatorProcess,
+) -> None:
+    import datetime
+
+    from kubernetes import client
+
+    rk = RespoolKube(whole_cluster_api)
+    core = client.CoreV1Api(whole_cluster_api)
+    admission = client.AdmissionregistrationV1Api(whole_cluster_api)
+    ns = whole_cluster_namespace
+    suffix = secrets.token_hex(3)
+    hosts = [f"whk-{suffix}-{index}" for index in range(2)]
+    whole_cluster.plane.ensure_fake_nodes(hosts, timeout=PATIENCE)
+    now_node, later_node = hosts
+    pool = f"whk-{suffix}"
+    other_ns = f"whk-other-{suffix}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=other_ns)))
+    rk.create_pool(pool, _pool_spec(hosts, enforcement="Taint"))
+    try:
+        wait_for("the webhook registered with its CA bundle", lambda: _webhook_ready(admission))
+        config = admission.read_mutating_webhook_configuration("respool.io")
+        [hook] = config.webhooks
+        assert hook.failure_policy == "Fail"
+        assert hook.object_selector.match_expressions[0].key == LABEL
+        assert hook.object_selector.match_expressions[0].operator == "Exists"
+        rk.wait_pool(pool, lambda o: (o.get("status") or {}).get("down") == "",
+                     timeout=PATIENCE, what="all ranks up")
+
+        # A reservation that is over quickly (its Pods are refused below).
+        rk.create(ns, "brief", {"pool": pool, "request": {"slots": 1}, "duration": "3s",
+                                "constraints": {"hostlist": [later_node]}})
+        # Active: the holder's Pod gets the toleration and the affinity, and lands there.
+        rk.create(ns, "train", {"pool": pool, "request": {"nodes": 1, "exclusive": True},
+                                "constraints": {"hostlist": [now_node]}, "duration": "1h"})
+        rk.wait_phase(ns, "train", "Active", timeout=PATIENCE)
+        wait_for("the taint", lambda: _ours(core, now_node)[1] == f"{ns}.train")
+        pod = core.create_namespaced_pod(ns, _pod("holder", labels={LABEL: "train"}))
+        assert [(t.key, t.operator, t.effect) for t in pod.spec.tolerations
+                if t.key == RESERVED] == [(RESERVED, "Exists", "NoSchedule")]
+        terms = pod.spec.affinity.node_affinity.required_during_scheduling_ignored_during_execution
+        assert [(f.key, f.operator, f.values) for f in terms.node_selector_terms[0].match_fields] \
+            == [("metadata.name", "In", [now_node])]
+        assert not pod.spec.scheduling_gates
+        assert wait_for("holder Running", lambda: _running_on(core, ns, "holder")) == now_node
+
+        # Not Active yet: gated; once its window opens, lifted and scheduled on its Node.
+        start = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=20)
+        rk.create(ns, "later", {"pool": pool, "request": {"nodes": 1, "exclusive": True},
+                                "constraints": {"hostlist": [later_node]},
+                                "startTime": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                                "duration": "1h", "nextAvailable": False})
+        rk.wait_phase(ns, "later", "Scheduled", timeout=PATIENCE)
+        gated = core.create_namespaced_pod(ns, _pod("early", labels={LABEL: "later"}))
+        assert [g.name for g in gated.spec.scheduling_gates] == [LABEL]
+        assert wait_for("early SchedulingGated", lambda: next(
+            (c for c in core.read_namespaced_pod("early", ns).status.conditions or []
+             if c.type == "PodScheduled" and c.reason == "SchedulingGated"), None))
+        assert rk.phase(rk.get(ns, "later")) == "Scheduled"
+        assert core.read_namespaced_pod("early", ns).spec.node_name is None
+        rk.wait_phase(ns, "later", "Active", timeout=PATIENCE)
+        assert wait_for("early Running", lambda: _running_on(core, ns, "early")) == later_node
+        lifted = core.read_namespaced_pod("early", ns)
+        assert not lifted.spec.scheduling_gates
+        terms = lifted.spec.affinity.node_affinity.required_during_scheduling_ignored_during_execution
+        assert terms.node_selector_terms[0].match_fields[0].values == [later_node]
+
+        # Refusals, each saying which.
+        message = _refusal(core, ns, _pod("p1", labels={LABEL: "no-such"}))
+        assert "'no-such' does not exist in namespace" in message, message
+        rk.create(other_ns, "theirs", {"pool": pool, "request": {"nodes": 1},
+                                       "startTime": "2030-01-01T00:00:00Z", "duration": "1h"})
+        wait_for("theirs seen", lambda: rk.phase(rk.get(other_ns, "theirs")) is not None)
+        message = _refusal(core, ns, _pod("p2", labels={LABEL: "theirs"}))
+        assert f"'theirs' is not in namespace '{ns}' (it is in '{other_ns}')" in message, message
+        rk.create(ns, "too-big", {"pool": pool, "request": {"nodes": 5}})
+        rk.wait_phase(ns, "too-big", "Failed", timeout=PATIENCE)
+        message = _refusal(core, ns, _pod("p3", labels={LABEL: "too-big"}))
+        assert "'too-big' in namespace" in message and "is Failed (Infeasible)" in message, message
+        rk.wait_phase(ns, "brief", "Expired", timeout=PATIENCE)
+        message = _refusal(core, ns, _pod("p4", labels={LABEL: "brief"}))
+        assert "'brief' in namespace" in message and "has Expired" in message, message
+
+        # An unlabelled Pod never reaches the webhook: nothing added to it.
+        plain = core.create_namespaced_pod(ns, _pod("plain"))
+        assert not any(t.key == RESERVED for t in plain.spec.tolerations or [])
+
+        # Operator down: labelled Pods are refused (failurePolicy Fail), others created.
+        enforcing_operator.stop()
+        message = _refusal(core, ns, _pod("while-down", labels={LABEL: "train"}))
+        assert "failed calling webhook" in message, message
+        core.create_namespaced_pod(ns, _pod("plain-while-down"))
+        enforcing_operator.start(timeout=120)
+        wait_for("labelled Pods admitted again", lambda: _admitted(
+            core, ns, _pod("after-restart", labels={LABEL: "train"})), timeout=PATIENCE)
+    finally:
+        for namespace in (ns, other_ns):
+            for item in rk.list(namespace):
+                rk.delete(namespace, item["metadata"]["name"])
+            wait_for("reservations gone", lambda namespace=namespace: not rk.list(namespace),
+                     timeout=60)
+        core.delete_namespace(other_ns)
+        rk.delete_pool(pool)
+        for host in hosts:
+            core.delete_node(host)
+
+
+def _admitted(core: Any, namespace: str, pod: dict[str, Any]) -> bool:
+    from kubernetes.client.rest import ApiException
+
+    try:
+        core.create_namespaced_pod(namespace, pod)
+    except ApiException as error:
+        if "failed calling webhook" in str(error.body):
+            return False
+        raise
+    return True

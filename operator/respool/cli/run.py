@@ -38,6 +38,18 @@ def _seconds(text: str) -> float:
     return value
 
 
+class RefusalIsNotAnError(logging.Filter):
+    """kopf logs a webhook handler's AdmissionError at ERROR ("Webhook 'pods' failed
+    permanently: ..."): for the admission webhook a refused Pod is the answer working as
+    designed (the user gets the message), so it is logged at INFO."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (record.levelno == logging.ERROR and record.name.startswith("kopf")
+                and record.getMessage().startswith("Webhook 'pods' failed permanently")):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 class RetryIsAWarning(logging.Filter):
     """kopf logs every retried API request at ERROR. While the API server is away (an upgrade,
     a restart) that is a stream of errors, four watches at a time, for something kopf and
@@ -86,6 +98,29 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "--pool-status-interval", type=float, default=1.0, metavar="SECONDS",
         help="at most one ResourcePool status write per pool per this many seconds",
     )
+    webhook = parser.add_argument_group(
+        "admission webhook",
+        "Serve the mutating webhook for Pods labelled respool.io/reservation (docs/api.md, "
+        "'Workloads'): kopf registers the MutatingWebhookConfiguration 'respool.io' with the "
+        "current CA bundle; failurePolicy Fail (labelled Pods are refused while the operator is "
+        "away; unlabelled Pods never reach it). Also lifts the scheduling gate it sets.")
+    webhook.add_argument(
+        "--webhook-port", type=int, default=None, metavar="PORT",
+        help="serve the admission webhook (HTTPS) on this port (default: off)")
+    webhook.add_argument(
+        "--webhook-address", default="127.0.0.1", metavar="ADDR",
+        help="address to listen on (default 127.0.0.1, where a local API server reaches it; "
+        "0.0.0.0 in a Pod)")
+    webhook.add_argument(
+        "--webhook-host", default=None, metavar="HOST",
+        help="host name or address the API server calls (default: --webhook-address)")
+    webhook.add_argument(
+        "--webhook-service", default=None, metavar="NAMESPACE/NAME",
+        help="in a cluster: the API server calls this Service (port 443) instead of a URL")
+    webhook.add_argument(
+        "--webhook-cert-dir", default=None, metavar="DIR",
+        help="tls.crt, tls.key (and ca.crt) from a mounted Secret; when absent, a CA and a "
+        "serving certificate are made there (default: a new temporary directory)")
     election = parser.add_argument_group(
         "high availability",
         "Run several replicas: the holder of a coordination.k8s.io Lease runs the controller, "
@@ -139,6 +174,24 @@ def run(args: argparse.Namespace) -> int:
             raise SystemExit(f"respool run: {exc}") from None
         if not args.leader_election_id.strip():
             raise SystemExit("respool run: --leader-election-id must not be empty")
+    if args.webhook_port is not None:
+        from pathlib import Path
+
+        from respool.controller.webhook import WebhookOptions
+
+        if not 0 < args.webhook_port < 65536:
+            raise SystemExit(f"respool run: --webhook-port {args.webhook_port} is not a port")
+        service = None
+        if args.webhook_service is not None:
+            namespace, _, name = args.webhook_service.partition("/")
+            if not namespace or not name:
+                raise SystemExit("respool run: --webhook-service must be NAMESPACE/NAME")
+            service = (namespace, name)
+        handlers.OPTIONS.webhook = WebhookOptions(
+            port=args.webhook_port, address=args.webhook_address, host=args.webhook_host,
+            cert_dir=Path(args.webhook_cert_dir) if args.webhook_cert_dir else None)
+        handlers.OPTIONS.webhook_service = service
+        handlers.register_webhook()
     handlers.OPTIONS.namespaces = list(args.namespace)
     handlers.OPTIONS.pool_status_interval = args.pool_status_interval
     log_format = {"plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL,
@@ -146,6 +199,7 @@ def run(args: argparse.Namespace) -> int:
     kopf.configure(verbose=args.verbose, quiet=args.quiet, log_format=log_format)
     for handler in logging.getLogger().handlers:
         handler.addFilter(RetryIsAWarning())
+        handler.addFilter(RefusalIsNotAnError())
     if not args.verbose:
         # kopf logs every handler call per object; our actors log every decision instead.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)

@@ -20,6 +20,7 @@ import aiohttp
 
 from respool.controller import metrics
 from respool.controller.actor import PoolActor
+from respool.controller.admission import ReservationIndex
 from respool.controller.events import EventPoster
 from respool.controller.kubeapi import (
     ApiError,
@@ -31,6 +32,7 @@ from respool.controller.kubeapi import (
 )
 from respool.controller.lifecycle import Reservation
 from respool.controller.node_enforcement import NodeEnforcer
+from respool.controller.pod_gates import GateLifter
 from respool.controller.ports import ClusterFacts, EventSink, PoolPort
 
 logger = logging.getLogger(__name__)
@@ -50,7 +52,9 @@ class Controller:
                  pool_status_interval: float = 1.0, events: EventSink | None = None,
                  clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic,
-                 watch: Callable[..., AsyncIterator[dict[str, Any]]] = watch_events) -> None:
+                 watch: Callable[..., AsyncIterator[dict[str, Any]]] = watch_events,
+                 pod_gates: bool = False) -> None:
+        namespaces = list(namespaces)
         self.api = api
         self._watch = watch
         self._monotonic = monotonic
@@ -59,6 +63,11 @@ class Controller:
         # Taints and labels on the Nodes of enforcing pools: fed the same listings and watch
         # events as the actors, decides from them alone (level-based, see node_enforcement).
         self.enforcer = NodeEnforcer(api)
+        # What the admission webhook reads (respool.controller.webhook), and, with the webhook
+        # on, the scheduling gates it set, lifted when their reservation becomes Active.
+        self.reservations = ReservationIndex()
+        self.gates = GateLifter(api, self.reservations, namespaces=list(namespaces),
+                                watch=watch) if pod_gates else None
         # The one port every actor gets (the composition root is here, nowhere else).
         self.port = PoolPort(api=api, events=events if events is not None else self.events,
                              facts=self.facts, pool_status_interval=pool_status_interval,
@@ -101,6 +110,9 @@ class Controller:
                 self.enforcer.on_pool(None, pool)
         for raw in reservations:
             self.enforcer.on_reservation(None, raw)
+            self.reservations.on_reservation(None, raw)
+            if self.gates is not None:
+                self.gates.on_reservation(None, raw)
             record = Reservation.from_object(raw)
             if record is None:
                 continue
@@ -115,6 +127,8 @@ class Controller:
         for actor in self.actors.values():
             actor.start()
         self.enforcer.start()  # after everything is listed: it removes what nothing holds
+        if self.gates is not None:
+            self.gates.start()
         # Reservations are watched here, not by kopf: from exactly the listed version (no event
         # is missed between the listing and the watch), and without kopf's per-event work,
         # which was most of the operator's CPU per reservation (docs/operator.md).
@@ -175,6 +189,8 @@ class Controller:
             self._recheck.cancel()
             self._recheck = None
         await self.enforcer.stop()
+        if self.gates is not None:
+            await self.gates.stop()
         for actor in list(self.actors.values()):
             await actor.stop()
         for task in list(self._stopping):
@@ -337,6 +353,9 @@ class Controller:
         pool = str((raw.get("spec") or {}).get("pool") or "")
         previous = self.owner.get(uid)
         self.enforcer.on_reservation(event_type, raw)
+        self.reservations.on_reservation(event_type, raw)  # before the gates read it
+        if self.gates is not None:
+            self.gates.on_reservation(event_type, raw)
         if event_type == "DELETED":
             self.owner.pop(uid, None)
             self._uid_namespace.pop(uid, None)

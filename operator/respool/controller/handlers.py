@@ -28,6 +28,7 @@ import kopf
 from respool.controller import metrics
 from respool.controller.controller import Controller
 from respool.controller.kubeapi import GROUP, POOLS, VERSION, KubeApi
+from respool.controller.webhook import WebhookOptions
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,9 @@ class RunOptions:
 
     namespaces: list[str] = field(default_factory=list)
     pool_status_interval: float = 1.0
+    #: The admission webhook (port None: off) and, in a cluster, its Service (namespace, name).
+    webhook: WebhookOptions = field(default_factory=WebhookOptions)
+    webhook_service: tuple[str, str] | None = None
 
 
 OPTIONS = RunOptions()
@@ -103,9 +107,14 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.peering.standalone = True
     settings.networking.connect_timeout = 10
     settings.networking.request_timeout = 60
+    webhook_on = OPTIONS.webhook.port is not None
+    if webhook_on:
+        from respool.controller import webhook
+
+        webhook.configure(settings, OPTIONS.webhook, OPTIONS.webhook_service)
     api = KubeApi(connection_info(settings), relogin=lambda: connection_info(settings))
     ctl = Controller(api, namespaces=OPTIONS.namespaces,
-                     pool_status_interval=OPTIONS.pool_status_interval)
+                     pool_status_interval=OPTIONS.pool_status_interval, pod_gates=webhook_on)
     try:
         await ctl.start()
     except RuntimeError as exc:
@@ -115,6 +124,13 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     # The event loop's lag (respool_event_loop_lag_seconds): one slow piece of work delays
     # every pool, the watches and the Lease, so it is measured, not guessed.
     _lag_sampler.append(asyncio.create_task(metrics.sample_loop_lag(), name="respool-loop-lag"))
+
+
+def register_webhook() -> None:
+    """With `respool run --webhook-port`: the Pod admission handler (before kopf starts)."""
+    from respool.controller import webhook
+
+    webhook.register(lambda: (controller().reservations, controller().api))
 
 
 @kopf.on.cleanup()

@@ -293,16 +293,17 @@ class WatchExpired(Exception):
 
 
 async def watch_events(
-    api: KubeApi, path: str, resource_version: str, *, timeout_seconds: int = 300
+    api: KubeApi, path: str, resource_version: str, *, timeout_seconds: int = 300,
+    params: Mapping[str, str] | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
     """Yield the raw watch events of a collection from `resource_version` (bookmarks too).
 
     Ends normally when the server closes the stream (reconnect with the last version seen);
     raises WatchExpired when the version is too old (relist), ApiError for other errors."""
     session = api._ensure_session()
-    params = {"watch": "1", "resourceVersion": resource_version, "allowWatchBookmarks": "true",
-              "timeoutSeconds": str(timeout_seconds)}
-    url = f"{api.server}{path}?{urlencode(params)}"
+    query = {**(params or {}), "watch": "1", "resourceVersion": resource_version,
+             "allowWatchBookmarks": "true", "timeoutSeconds": str(timeout_seconds)}
+    url = f"{api.server}{path}?{urlencode(query)}"
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=timeout_seconds + 30)
     async with session.get(url, timeout=timeout) as response:
         if response.status == 410:
