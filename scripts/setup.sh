@@ -2,7 +2,7 @@
 # Shared set-up for scripts/test.sh and scripts/demo.sh (source it; it defines functions only).
 #
 #   respool_setup   create .venv (Python >= 3.11) if missing, make it hold exactly the locked
-#                   closure of uv.lock (respool editable, with its test and dev extras), then
+#                   closure of uv.lock (respool editable, with its client, test and dev extras), then
 #                   build or reuse the cached dev-cluster binaries (kube-apiserver, kubectl,
 #                   kube-scheduler, kube-controller-manager, etcd, helm, kwok)
 #                   (`respool dev build`).
@@ -55,7 +55,7 @@ respool_setup() {
     # refreshing the lock stops here with uv's message instead of testing something else.
     say "installing the locked closure (uv.lock) into .venv"
     UV_PROJECT_ENVIRONMENT="$VENV_DIR" UV_PYTHON_DOWNLOADS=never \
-        "$VENV_BIN/uv" sync --locked --extra test --extra dev --quiet \
+        "$VENV_BIN/uv" sync --locked --extra client --extra test --extra dev --quiet \
         || die "uv sync failed: if pyproject.toml changed, refresh the lock with '.venv/bin/uv lock' and commit uv.lock"
     say "building or reusing the control-plane binaries (first run: 15-40 minutes)"
     RESPOOL_BIN_DIR_BUILT="$("$VENV_BIN/respool" dev build)" || die "could not build the control-plane binaries (see above)"

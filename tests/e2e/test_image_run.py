@@ -327,6 +327,51 @@ def test_the_image_runs_as_the_chart_deploys_it_and_reconciles_the_examples(
             kubectl("delete", "rpool", pool, "--wait=false", check=False)
 
 
+#: issue 17's target for the image (uncompressed, as `buildah images` reports it).
+IMAGE_SIZE_LIMIT = 150_000_000
+
+
+def _tree_bytes(root: Path) -> int:
+    """Bytes of the files under ``root`` (each inode once, symlinks as links): about what
+    `buildah images` reports for an image of one flattened layer."""
+    seen: set[int] = set()
+    total = 0
+    for directory, _dirs, files in os.walk(root):
+        for name in files:
+            info = os.lstat(os.path.join(directory, name))
+            if info.st_ino not in seen:
+                seen.add(info.st_ino)
+                total += info.st_size
+    return total
+
+
+def test_the_image_holds_the_operator_only_and_fits_the_size_target(
+    image_rootfs: tuple[Path, dict[str, Any]],
+) -> None:
+    """No Kubernetes client in the image (the client extra; the operator never imports it), the
+    whole filesystem within 150 MB, and the client's commands there say what to install."""
+    rootfs, config = image_rootfs
+    (site_packages,) = (rootfs / "opt" / "respool" / "lib").glob("python3*/site-packages")
+    assert (site_packages / "kopf").is_dir() and (site_packages / "respool").is_dir()
+    assert not (site_packages / "kubernetes").exists()
+    assert not (site_packages / "urllib3").exists()
+    size = _tree_bytes(rootfs)
+    assert size <= IMAGE_SIZE_LIMIT, f"the image's files take {size / 1e6:.0f} MB"
+    env = dict(item.split("=", 1) for item in config.get("Env") or [])
+    user = config["User"]
+    ran = subprocess.run(
+        ["chroot", f"--userspec={user}", str(rootfs), "/usr/bin/env", "-i",
+         *(f"{k}={v}" for k, v in env.items()), *config["Entrypoint"], "get", "pools"],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert ran.returncode == 2, (ran.stdout, ran.stderr)
+    assert "pip install 'respool[client]'" in ran.stderr, ran.stderr
+    ran = subprocess.run(
+        ["chroot", f"--userspec={user}", str(rootfs), "/usr/bin/env", "-i",
+         *(f"{k}={v}" for k, v in env.items()), *config["Entrypoint"], "run", "--help"],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert ran.returncode == 0, ran.stderr
+
+
 def _pool(name: str) -> dict[str, Any]:
     return {
         "apiVersion": "respool.io/v1alpha1", "kind": "ResourcePool",

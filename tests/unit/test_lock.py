@@ -2,10 +2,10 @@
 
 - the lock agrees with pyproject.toml (`uv lock --check`), and the check does fail on a
   pyproject.toml edited without refreshing the lock;
-- the venv the tests run in holds exactly the lock's closure for respool with its test and dev
-  extras (versions included), nothing more;
+- the venv the tests run in holds exactly the lock's closure for respool with its client, test
+  and dev extras (versions included), nothing more;
 - the Dockerfile's install, run here against a scratch venv, yields exactly the lock's runtime
-  closure (no extras), nothing more;
+  closure (no extras: the operator's, without the Kubernetes client), nothing more;
 - uv itself is one version everywhere: the lock, scripts/setup.sh and the Dockerfile.
 
 Needs the venv made by scripts/setup.sh (it holds uv); uv's cache from that set-up serves the
@@ -88,9 +88,12 @@ def _site_packages(prefix: Path) -> Path:
 
 def test_the_runtime_closure_is_locked_and_sane() -> None:
     runtime = _locked_closure(set())
-    assert {"kopf", "kubernetes", "pydantic", "pyyaml", "prometheus-client"} <= set(runtime)
+    assert {"kopf", "aiohttp", "pydantic", "pyyaml", "prometheus-client"} <= set(runtime)
     assert not {"pytest", "mypy", "ruff", "uv", "hypothesis"} & set(runtime)
-    full = _locked_closure({"test", "dev"})
+    # The operator's closure leaves the client's heavy dependency to the client extra.
+    assert not {"kubernetes", "urllib3"} & set(runtime)
+    assert {"kubernetes", "urllib3"} <= set(_locked_closure({"client"}))
+    full = _locked_closure({"client", "test", "dev"})
     assert set(runtime) < set(full)
     assert all(full[name] == version for name, version in runtime.items())
 
@@ -121,9 +124,10 @@ def test_lock_check_fails_on_a_pyproject_edited_without_the_lock(tmp_path: Path)
 
 
 def test_the_venv_holds_exactly_the_locked_closure() -> None:
-    """The venv of scripts/setup.sh: the lock with the test and dev extras, versions included."""
+    """The venv of scripts/setup.sh: the lock with the client, test and dev extras, versions
+    included."""
     installed = _installed(_site_packages(Path(sys.prefix)))
-    expected = _locked_closure({"test", "dev"})
+    expected = _locked_closure({"client", "test", "dev"})
     assert installed.pop("respool") == _lock_version("respool")
     for seed in VENV_SEEDS:
         installed.pop(seed, None)

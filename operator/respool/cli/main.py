@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from respool import __version__
+from respool.extras import CLIENT_EXTRA_INSTALL, ClientExtraMissing, is_client_extra_missing
 
 # Which module registers each top-level command. Only the module that owns the command being
 # run is imported: `ops` pulls in the kubernetes client and `run` pulls in kopf, which would make
@@ -55,8 +56,40 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     modules = _modules_for(sys.argv[1:] if argv is None else argv)
     for name in modules:
-        importlib.import_module(name).register(sub)
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as missing:
+            # The client's commands without the client extra (e.g. in the operator's image):
+            # they stay listed and say how to get them; the operator's commands still work.
+            if not is_client_extra_missing(missing):
+                raise
+            _register_unavailable(sub, name, missing)
+            continue
+        module.register(sub)
     return parser
+
+
+def _register_unavailable(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    module: str,
+    missing: ModuleNotFoundError,
+) -> None:
+    """Register ``module``'s commands as stubs that explain what to install and exit 2."""
+    explanation = str(ClientExtraMissing(missing.name))
+
+    def explain(_args: argparse.Namespace) -> int:
+        print(f"error: {explanation}", file=sys.stderr)
+        return 2
+
+    for command, owner in COMMAND_MODULES.items():
+        if owner != module:
+            continue
+        # No argument can start with NUL, so every word (options and -h too) reaches the stub.
+        stub = sub.add_parser(
+            command, help=f"(needs {CLIENT_EXTRA_INSTALL})", add_help=False, prefix_chars="\x00"
+        )
+        stub.add_argument("ignored", nargs=argparse.REMAINDER)
+        stub.set_defaults(handler=explain)
 
 
 #: What a shell reports for a tool ended by SIGPIPE (128 + 13), e.g. `yes | head`.

@@ -17,13 +17,6 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, Self
 
-import urllib3
-from kubernetes import client as k8s
-from kubernetes import config as _k8s_config
-from kubernetes import watch as _k8s_watch
-from kubernetes.client.exceptions import ApiException
-from kubernetes.config.config_exception import ConfigException
-
 from respool import GROUP, VERSION
 from respool.client.errors import (
     AccessDenied,
@@ -37,6 +30,21 @@ from respool.client.errors import (
     RespoolError,
     ServerError,
 )
+from respool.extras import ClientExtraMissing, is_client_extra_missing
+
+# The client's dependencies come with `pip install 'respool[client]'`; the operator's image
+# does without them. Without them, say so instead of a bare "No module named 'kubernetes'".
+try:
+    import urllib3
+    from kubernetes import client as k8s
+    from kubernetes import config as _k8s_config
+    from kubernetes import watch as _k8s_watch
+    from kubernetes.client.exceptions import ApiException
+    from kubernetes.config.config_exception import ConfigException
+except ModuleNotFoundError as missing:
+    if not is_client_extra_missing(missing):
+        raise
+    raise ClientExtraMissing(missing.name) from missing
 
 POOLS = "resourcepools"
 RESERVATIONS = "resourcereservations"
