@@ -332,3 +332,76 @@ def _admitted(core: Any, namespace: str, pod: dict[str, Any]) -> bool:
             return False
         raise
     return True
+
+
+def test_a_hold_made_from_a_pod_is_released_when_its_job_or_pod_goes(
+    whole_cluster: Any, whole_cluster_api: Any, whole_cluster_namespace: str,
+    enforcing_operator: OperatorProcess, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Holder liveness: the client, run inside a Pod (the downward API's POD_NAME and
+    POD_NAMESPACE, as a CI job's Pod sets them), owns its reservation by the Pod's Job, or by
+    the Pod; deleting that - a cancelled CI job - garbage-collects the reservation, and the
+    operator releases it."""
+    from kubernetes import client
+
+    from respool.client import RespoolClient
+
+    rk = RespoolKube(whole_cluster_api)
+    core = client.CoreV1Api(whole_cluster_api)
+    batch = client.BatchV1Api(whole_cluster_api)
+    ns = whole_cluster_namespace
+    suffix = secrets.token_hex(3)
+    hosts = [f"gc-{suffix}-0"]
+    whole_cluster.plane.ensure_fake_nodes(hosts, timeout=PATIENCE)
+    pool = f"gc-{suffix}"
+    rk.create_pool(pool, _pool_spec(hosts))
+    batch.create_namespaced_job(ns, {
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "ci"},
+        "spec": {"backoffLimit": 0, "template": {"spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "ci", "image": "registry.invalid/ci:1"}]}}}})
+    job_pod = wait_for("the Job's Pod", lambda: next(
+        (p.metadata.name for p in core.list_namespaced_pod(ns, label_selector="job-name=ci").items),
+        None))
+    core.create_namespaced_pod(ns, _pod("runner"))
+
+    def reserve(pod_name: str, name: str, opt_out: bool = False) -> dict[str, Any]:
+        monkeypatch.setenv("POD_NAME", pod_name)
+        monkeypatch.setenv("POD_NAMESPACE", ns)
+        if opt_out:
+            monkeypatch.setenv("RESPOOL_OWNER_REFERENCE", "none")
+        with RespoolClient(ns, str(whole_cluster.kubeconfig)) as respool:
+            respool.create(pool, name=name, cores_per_slot=1, duration="1h")
+        monkeypatch.delenv("RESPOOL_OWNER_REFERENCE", raising=False)
+        return rk.get(ns, name)
+
+    try:
+        by_job = reserve(job_pod, "by-job")
+        job = batch.read_namespaced_job("ci", ns)
+        assert by_job["metadata"]["ownerReferences"] == [
+            {"apiVersion": "batch/v1", "kind": "Job", "name": "ci", "uid": job.metadata.uid}]
+        by_pod = reserve("runner", "by-pod")
+        [owner] = by_pod["metadata"]["ownerReferences"]
+        assert (owner["kind"], owner["name"]) == ("Pod", "runner")
+        unowned = reserve("runner", "unowned", opt_out=True)
+        assert not unowned["metadata"].get("ownerReferences")
+        for name in ("by-job", "by-pod", "unowned"):
+            rk.wait_phase(ns, name, "Active", timeout=PATIENCE)
+
+        # The CI job is cancelled: its hold goes (garbage collector, then the operator's
+        # finalizer releases it); so does the bare Pod's; the opted-out one stays.
+        batch.delete_namespaced_job("ci", ns, propagation_policy="Background")
+        wait_for("by-job collected", lambda: not rk.exists(ns, "by-job"))
+        core.delete_namespaced_pod("runner", ns)
+        wait_for("by-pod collected", lambda: not rk.exists(ns, "by-pod"))
+        assert rk.phase(rk.get(ns, "unowned")) == "Active"
+        rk.wait_pool(pool, lambda o: ((o.get("status") or {}).get("capacity") or {})
+                     .get("core", {}).get("allocated") == 1, timeout=PATIENCE,
+                     what="only the opted-out hold allocated")
+    finally:
+        for item in rk.list(ns):
+            rk.delete(ns, item["metadata"]["name"])
+        wait_for("reservations gone", lambda: not rk.list(ns), timeout=60)
+        rk.delete_pool(pool)
+        for host in hosts:
+            core.delete_node(host)

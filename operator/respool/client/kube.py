@@ -30,6 +30,7 @@ from respool.client.errors import (
     RespoolError,
     ServerError,
 )
+from respool.client.liveness import with_owner
 from respool.extras import ClientExtraMissing, is_client_extra_missing
 
 # The client's dependencies come with `pip install 'respool[client]'`; the operator's image
@@ -135,10 +136,14 @@ class KubeAPI:
         *,
         request_timeout: float = 30.0,
         connection: Connection | None = None,
+        owner_reference: bool = True,
     ) -> None:
         self.connection = connection or connect(kubeconfig, context)
         self.request_timeout = request_timeout
         self.custom = k8s.CustomObjectsApi(self.connection.api_client)
+        #: Holder liveness (respool.client.liveness): a reservation created from inside a Pod
+        #: is owned by that Pod or its Job. False (or RESPOOL_OWNER_REFERENCE=none): never.
+        self.owner_reference = owner_reference
 
     @property
     def default_namespace(self) -> str:
@@ -256,6 +261,8 @@ class KubeAPI:
         it carries this key, it is the one created; else the create is sent again. So a
         retried create never leaves an orphan that nobody can name."""
         body = dict(body)
+        if self.owner_reference:
+            body = with_owner(body, namespace, self._read_pod)
         metadata = dict(body.get("metadata") or {})
         prefix = metadata.pop("generateName", None)
         if not metadata.get("name"):
@@ -291,6 +298,12 @@ class KubeAPI:
                     return mine
         assert lost is not None
         raise lost
+
+    def _read_pod(self, namespace: str, name: str) -> Object:
+        api_client: Any = self.connection.api_client
+        pod = k8s.CoreV1Api(api_client).read_namespaced_pod(
+            name, namespace, _request_timeout=self.request_timeout)
+        return _object(api_client.sanitize_for_serialization(pod))
 
     def _created_with(self, namespace: str, name: str, key: str) -> Object | None:
         """The reservation `name` if it exists and was created with idempotency key `key`."""
