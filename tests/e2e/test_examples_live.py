@@ -63,6 +63,7 @@ PROMISED: dict[str, tuple[set[str], str | None]] = {
     "whole-node": ({"Active"}, None),
     "too-big": ({"Failed"}, "Infeasible"),
     "not-my-lab": ({"Pending"}, "PoolNotFound"),
+    "llm-finetune": ({"Active"}, None),
 }
 
 
