@@ -28,6 +28,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -42,7 +43,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_operator import REPO, Bench, pool_body, rsv_body
 from respool.controller.kubeapi import ApiError, pool_path, reservation_path
 
-LIVENESS_PORT = 18089
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+LIVENESS_PORT = _free_port()  # (free, so that two runs side by side do not collide)
 CHART_MEMORY_LIMIT_MB = 256
 
 
@@ -61,8 +69,16 @@ def costliest_constraints(hosts_prefix: str) -> dict[str, Any]:
 KINDS = ("constraints", "deadlines", "churn", "configs")
 
 
+def maximal_config(shape: str, fill: str = "x") -> dict[str, Any]:
+    """A spec.config of about 255 kB of JSON: one long string ("blob": the largest), or
+    ~85,000 empty objects ("objects": the costliest to parse, ~6 MB once parsed)."""
+    if shape == "objects":
+        return {fill: [{}] * 85_000}
+    return {"blob": fill * 250_000}
+
+
 def hostile_bodies(namespace: str, pool: str, ordinary_pool: str, count: int,
-                   kinds: tuple[str, ...] = KINDS) -> list[dict[str, Any]]:
+                   kinds: tuple[str, ...] = KINDS, shape: str = "blob") -> list[dict[str, Any]]:
     """`count` hostile reservations, the `kinds` in turn; those on `pool` wait behind a holder
     of all of it."""
     bodies = []
@@ -84,11 +100,33 @@ def hostile_bodies(namespace: str, pool: str, ordinary_pool: str, count: int,
             spec["pool"] = ordinary_pool
             spec["request"] = {"coresPerSlot": 1}
             spec["nextAvailable"] = True
-            spec["config"] = {"blob": "x" * 250_000}
+            spec["config"] = maximal_config(shape)
         bodies.append({"apiVersion": "respool.io/v1alpha1", "kind": "ResourceReservation",
                        "metadata": {"name": f"h{index:04d}", "namespace": namespace},
                        "spec": spec})
     return bodies
+
+
+def operator_peak_mb(bench: Bench) -> float:
+    """The operator's peak RSS so far (VmHWM): what a memory limit would have met."""
+    assert bench.operator is not None
+    for line in Path(f"/proc/{bench.operator.pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def wait_decided(bench: Bench, namespace: str, count: int, timeout: float) -> None:
+    """Until `count` reservations of the namespace have a phase (polled every 2 s: each
+    listing carries every maximal config)."""
+    deadline = time.monotonic() + timeout
+    counts: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        counts = await bench.count_phases(namespace)
+        if sum(n for phase, n in counts.items() if phase != "none") >= count:
+            return
+        await asyncio.sleep(2)
+    raise RuntimeError(f"{namespace}: not all {count} decided in {timeout}s: {counts}")
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -97,11 +135,15 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 class HostileBench(Bench):
+    profile = ""  # --profile: run the operator under cProfile, written here when it stops
+
     def start_operator(self, log: Path) -> None:
         env = dict(os.environ, KUBECONFIG=self.kubeconfig, PYTHONUNBUFFERED="1")
         handle = log.open("ab")
+        profile = ["-m", "cProfile", "-o", self.profile] if self.profile else []
         self.operator = subprocess.Popen(
-            [sys.executable, "-m", "respool.cli.main", "run", "--log-format", "full", "-q",
+            [sys.executable, *profile, "-m", "respool.cli.main", "run", "--log-format", "full",
+             "-q",
              "--liveness", f"http://127.0.0.1:{LIVENESS_PORT}/healthz"],
             stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=REPO)
         handle.close()
@@ -177,8 +219,33 @@ class HostileBench(Bench):
                 "lag_max_s": max(lag) if lag else float("nan"), "pool_edits": edits}
 
 
+async def memory_part(bench: HostileBench, args: argparse.Namespace, ordinary_pool: str,
+                      workdir: Path, results: dict[str, Any]) -> None:
+    # Part 2: a restart with many maximal configs present.
+    configs_ns = "bench-configs"
+    await bench.namespace(configs_ns)
+    await bench.bounded([bench.api.post(reservation_path(configs_ns), {
+        "apiVersion": "respool.io/v1alpha1", "kind": "ResourceReservation",
+        "metadata": {"name": f"c{index:04d}", "namespace": configs_ns},
+        "spec": {"pool": ordinary_pool, "duration": "1h", "request": {"coresPerSlot": 1},
+                 "config": maximal_config(args.config_shape, "y")}})
+        for index in range(args.configs)])
+    await bench.wait_all(configs_ns, args.configs, "Active", 900)
+    bench.stop_operator()
+    bench.start_operator(workdir / "operator.log")
+    await bench.wait_operator_ready()
+    await asyncio.sleep(3)
+    rss, peak = bench.operator_rss_mb(), operator_peak_mb(bench)
+    results["restart_rss_mb"] = round(rss, 1)
+    results["restart_peak_rss_mb"] = round(peak, 1)
+    print(f"RSS after a restart with {args.configs} x 255 kB configs "
+          f"({args.config_shape}): {rss:.0f} MB, peak {peak:.0f} MB "
+          f"(chart limit {CHART_MEMORY_LIMIT_MB} Mi)", flush=True)
+
+
 async def main_async(args: argparse.Namespace, kubeconfig: str, workdir: Path) -> dict[str, Any]:
     bench = HostileBench(kubeconfig, args.concurrency)
+    bench.profile = args.profile or ""
     results: dict[str, Any] = {"hostile": args.hostile, "ordinary": args.ordinary,
                                "rate": args.rate}
     ordinary_pool, hostile_pool = "bench-ordinary", "bench-hostile-pool"
@@ -191,6 +258,9 @@ async def main_async(args: argparse.Namespace, kubeconfig: str, workdir: Path) -
     try:
         bench.start_operator(workdir / "operator.log")
         await bench.wait_operator_ready()
+        if args.skip_latency:
+            await memory_part(bench, args, ordinary_pool, workdir, results)
+            return results
         baseline = await bench.measure("baseline", ordinary_pool, args.ordinary, args.rate,
                                        None, "")
         results["baseline"] = baseline
@@ -207,9 +277,19 @@ async def main_async(args: argparse.Namespace, kubeconfig: str, workdir: Path) -
         if unknown:
             raise SystemExit(f"unknown --kinds {sorted(unknown)}; choose from {KINDS}")
         results["kinds"] = list(kinds)
-        bodies = hostile_bodies(hostile_ns, hostile_pool, ordinary_pool, args.hostile, kinds)
+        bodies = hostile_bodies(hostile_ns, hostile_pool, ordinary_pool, args.hostile, kinds,
+                                args.config_shape)
+        arrived = time.monotonic()
         await bench.bounded([bench.api.post(reservation_path(hostile_ns), body)
                              for body in bodies])
+        if args.settle:
+            # "Present": every hostile reservation decided once before the measurement (the
+            # churned ones keep changing during it), so the figure is not the time the API
+            # server takes to store and echo ~100 objects of up to 0.5 MB each.
+            await wait_decided(bench, hostile_ns, args.hostile + 1, 900)
+            results["hostile_settled_s"] = round(time.monotonic() - arrived, 1)
+            print(f"hostile reservations all decided {results['hostile_settled_s']} s after "
+                  "their creation began", flush=True)
         churn = [b["metadata"]["name"] for b in bodies if b["spec"]["pool"].startswith("churn")]
         hostile = await bench.measure("hostile", ordinary_pool, args.ordinary, args.rate,
                                       churn, hostile_ns)
@@ -224,23 +304,7 @@ async def main_async(args: argparse.Namespace, kubeconfig: str, workdir: Path) -
               f"{hostile['pool_edits']} spec.pool edits", flush=True)
         if args.skip_memory:
             return results
-        # Part 2: a restart with many maximal configs present.
-        configs_ns = "bench-configs"
-        await bench.namespace(configs_ns)
-        await bench.bounded([bench.api.post(reservation_path(configs_ns), {
-            "apiVersion": "respool.io/v1alpha1", "kind": "ResourceReservation",
-            "metadata": {"name": f"c{index:04d}", "namespace": configs_ns},
-            "spec": {"pool": ordinary_pool, "duration": "1h", "request": {"coresPerSlot": 1},
-                     "config": {"blob": "y" * 255_000}}}) for index in range(args.configs)])
-        await bench.wait_all(configs_ns, args.configs, "Active", 600)
-        bench.stop_operator()
-        bench.start_operator(workdir / "operator.log")
-        await bench.wait_operator_ready()
-        await asyncio.sleep(3)
-        rss = bench.operator_rss_mb()
-        results["restart_rss_mb"] = round(rss, 1)
-        print(f"RSS after a restart with {args.configs} x 255 kB configs: {rss:.0f} MB "
-              f"(chart limit {CHART_MEMORY_LIMIT_MB} Mi)", flush=True)
+        await memory_part(bench, args, ordinary_pool, workdir, results)
     finally:
         bench.stop_operator()
         await bench.api.close()
@@ -257,8 +321,17 @@ def main() -> int:
     parser.add_argument("--kinds", default=",".join(KINDS),
                         help=f"hostile kinds, in turn (default all: {','.join(KINDS)})")
     parser.add_argument("--skip-memory", action="store_true", help="only the latency part")
+    parser.add_argument("--skip-latency", action="store_true", help="only the memory part")
+    parser.add_argument("--config-shape", choices=("blob", "objects"), default="blob",
+                        help="maximal spec.config: one 250 kB string (largest) or ~85,000 "
+                        "empty objects (costliest to parse)")
+    parser.add_argument("--settle", action=argparse.BooleanOptionalAction, default=True,
+                        help="measure once every hostile reservation was decided once "
+                        "(--no-settle: while they arrive)")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--profile", help="run the operator under cProfile, writing its "
+                        "statistics to this file when it stops (pstats format)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     workdir = Path(tempfile.mkdtemp(prefix="respool-bench-hostile-"))

@@ -30,6 +30,7 @@ import hashlib
 import itertools
 import json
 import string
+import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -811,6 +812,14 @@ def _constraint_tree(levels: int, width: int) -> dict[str, Any]:
             for operator in ("and", "or", "not")}
 
 
+def _nested(depth: int) -> dict[str, Any]:
+    """{"a": {"a": ... {} ...}}, `depth` objects deep."""
+    value: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
 def _costliest_admitted_constraints() -> dict[str, Any]:
     """At every bound of the cost budget at once - 32 constraint objects, 256 terms, 4096
     host names - and still matching rank 0 of the fuzz pool."""
@@ -886,6 +895,13 @@ EDGE_RESERVATIONS: list[tuple[str, dict[str, Any], str]] = [
     ("config-too-large", {"duration": "1m", "config": {"blob": "x" * 300_000}},
      "Failed/InvalidSpec"),
     ("config-largest", {"duration": "1m", "config": {"blob": "x" * 200_000}}, "Active"),
+    # Configs that maximise the operator's cost rather than their size (issue 11): ~85,000
+    # empty objects (the costliest to parse: ~6 MB parsed, echoed to status), and nesting
+    # deeper than Python's JSON parser goes by default (one such object in a watch stream
+    # once stopped the operator from seeing any reservation).
+    ("config-costliest-to-parse", {"duration": "1m", "config": {"a": [{}] * 85_000}},
+     "Active"),
+    ("config-deepest", {"duration": "1m", "config": _nested(2_000)}, "Failed/InvalidSpec"),
 ]
 
 
@@ -894,7 +910,13 @@ EDGE_RESERVATIONS: list[tuple[str, dict[str, Any], str]] = [
 def test_edge_reservations(case: str, fields: dict[str, Any], expected: str, rk: RespoolKube,
                            operator: OperatorProcess, namespace: str, fuzz_pools: None) -> None:
     spec = {"pool": FUZZ_POOL, **fields}
-    outcome = judge_reservation(rk, operator, namespace, spec, "spec", strict=True)
+    # (This client walks a spec recursively too: deep configs need more than Python's 1,000.)
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 20_000))
+    try:
+        outcome = judge_reservation(rk, operator, namespace, spec, "spec", strict=True)
+    finally:
+        sys.setrecursionlimit(limit)
     if expected == "refused":
         assert outcome == "create refused with HTTP 422", f"{case}: {outcome}"
     else:

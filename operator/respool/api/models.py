@@ -54,6 +54,9 @@ MAX_RETRY = 1000
 MAX_CONFIG_BYTES = 262144
 """spec.config is echoed to status.config: both must fit in one object (etcd stores at most
 1.5 MiB per object, and answers a larger write with HTTP 500), so config is kept well below."""
+MAX_CONFIG_DEPTH = 32
+"""How deep spec.config may nest objects and arrays: every reader of the object (this
+operator's JSON parser among them) walks it recursively, and Python's stops at ~1,000 levels."""
 MAX_CONSTRAINT_ITEMS = 8
 MAX_CONSTRAINT_PROPERTIES = 32
 MAX_CONSTRAINT_HOSTLISTS = 32
@@ -828,6 +831,27 @@ def constraint_cost(constraints: Any) -> tuple[int, int, int]:
     return objects, terms, hosts
 
 
+def json_depth(value: Any, limit: int) -> int:
+    """How deep `value` nests dicts and lists (a scalar: 0), counted without recursion and
+    only up to `limit` + 1 (past that, how much deeper does not matter)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        stack.extend((child, depth + 1) for child in children
+                     if isinstance(child, (dict, list)))
+    return deepest
+
+
 def check_constraint_budget(constraints: Any) -> None:
     """ValueError when a constraint tree costs more than one reservation may (see
     MAX_CONSTRAINT_NODES and the bounds beside it)."""
@@ -966,6 +990,11 @@ class ResourceReservationSpec(WireModel):
         # without paying that cost first.
         if isinstance(data, dict) and "constraints" in data:
             check_constraint_budget(data["constraints"])
+        if isinstance(data, dict) and "config" in data:
+            depth = json_depth(data["config"], MAX_CONFIG_DEPTH)
+            if depth > MAX_CONFIG_DEPTH:
+                raise ValueError(f"spec.config nests objects and arrays more than "
+                                 f"{MAX_CONFIG_DEPTH} levels deep")
         return data
 
     @model_validator(mode="after")

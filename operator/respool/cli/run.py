@@ -150,6 +150,10 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     parser.set_defaults(handler=run)
 
 
+#: Deep enough for 10,000 levels of JSON nesting, well below what overflows the C stack.
+RECURSION_LIMIT = 25_000
+
+
 def run(args: argparse.Namespace) -> int:
     # Imported here so that other `respool` commands do not pay for kopf.
     import kopf
@@ -157,6 +161,12 @@ def run(args: argparse.Namespace) -> int:
 
     from respool.controller import handlers
 
+    # A tenant's spec.config may nest deeper than Python's JSON parser goes by default
+    # (the recursion limit, 1,000), and one reservation it could not read once broke the
+    # watch of every reservation for good. Parsing 10,001 levels at this limit is tested on
+    # the main thread's 8 MiB stack (tests/unit/test_tenancy_costs.py); the watch skips an
+    # object nested deeper still rather than stop.
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))
     if args.metrics_port is not None and not 0 < args.metrics_port < 65536:
         raise SystemExit(f"respool run: --metrics-port {args.metrics_port} is not a port")
     if args.pool_status_interval < 0:

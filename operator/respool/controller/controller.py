@@ -45,6 +45,11 @@ WATCH_RETRY_MAX = 4.0
 #: How soon an actor that nobody refers to any more, but that was still busy (its pool's
 #: deletion not yet applied, a status write in flight), is looked at again to be dropped.
 UNUSED_ACTOR_RECHECK = 1.0
+#: Listing reservations: the first page's size, the largest, and about how many bytes of
+#: JSON a page should hold (objects near etcd's limit are listed a few at a time).
+LIST_PAGE_FIRST = 10
+LIST_PAGE_MAX = 500
+LIST_PAGE_BYTES = 4 << 20
 
 
 class Controller:
@@ -83,15 +88,15 @@ class Controller:
         self._maybe_unused: set[str] = set()
         self._recheck: asyncio.TimerHandle | None = None
         self._stopping: set[asyncio.Task[None]] = set()
+        self._page_limit = LIST_PAGE_FIRST
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
         """List everything, restore every pool's grants, then start the actors."""
         began = self._monotonic()
-        pools, listings = await self._initial_listing()
+        pools, listed, others, versions = await self._initial_listing()
         self.events.start()
-        reservations = [item for _path, items, _version in listings for item in items]
         try:
             async for node in self.api.list_items("/api/v1/nodes"):
                 self.facts.note_node(node)
@@ -108,15 +113,13 @@ class Controller:
             if name:
                 self._actor(name).pool_raw = pool
                 self.enforcer.on_pool(None, pool)
-        for raw in reservations:
+        for raw in others:
             self.enforcer.on_reservation(None, raw)
             self.reservations.on_reservation(None, raw)
             if self.gates is not None:
                 self.gates.on_reservation(None, raw)
-            record = Reservation.from_object(raw)
-            if record is None:
-                continue
-            pool_name = str(record.spec.get("pool") or "")
+        del others
+        for pool_name, record in listed:
             self.owner[record.uid] = pool_name
             self._uid_namespace[record.uid] = record.namespace
             self._actor(pool_name).adopt(record)
@@ -132,26 +135,48 @@ class Controller:
         # Reservations are watched here, not by kopf: from exactly the listed version (no event
         # is missed between the listing and the watch), and without kopf's per-event work,
         # which was most of the operator's CPU per reservation (docs/operator.md).
-        for path, _items, version in listings:
+        for path, version in versions:
             self._watchers.append(asyncio.create_task(
                 self._watch_reservations(path, version), name=f"respool-watch {path}"))
         self.started = True
         logger.info("respool controller started: %d pools, %d reservations, %d grants restored "
-                    "in %.2fs", len(pools), len(reservations), restored,
+                    "in %.2fs", len(pools), len(listed), restored,
                     self._monotonic() - began)
 
     async def _initial_listing(self) -> tuple[list[dict[str, Any]],
-                                              list[tuple[str, list[dict[str, Any]], str]]]:
-        """Pools and reservations as the start-up sees them, waiting for an API server that
-        is away (an operator restarted during a control-plane upgrade starts within seconds
-        of the server's return, not at kopf's next start-up retry a minute later)."""
+                                              list[tuple[str, Reservation]],
+                                              list[dict[str, Any]],
+                                              list[tuple[str, str]]]:
+        """Pools, the records of all reservations (with the pool each names), the listed
+        objects for the other consumers without their configs (`_without_config`) and the
+        resourceVersion of each reservation listing, waiting for an API server that is away
+        (an operator restarted during a control-plane upgrade starts within seconds of the
+        server's return, not at kopf's next start-up retry a minute later).
+
+        Each listed reservation is turned into its compact record as its page arrives, and
+        the page is let go: holding every listed object until all were listed made the
+        start-up's memory the sum of all of them parsed (issue 11, item 11: a 256 KiB
+        spec.config echoed to status parses into megabytes)."""
         delay = WATCH_RETRY_FIRST
         waiting_since: float | None = None
         reminded = 0.0
         while True:
             try:
                 pools = [p async for p in self.api.list_items(pool_path())]
-                listings = [(path, *await self._list(path))
+                listed: list[tuple[str, Reservation]] = []
+                others: list[dict[str, Any]] = []
+
+                def take(raw: dict[str, Any], listed: list[tuple[str, Reservation]] = listed,
+                         others: list[dict[str, Any]] = others) -> int:
+                    record = Reservation.from_object(raw)
+                    if record is None:
+                        return 0
+                    spec = raw.get("spec") or {}
+                    listed.append((str(spec.get("pool") or ""), record))
+                    others.append(_without_config(raw))
+                    return record.text_size
+
+                versions = [(path, await self._list(path, take))
                             for path in self._reservation_paths()]
             except ApiError as exc:
                 if exc.not_found:
@@ -176,7 +201,7 @@ class Controller:
             if waiting_since is not None:
                 logger.info("the API server answered after %.1fs", self._monotonic() -
                             waiting_since)
-            return pools, listings
+            return pools, listed, others, versions
 
     async def stop(self) -> None:
         for task in self._watchers:
@@ -204,22 +229,36 @@ class Controller:
             return [reservation_path()]
         return [reservation_path(namespace) for namespace in self.namespaces]
 
-    async def _list(self, path: str) -> tuple[list[dict[str, Any]], str]:
-        """All items of a collection and the resourceVersion of that consistent snapshot."""
-        items: list[dict[str, Any]] = []
+    async def _list(self, path: str, each: Callable[[dict[str, Any]], int]) -> str:
+        """Hand every item of a collection to `each`, page by page, and return the
+        resourceVersion of that consistent snapshot. No page is kept once handled.
+
+        `each` returns about how many bytes of JSON the item was. The first page is small
+        and later ones are sized to hold about LIST_PAGE_BYTES, so a page of objects near
+        etcd's limit (a maximal spec.config, echoed to status, parses into megabytes) never
+        sits in memory hundreds at a time, while small objects are still listed 500 a page."""
         token = ""
         version = ""
+        limit = self._page_limit
         while True:
-            params = {"limit": "500"}
+            params = {"limit": str(limit)}
             if token:
                 params["continue"] = token
             answer = await self.api.request("GET", path, params=params)
             metadata = answer.get("metadata") or {}
             version = version or str(metadata.get("resourceVersion") or "")
-            items.extend(answer.get("items") or [])
             token = metadata.get("continue") or ""
+            items = answer.get("items") or []
+            del answer
+            size = 0
+            items.reverse()  # popped in listing order, each let go once handled
+            while items:
+                size += each(items.pop())
+            if size:
+                limit = max(1, min(LIST_PAGE_MAX, int(limit * LIST_PAGE_BYTES / size)))
+                self._page_limit = limit
             if not token:
-                return items, version
+                return version
 
     async def _watch_reservations(self, path: str, version: str) -> None:
         """Follow the collection from `version` for as long as the operator runs.
@@ -278,11 +317,17 @@ class Controller:
             delay = min(delay * 2, WATCH_RETRY_MAX)
 
     async def _relist(self, path: str) -> str:
-        items, version = await self._list(path)
         present = set()
-        for item in items:
+
+        def take(item: dict[str, Any]) -> int:
             self.on_reservation(None, item)
-            present.add((item.get("metadata") or {}).get("uid"))
+            uid = (item.get("metadata") or {}).get("uid")
+            present.add(uid)
+            actor = self.actors.get(self.owner.get(uid or "", ""))
+            record = actor.records.get(uid or "") if actor is not None else None
+            return record.text_size if record is not None else 0
+
+        version = await self._list(path, take)
         namespace = path.split("/namespaces/")[1].split("/")[0] if "/namespaces/" in path else None
         for uid in [u for u, ns in self._uid_namespace.items()
                     if u not in present and (namespace is None or ns == namespace)]:
@@ -413,3 +458,19 @@ class Controller:
         for name, actor in self.actors.items():
             if actor.pool_raw is not None and name not in live_pools:
                 actor.suspect_deleted()
+
+
+def _without_config(raw: dict[str, Any]) -> dict[str, Any]:
+    """A listed reservation as the start-up's other consumers (node enforcement, the
+    admission index, the scheduling gates) get it: without spec.config and its echo in
+    status (up to 256 KiB each, parsed into megabytes; only the record keeps the config) and
+    without managedFields."""
+    shell = dict(raw)
+    metadata = dict(raw.get("metadata") or {})
+    metadata.pop("managedFields", None)
+    shell["metadata"] = metadata
+    for part in ("spec", "status"):
+        body = raw.get(part)
+        if isinstance(body, dict) and "config" in body:
+            shell[part] = {key: value for key, value in body.items() if key != "config"}
+    return shell

@@ -313,14 +313,29 @@ async def watch_events(
             await api.log_in_again()
         if response.status >= 400:
             raise _api_error(response.status, await response.text())
-        buffer = b""
+        # One event per line. The pieces of a line are joined once it is complete: appending
+        # each chunk to a buffer and searching all of it again was quadratic in the line, and
+        # an object near etcd's limit (a maximal spec.config, echoed to status) is a line of
+        # a megabyte or more arriving in many chunks.
+        pieces: list[bytes] = []
         async for chunk in response.content.iter_any():
-            buffer += chunk
-            while b"\n" in buffer:
-                line, buffer = buffer.split(b"\n", 1)
+            begin = 0
+            while (end := chunk.find(b"\n", begin)) >= 0:
+                pieces.append(chunk[begin:end])
+                begin = end + 1
+                line = b"".join(pieces)
+                pieces.clear()
                 if not line.strip():
                     continue
-                event = json.loads(line)
+                try:
+                    event = json.loads(line)
+                except RecursionError:
+                    # Nested past even `respool run`'s recursion limit: this one object
+                    # cannot be read, but the stream goes on (breaking it would re-read the
+                    # same event for ever, and every other object would go unseen).
+                    logger.error("watch of %s: an object nested too deep to read was skipped "
+                                 "(%d bytes)", path, len(line))
+                    continue
                 if event.get("type") == "ERROR":
                     status = event.get("object") or {}
                     if status.get("code") == 410:
@@ -328,3 +343,5 @@ async def watch_events(
                     raise ApiError(int(status.get("code") or 500), str(status.get("message")),
                                    str(status.get("reason") or ""))
                 yield event
+            if begin < len(chunk):
+                pieces.append(chunk[begin:])

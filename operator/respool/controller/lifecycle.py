@@ -182,6 +182,11 @@ class Reservation:
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
 
+    @property
+    def text_size(self) -> int:
+        """About how many bytes of JSON its spec and status are."""
+        return len(self._spec) + len(self._status)
+
 
 def canonical(value: Any) -> str:
     """Compact JSON with sorted keys, None values dropped: equal statuses give equal text."""

@@ -1,0 +1,101 @@
+"""What one tenant's object may cost the operator (issue 11): deep configs, listing pages.
+
+A spec.config nested past Python's recursion limit once broke the operator's watch of every
+reservation for good (the one event it could not parse was read again on every reconnect).
+Now: `respool run` raises the limit (10,001 levels parse), a config nested
+more than MAX_CONFIG_DEPTH levels is an invalid spec, and a line the watch cannot parse is
+skipped rather than breaking the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from respool.api import ResourceReservationSpec
+from respool.api.models import MAX_CONFIG_DEPTH, json_depth
+from respool.cli.run import RECURSION_LIMIT
+from respool.controller.controller import LIST_PAGE_FIRST, LIST_PAGE_MAX, Controller
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
+def test_json_depth_counts_without_recursion() -> None:
+    assert json_depth(1, 8) == 0
+    assert json_depth({}, 8) == 1
+    assert json_depth({"a": [{"b": []}]}, 8) == 4
+    assert json_depth(_nested(50_000), 8) == 9  # stops counting past the limit
+
+
+def test_a_config_nested_deeper_than_the_limit_is_invalid() -> None:
+    ResourceReservationSpec.model_validate({"pool": "p", "config": _nested(MAX_CONFIG_DEPTH)})
+    with pytest.raises(ValueError, match=r"spec\.config nests"):
+        ResourceReservationSpec.model_validate({"pool": "p",
+                                                "config": _nested(MAX_CONFIG_DEPTH + 1)})
+    with pytest.raises(ValueError, match=r"spec\.config nests"):
+        ResourceReservationSpec.model_validate({"pool": "p", "config": _nested(5_000)})
+
+
+def test_the_operators_recursion_limit_reads_what_the_api_server_stores() -> None:
+    # At `respool run`'s limit the JSON parser and encoder handle 10,001 levels on the main
+    # thread's stack (in a child process: a stack overflow would end it, not this test run).
+    assert RECURSION_LIMIT > 10_000
+    script = (f"import json, sys; sys.setrecursionlimit({RECURSION_LIMIT}); "
+              "d = 10_001; text = '{\"a\":' * d + '1' + '}' * d; "
+              "value = json.loads(text); assert json.dumps(value, separators=(',', ':')) == "
+              "text; print('ok')")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result
+
+
+class _Pages:
+    """A fake API answering a paginated list from `objects`, recording each page's limit."""
+
+    def __init__(self, objects: list[dict[str, Any]]) -> None:
+        self.objects = objects
+        self.limits: list[int] = []
+
+    async def request(self, method: str, path: str, *, params: Any = None,
+                      **_: Any) -> dict[str, Any]:
+        limit = int(params["limit"])
+        start = int(params.get("continue") or 0)
+        self.limits.append(limit)
+        end = start + limit
+        return {"metadata": {"resourceVersion": "7",
+                             "continue": str(end) if end < len(self.objects) else ""},
+                "items": [json.loads(json.dumps(o)) for o in self.objects[start:end]]}
+
+
+def _rsv(index: int, blob: int) -> dict[str, Any]:
+    return {"metadata": {"uid": f"u{index}", "name": f"r{index}", "namespace": "n"},
+            "spec": {"pool": "p", "config": {"blob": "x" * blob}}}
+
+
+@pytest.mark.parametrize(("blob", "largest"), [(10, LIST_PAGE_MAX), (500_000, 10)])
+def test_listing_pages_are_sized_by_what_they_hold(blob: int, largest: int) -> None:
+    # Issue 11, item 11: small objects are listed 500 a page, objects near etcd's limit a
+    # few at a time (a page of them once sat in memory hundreds at a time, parsed).
+    api = _Pages([_rsv(i, blob) for i in range(2_000 if blob < 1000 else 40)])
+    controller = Controller(api)  # type: ignore[arg-type]
+    seen: list[str] = []
+
+    def take(item: dict[str, Any]) -> int:
+        seen.append(item["metadata"]["uid"])
+        return len(json.dumps(item["spec"]))
+
+    version = asyncio.run(controller._list("/x", take))
+    assert version == "7"
+    assert sorted(seen) == sorted(o["metadata"]["uid"] for o in api.objects)
+    assert api.limits[0] == LIST_PAGE_FIRST
+    assert max(api.limits) == largest
