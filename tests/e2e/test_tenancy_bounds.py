@@ -82,3 +82,29 @@ def test_spec_pool_churn_leaves_no_actors_behind(rk: Any, operator: Any,
     while time.monotonic() < deadline and _reading(operator)[0] > actors_before:
         time.sleep(0.5)
     assert _reading(operator)[0] <= actors_before
+
+
+def _counter(text: str, name: str) -> float:
+    match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    assert match, f"{name} missing from the operator's metrics"
+    return float(match.group(1))
+
+
+def test_fractional_deadlines_do_not_spin_the_loop(rk: Any, operator: Any,
+                                                   namespace: str) -> None:
+    # Issue 11, item 1: 20 reservations with `maxWait: "N.01s"` on a missing pool kept the
+    # operator ~90% busy: the loop slept until the exact deadline but decided on the whole
+    # second, found nothing due, and went round again until the next second. Counted (the
+    # pool loops' steps), not timed: each deadline costs a step or two, a spin thousands.
+    tag = secrets.token_hex(3)
+    before = _counter(operator.metrics(), "respool_pool_steps_total")
+    names = [f"fraction-{index}" for index in range(8)]
+    for index, name in enumerate(names):
+        rk.create(namespace, name, {"pool": f"missing-{tag}", "duration": "1h",
+                                    "maxWait": f"{2 + index}.01s"})
+    for name in names:
+        failed = rk.wait_phase(namespace, name, "Failed", timeout=120)
+        assert rk.condition(failed, "Stalled")["reason"] == "MaxWaitExceeded"
+    steps = _counter(operator.metrics(), "respool_pool_steps_total") - before
+    # 8 creations, 8 first decisions and status writes, 8 deadlines: a few dozen steps.
+    assert steps < 200, steps

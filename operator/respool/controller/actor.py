@@ -353,6 +353,7 @@ class PoolActor:
                 self.pool_event(None)
 
     async def step(self) -> None:
+        metrics.POOL_STEPS.inc()
         now = float(math.floor(self.clock()))
         if self._confirm_gone:
             await self._forget_pool_if_gone()

@@ -57,6 +57,11 @@ def forget_pool(pool: str) -> None:
                 POOL_CAPACITY.remove(pool, resource, state)
 
 
+POOL_STEPS = Counter(
+    "respool_pool_steps_total",
+    "Steps of all pool actors' decision loops (each wakes for a change or a deadline; a loop "
+    "that woke without anything due would show here as a count racing ahead).",
+)
 POOL_ACTORS = Gauge(
     "respool_pool_actors",
     "Pool actors the operator keeps: pools that exist or that a reservation names (actors "
