@@ -16,6 +16,8 @@ import sys
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from respool.api import ResourceReservationSpec
 from respool.api.models import MAX_CONFIG_DEPTH, json_depth
@@ -99,3 +101,29 @@ def test_listing_pages_are_sized_by_what_they_hold(blob: int, largest: int) -> N
     assert sorted(seen) == sorted(o["metadata"]["uid"] for o in api.objects)
     assert api.limits[0] == LIST_PAGE_FIRST
     assert max(api.limits) == largest
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(alphabet="ab", max_size=3),
+                    lambda inner: st.lists(inner, max_size=3)
+                    | st.dictionaries(st.text(alphabet="xy", max_size=2), inner, max_size=3),
+                    max_leaves=40)
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+@given(JSON, st.integers(min_value=0, max_value=6))
+def test_json_depth_is_the_nesting_depth_up_to_the_limit(value: Any, limit: int) -> None:
+    # Fuzzed configs (issue 11: specs that maximise cost): the budget check counts what a
+    # recursive walk would find, and stops early only past the limit.
+    depth = _depth(value)
+    counted = json_depth(value, limit)
+    if depth <= limit:
+        assert counted == depth
+    else:
+        assert limit < counted <= depth
