@@ -212,6 +212,8 @@ def test_spec_and_status_carry_the_design_field_names() -> None:
         "nextAvailable",
         "config",
         "unclaimedSince",  # issue 11: when a Manual hold started going unclaimed
+        "queuePosition",  # issue 16: where a waiting reservation stands
+        "startNoLaterThan",
         "conditions",
         "observedGeneration",
         "message",

@@ -352,6 +352,9 @@ def reservation_crd() -> dict[str, Any]:
         _age_column(),
         {"name": "Pre-ID", "type": "string", "jsonPath": ".status.preReservationId", "priority": 1},
         {"name": "Retries", "type": "integer", "jsonPath": ".status.retryCount", "priority": 1},
+        {"name": "Queue", "type": "integer", "jsonPath": ".status.queuePosition", "priority": 1},
+        {"name": "Start-By", "type": "string", "jsonPath": ".status.startNoLaterThan",
+         "priority": 1},
         {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
     ]
     return _crd(

@@ -1084,6 +1084,18 @@ class ResourceReservationStatus(StatusModel):
         description="Manual: start of the first window this reservation held and missed the "
         "claim of, while it keeps re-holding (RFC 3339); cleared once claimed.",
     )
+    queue_position: int | None = Field(
+        default=None,
+        ge=1,
+        description="Pending, waiting for capacity: its place in the pool's queue, in the "
+        "order the operator tries waiting reservations when capacity frees (1 = next).",
+    )
+    start_no_later_than: str | None = Field(
+        default=None,
+        description="Pending, waiting for capacity: the start the planner projects if nothing "
+        "changes but time (every held window runs to its end, nothing new is booked, the "
+        "queue is served in order), RFC 3339; absent where the planner cannot bound it.",
+    )
     conditions: Conditions | None = None
     observed_generation: int | None = None
     message: str | None = Field(default=None, max_length=MAX_MESSAGE_LENGTH)

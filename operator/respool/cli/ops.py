@@ -247,7 +247,13 @@ def _reservation_row(view: Reservation, now: float, wide: bool, with_namespace: 
         age(view.raw.get("metadata", {}).get("creationTimestamp"), now),
     ]
     if wide:
-        row += [view.reason or "", str(view.retry_count), view.message or ""]
+        row += [
+            view.reason or "",
+            str(view.retry_count),
+            str(view.queue_position) if view.queue_position is not None else "",
+            when(view.start_no_later_than, now) if view.start_no_later_than is not None else "",
+            view.message or "",
+        ]
     return row
 
 
@@ -297,7 +303,7 @@ def _get(args: argparse.Namespace) -> int:
         "NAME", "POOL", "MODE", "PHASE", "ID", "START", "END", "NODES", "AGE",
     ]
     if wide:
-        headers += ["REASON", "RETRIES", "MESSAGE"]
+        headers += ["REASON", "RETRIES", "QUEUE", "START-BY", "MESSAGE"]
     print(table(headers, [_reservation_row(v, now, wide, with_namespace) for v in views]))
     return 0
 
@@ -430,6 +436,12 @@ def _describe_reservation(api: KubeAPI, args: argparse.Namespace) -> str:
         f"Retries:         {view.retry_count}/{spec.get('maxRetry', 5)}",
         f"Claim policy:    {spec.get('claimPolicy', 'Auto')}" + (", claimed" if spec.get("claimed") else ""),
     ]
+    if view.queue_position is not None:
+        lines.append(
+            f"Queue position:  {view.queue_position} on pool {view.pool}"
+            + (f"; starts by {when(view.start_no_later_than, now, args.utc)} if nothing new is booked first"
+               if view.start_no_later_than is not None else "; no start the planner can bound")
+        )
     if available:
         lines.append(
             f"Next available:  {'yes' if available.get('available') else 'no'}; earliest "

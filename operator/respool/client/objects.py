@@ -131,6 +131,8 @@ class Reservation:
     nodelist: str
     retry_count: int
     raw: dict[str, Any] = field(repr=False, compare=False)
+    queue_position: int | None = None  # Pending, waiting for capacity: 1 = next in line
+    start_no_later_than: float | None = None  # the planner's projected start, if it has one
 
     @classmethod
     def from_object(cls, obj: Mapping[str, Any]) -> Reservation:
@@ -155,6 +157,8 @@ class Reservation:
             nodelist=str(allocated.get("nodelist") or ""),
             retry_count=int(status.get("retryCount") or 0),
             raw=dict(obj),
+            queue_position=status.get("queuePosition"),
+            start_no_later_than=parse_time_or_none(status.get("startNoLaterThan")),
         )
 
     @property

@@ -32,7 +32,7 @@ from typing import Any
 import pydantic
 
 from respool.api import Reason, ResourcePoolSpec, parse_time
-from respool.controller import lifecycle, metrics, pool_status
+from respool.controller import lifecycle, metrics, pool_status, standing
 from respool.controller.events import InvolvedObject
 from respool.controller.finalizers import add_finalizer, remove_finalizer
 from respool.controller.kubeapi import ApiError, pool_path, reservation_path
@@ -102,6 +102,7 @@ class PoolActor:
         self._finalizer_task: asyncio.Task[None] | None = None
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.standing = standing.StandingTracker()
         # Status writes in flight (one per reservation at most) and reservations to decide
         # again once theirs lands.
         self._inflight: dict[str, asyncio.Task[None]] = {}
@@ -394,6 +395,13 @@ class PoolActor:
                                    float(math.floor(self.clock())), done)
         if self.capacity_changed:
             self.kick()  # more freed during the last round: another pass soon
+        # Waiters whose queuePosition/startNoLaterThan changed are decided again (which writes
+        # it); recomputed at most every few seconds, on a timer keyed apart from the UIDs.
+        stale, refresh_at = self.standing.refresh(self.records, self.planner,
+                                                  self.context.policy, now)
+        self.dirty |= stale
+        if refresh_at is not None:
+            self.wake_at[standing.WAKE_KEY] = refresh_at
         if self._pool_status_task is None:
             self._pool_status_task = asyncio.create_task(
                 self._maybe_write_pool_status(), name=f"respool-pool-status-{self.name}")
@@ -458,6 +466,7 @@ class PoolActor:
                 continue
             finally:
                 metrics.DECISION_SECONDS.observe(time.perf_counter() - started)
+            self.standing.stamp(record.uid, outcome.status)
             after = planner.get(record.uid) if planner is not None else None
             if outcome.wake_at is not None:
                 self.wake_at[record.uid] = outcome.wake_at

@@ -454,6 +454,46 @@ def _condition(conditions: list[dict[str, Any]], type_: str) -> dict[str, Any] |
     return None
 
 
+def window_length(spec: ParsedSpec, anchor: float, policy: Policy, now: float) -> float:
+    """The window length a spec asks for, in whole seconds (a grant always holds this length);
+    `anchor` is where the window is wanted from (spec.startTime, else the first request).
+    SpecError when the pool's policy or the calendar forbids it."""
+    if spec.end is not None:
+        length = spec.end - anchor
+        if length <= 0:
+            raise SpecError(f"spec.endTime {format_time(spec.end)} is already in the past")
+    elif spec.duration is not None:
+        length = spec.duration
+    else:
+        length = policy.default_duration
+    length = max(1.0, _ceil(length))
+    limit = policy.max_duration
+    if limit is not None and length > limit:
+        raise SpecError(
+            f"the window asked for ({_human(length)}) is longer than the pool's "
+            f"policy.maxDuration ({_human(limit)})"
+        )
+    start = max(anchor, _floor(now))
+    if start > latest_start(length):
+        raise SpecError(
+            f"the window asked for ({_human(length)} from {format_time(start)}) would "
+            f"end after {LAST_TIME}, the last time RFC 3339 can write"
+        )
+    return length
+
+
+def latest_start(length: float) -> float:
+    """The latest start of a window of this length that can still be written down."""
+    return LAST_EPOCH - length
+
+
+def max_wait_deadline(spec: ParsedSpec, first_request: float) -> float | None:
+    """When a reservation not granted nor booked by then fails (spec.maxWait), if ever."""
+    if spec.max_wait is None:
+        return None
+    return max(first_request, spec.start or 0.0) + spec.max_wait
+
+
 # ---------------------------------------------------------------------------------------------
 # The decision
 
@@ -734,41 +774,17 @@ class _Decider:
 
     def _length(self, spec: ParsedSpec) -> float:
         """The window length asked for (whole seconds); a grant always holds this length."""
-        if spec.end is not None:
-            length = spec.end - self._anchor(spec)
-            if length <= 0:
-                raise SpecError(f"spec.endTime {format_time(spec.end)} is already in the past")
-        elif spec.duration is not None:
-            length = spec.duration
-        else:
-            length = self.pool.policy.default_duration
-        length = max(1.0, _ceil(length))
-        limit = self.pool.policy.max_duration
-        if limit is not None and length > limit:
-            raise SpecError(
-                f"the window asked for ({_human(length)}) is longer than the pool's "
-                f"policy.maxDuration ({_human(limit)})"
-            )
-        start = max(self._anchor(spec), _floor(self.now))
-        if start > self._latest_start(length):
-            raise SpecError(
-                f"the window asked for ({_human(length)} from {format_time(start)}) would "
-                f"end after {LAST_TIME}, the last time RFC 3339 can write"
-            )
-        return length
+        return window_length(spec, self._anchor(spec), self.pool.policy, self.now)
 
     @staticmethod
     def _latest_start(length: float) -> float:
-        """The latest start of a window of this length that can still be written down."""
-        return LAST_EPOCH - length
+        return latest_start(length)
 
     def _claim_deadline(self, start: float) -> float:
         return min(start + self.pool.policy.claim_timeout, LAST_EPOCH)
 
     def _max_wait_deadline(self, spec: ParsedSpec) -> float | None:
-        if spec.max_wait is None:
-            return None
-        return max(self.first_request, spec.start or 0.0) + spec.max_wait
+        return max_wait_deadline(spec, self.first_request)
 
     def _max_wait_passed(self, spec: ParsedSpec) -> bool:
         deadline = self._max_wait_deadline(spec)

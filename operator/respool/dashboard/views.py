@@ -48,6 +48,11 @@ def reservation_view(obj: Mapping[str, Any]) -> View:
     earliest = parse_time_or_none(available.get("availStart"))
     if earliest is not None:
         view["earliest"] = earliest
+    if status.get("queuePosition") is not None:
+        view["queuePosition"] = status["queuePosition"]
+    start_by = parse_time_or_none(status.get("startNoLaterThan"))
+    if start_by is not None:
+        view["startNoLaterThan"] = start_by
     return view
 
 

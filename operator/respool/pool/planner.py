@@ -77,6 +77,14 @@ class _TimeIndex:
         self.starts: list[tuple[float, str]] = []
         self.ends: list[tuple[float, str]] = []
 
+    def copy(self) -> _TimeIndex:
+        other = _TimeIndex()
+        other._classes = {key: list(entries) for key, entries in self._classes.items()}
+        other._open = list(self._open)
+        other.starts = list(self.starts)
+        other.ends = list(self.ends)
+        return other
+
     @staticmethod
     def _class(start: float, end: float) -> int:
         return math.frexp(end - start)[1]
@@ -154,6 +162,19 @@ class Planner:
         self._masks: dict[str, int] = {}  # booking id -> mask of the rank indices it holds
         self._index = _TimeIndex()
         self._generation = 0
+
+    def copy(self) -> Planner:
+        """An independent planner with the same pool (topology, down ranks, expiration) and
+        bookings: a scratch copy for asking "what if these were booked too" without touching
+        this one (bookings are immutable and shared; everything mutable is copied)."""
+        other = Planner.__new__(Planner)
+        other.pool = self.pool.copy()
+        other._bookings = dict(self._bookings)
+        other._grants = dict(self._grants)
+        other._masks = dict(self._masks)
+        other._index = self._index.copy()
+        other._generation = self._generation
+        return other
 
     # -- properties ------------------------------------------------------------------
 

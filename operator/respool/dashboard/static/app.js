@@ -296,14 +296,20 @@
   }
 
   function waitingHtml(pool, reservations) {
+    // In the pool's queue order where the operator gives one (status.queuePosition), then the
+    // rest (waiting for something else, or not yet seen) by age.
     const waiting = reservations
       .filter((r) => r.phase === "Pending" || r.phase === "")
-      .sort((a, b) => (a.created || 0) - (b.created || 0) || a.key.localeCompare(b.key));
+      .sort((a, b) => (a.queuePosition || Infinity) - (b.queuePosition || Infinity)
+        || (a.created || 0) - (b.created || 0) || a.key.localeCompare(b.key));
     if (!waiting.length) return "";
     const items = waiting.slice(0, WAITING_SHOWN).map((r) => {
       const why = r.phase ? (r.reason ? `${r.reason}: ${r.message}` : r.message) : "not yet seen by the operator";
       const earliest = r.earliest != null ? `; earliest start ${timeText(r.earliest)}` : "";
-      return `<li><button type="button" class="linkish" data-key="${esc(r.key)}">${esc(r.key)}</button> <span class="muted">${esc(why)}${esc(earliest)}</span></li>`;
+      const place = r.queuePosition != null ? `#${r.queuePosition} in line` : "";
+      const startBy = r.startNoLaterThan != null ? `, starts by ${timeText(r.startNoLaterThan)}` : "";
+      const standing = place ? `<span class="queue-position">${esc(place + startBy)}</span> ` : "";
+      return `<li><button type="button" class="linkish" data-key="${esc(r.key)}">${esc(r.key)}</button> ${standing}<span class="muted">${esc(why)}${esc(earliest)}</span></li>`;
     });
     const more = waiting.length > WAITING_SHOWN ? `<li class="muted">and ${waiting.length - WAITING_SHOWN} more (see the table)</li>` : "";
     return `<div class="waiting"><h3>Waiting (${waiting.length})</h3><ul>${items.join("")}${more}</ul></div>`;
@@ -530,6 +536,8 @@
       ["Pre-reservation ID", status.preReservationId],
       ["Claim by", status.preReservationExpires],
       ["Retries", status.retryCount != null ? `${status.retryCount} of ${spec.maxRetry != null ? spec.maxRetry : 5}` : ""],
+      ["Queue position", status.queuePosition != null ? `${status.queuePosition} (1 = next when capacity frees)` : ""],
+      ["Starts no later than", status.startNoLaterThan ? `${status.startNoLaterThan} (if nothing new is booked first)` : ""],
       ["Created", (obj.metadata || {}).creationTimestamp],
       ["Being deleted", (obj.metadata || {}).deletionTimestamp ? "yes" : ""],
     ]);
