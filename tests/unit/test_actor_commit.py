@@ -159,6 +159,32 @@ def test_an_unknown_outcome_keeps_the_booking_and_repeats_the_same_write() -> No
     World().run(scenario)
 
 
+def test_a_lost_answer_then_a_refused_repeat_commits_what_landed() -> None:
+    """The first write landed but its answer was lost; the repeat is refused. The object shows
+    the grant: it is committed as it stands, not rolled back and granted again under a new
+    ID (the simulation's seed 112 found this)."""
+    async def scenario(world: World) -> None:
+        actor = world.actor()
+        world.api.script = ["lost", "refuse"]
+        uid = world.reserve(actor, "a")
+        await actor.step()
+        landed_id = None
+        task = actor._inflight[uid]
+        while not task.done():
+            landed_id = landed_id or world.status("a").get("reservationId")
+            await asyncio.sleep(0.1)
+        assert world.api.status_writes == 2
+        assert landed_id is not None
+        assert actor.records[uid].phase == "Active" and actor.planner is not None
+        assert actor.planner.get(uid) is not None
+        await actor.step()
+        await _writes_done(actor)
+        assert world.status("a")["reservationId"] == landed_id
+        assert actor.records[uid].status["reservationId"] == landed_id
+
+    World().run(scenario)
+
+
 def test_a_write_conflicting_with_a_spec_edit_is_rolled_back_and_decided_again() -> None:
     async def scenario(world: World) -> None:
         actor = world.actor()

@@ -74,6 +74,7 @@ class _Pending:
     failed_attempt_before: tuple[int, int, str] | None
     generation: int  # of the spec decided on: the write commits only if it is still current
     answer_version: str | None = None  # resourceVersion the committed write answered with
+    unanswered: bool = False  # an attempt's answer was lost: it may have been applied
 
 
 class PoolActor:
@@ -508,7 +509,18 @@ class PoolActor:
         except asyncio.CancelledError:
             raise
         except ApiError as error:
-            current = await self._read_back(pending.rsv) if error.conflict else None
+            current: dict[str, Any] | str | None
+            if pending.unanswered:
+                current = await self._read_back_until_answered(pending.rsv)
+            else:
+                current = await self._read_back(pending.rsv) if error.conflict else None
+            if isinstance(current, dict) and pending.unanswered and _landed(pending, current):
+                # An earlier attempt whose answer was lost did land; this repeat was refused
+                # only because of it (found by the simulation, seed 112 after issue 16: the
+                # grant was rolled back and granted again under a new ID).
+                self._committed(pending, current)
+                self._finalizers_due(uid)
+                return
             if error.not_found or current == "gone":
                 self._write_failed(pending, error, gone=True)
             elif isinstance(current, dict) and self._changed_meanwhile(pending, current):
@@ -560,6 +572,7 @@ class PoolActor:
                 if not error.unavailable:
                     raise
                 metrics.STATUS_WRITES.labels("reservation", "unavailable").inc()
+                pending.unanswered = True
                 if began is None:
                     began = self.port.monotonic()
                     logger.warning("status write for %s: the API server is unavailable (%s); "
@@ -569,6 +582,16 @@ class PoolActor:
                                  error)
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, UNKNOWN_OUTCOME_RETRY_MAX)
+                if (self._pool_deleting and pending.after is not None
+                        and pending.rsv.phase not in HOLDING_PHASES):
+                    # A new hold is not sent again once the pool is seen being deleted: if
+                    # the first attempt did not land, it is rolled back (found by the
+                    # simulation, seed 76 after issue 16).
+                    current = await self._read_back_until_answered(pending.rsv)
+                    if isinstance(current, dict) and _landed(pending, current):
+                        return current
+                    raise ApiError(409, "the pool is being deleted; a new hold is not sent "
+                                   "again", "Conflict") from error
                 continue
             if began is not None:
                 logger.info("status write for %s landed after %.1fs of API server outage",
@@ -609,6 +632,17 @@ class PoolActor:
                     extra={"reservation": record.key, "pool": self.name, "phase": record.phase,
                            "id": status.get("reservationId") or status.get("preReservationId")})
         self._schedule_pool_status()
+
+    async def _read_back_until_answered(self, record: Reservation) -> dict[str, Any] | str:
+        """`_read_back` repeated while the object cannot be read: after a lost answer, only
+        the object tells whether that write landed, and a guess either way is wrong."""
+        delay = UNKNOWN_OUTCOME_RETRY_FIRST
+        while True:
+            current = await self._read_back(record)
+            if current is not None:
+                return current
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, UNKNOWN_OUTCOME_RETRY_MAX)
 
     async def _read_back(self, record: Reservation) -> dict[str, Any] | str | None:
         """After a refused write: the object as it is now, "gone" if it was deleted (or
@@ -1041,6 +1075,14 @@ def _active_first(bookings: list[Booking], records: dict[str, Reservation]) -> l
         record = records.get(booking.id)
         return (0 if record is not None and record.phase == ACTIVE else 1, booking.start)
     return sorted(bookings, key=key)
+
+
+def _landed(pending: _Pending, current: dict[str, Any]) -> bool:
+    """Does the object carry exactly the status this decision wrote, on its generation?"""
+    metadata = current.get("metadata") or {}
+    return (metadata.get("generation") == pending.generation
+            and canonical(current.get("status") or {})
+            == canonical(_clean(pending.outcome.status)))
 
 
 def _frees(before: Booking | None, after: Booking | None) -> bool:
