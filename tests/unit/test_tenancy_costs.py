@@ -127,3 +127,66 @@ def test_json_depth_is_the_nesting_depth_up_to_the_limit(value: Any, limit: int)
         assert counted == depth
     else:
         assert limit < counted <= depth
+
+
+class _Content:
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+
+    async def iter_any(self) -> Any:
+        for chunk in self.chunks:
+            yield chunk
+
+
+class _Response:
+    status = 200
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.content = _Content(chunks)
+
+    async def __aenter__(self) -> _Response:
+        return self
+
+    async def __aexit__(self, *_: Any) -> None:
+        return None
+
+
+class _Session:
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+
+    def get(self, url: str, timeout: Any = None) -> _Response:
+        return _Response(self.chunks)
+
+
+class _WatchApi:
+    server = "https://example"
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.session = _Session(chunks)
+
+    def _ensure_session(self) -> _Session:
+        return self.session
+
+
+def test_the_watch_reads_lines_split_anyhow_and_skips_what_it_cannot_parse() -> None:
+    from respool.controller.kubeapi import watch_events
+
+    big = json.dumps({"type": "MODIFIED", "object": {"metadata": {"uid": "big"},
+                                                     "spec": {"config": {"b": "x" * 50_000}}}})
+    deep = '{"type":"ADDED","object":' + '{"a":' * 5_000 + "1" + "}" * 5_000 + "}"
+    small = json.dumps({"type": "ADDED", "object": {"metadata": {"uid": "small"}}})
+    stream = (big + "\n" + deep + "\n\n" + small + "\n").encode()
+    # A big line in many small chunks, and chunks that end inside and between lines.
+    chunks = [stream[i:i + 997] for i in range(0, len(stream), 997)]
+
+    async def read() -> list[str]:
+        return [event["object"]["metadata"]["uid"]
+                async for event in watch_events(_WatchApi(chunks), "/x", "1")]  # type: ignore[arg-type]
+
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(1_000)  # (the deep line is past it: skipped, the stream goes on)
+    try:
+        assert asyncio.run(read()) == ["big", "small"]
+    finally:
+        sys.setrecursionlimit(limit)
