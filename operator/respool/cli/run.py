@@ -85,6 +85,16 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="address for the metrics server (default 127.0.0.1; 0.0.0.0 in a Pod)",
     )
     parser.add_argument(
+        "--dashboard-port", type=int, default=None, metavar="PORT",
+        help="also serve the read-only web dashboard (`respool dashboard`) on this port, with "
+        "the operator's own credentials (default: off; needs the client extra, "
+        "pip install 'respool[client]')",
+    )
+    parser.add_argument(
+        "--dashboard-address", default="127.0.0.1", metavar="ADDR",
+        help="address for the dashboard (default 127.0.0.1; 0.0.0.0 behind a Service)",
+    )
+    parser.add_argument(
         "--liveness", default=None, metavar="URL",
         help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz (default: off)",
     )
@@ -171,6 +181,10 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"respool run: --metrics-port {args.metrics_port} is not a port")
     if args.pool_status_interval < 0:
         raise SystemExit("respool run: --pool-status-interval must be >= 0")
+    if args.dashboard_port is not None:
+        if not 0 < args.dashboard_port < 65536:
+            raise SystemExit(f"respool run: --dashboard-port {args.dashboard_port} is not a port")
+        _start_dashboard(args.dashboard_address, args.dashboard_port)
     timings = None
     if args.leader_elect:
         from respool.controller.leader import LeaseTimings
@@ -233,6 +247,42 @@ def run(args: argparse.Namespace) -> int:
         print(f"respool run: cannot start: {cause}", file=sys.stderr)
         return 1
     return 0
+
+
+def _start_dashboard(address: str, port: int) -> None:
+    """Serve `respool dashboard` from this process, in a thread with its own event loop (kopf's
+    loop stays the operator's alone). It reads with the operator's credentials (in a Pod: its
+    ServiceAccount; else $KUBECONFIG), so it shows every pool and reservation: put it behind
+    whatever limits who may look. A dashboard that cannot start stops the operator's start-up
+    with the reason, rather than running without what was asked for."""
+    import threading
+
+    from respool.extras import is_client_extra_missing
+
+    try:
+        from respool.client.kube import KubeAPI
+        from respool.dashboard.server import build_app, serve
+    except ModuleNotFoundError as missing:
+        if is_client_extra_missing(missing):
+            raise SystemExit(f"respool run: --dashboard-port: {missing}") from None
+        raise
+    from respool.client.errors import RespoolError
+
+    try:
+        api = KubeAPI()
+    except RespoolError as exc:
+        raise SystemExit(f"respool run: --dashboard-port: {exc}") from None
+    app = build_app(api, namespace=None, address=address)
+    logger = logging.getLogger("respool.dashboard")
+
+    def run() -> None:
+        try:
+            asyncio.run(serve(app, address, port,
+                              lambda url: logger.info("dashboard serving on %s", url)))
+        except OSError as exc:
+            logger.error("dashboard: cannot listen on %s:%s: %s", address, port, exc)
+
+    threading.Thread(target=run, name="respool-dashboard", daemon=True).start()
 
 
 async def _lead_then_operate(args: argparse.Namespace, timings: Any,
