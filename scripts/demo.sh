@@ -16,7 +16,7 @@ respool_setup
 # The example pools' hosts (manifests/examples/01-pool-rack-a.yaml and 02-pool-gpu-lab.yaml),
 # as simulated Nodes: kwok keeps them Ready, so the pools' trackNodes sees them, and Pods
 # scheduled onto them run.
-DEMO_NODES=(--node 'rack-a-n[0-3]' --node 'lab-cpu[1-2]' --node 'lab-gpu[1-2]')
+DEMO_NODES=(--node 'rack-a-n[0-3]' --node 'lab-cpu[1-2]' --node 'lab-gpu[1-2]' --node 'gpu-rack-n[0-1]')
 say "starting the local cluster with simulated Nodes (respool dev up ${DEMO_NODES[*]})"
 "$VENV_BIN/respool" dev up "${DEMO_NODES[@]}"
 KUBECONFIG="$("$VENV_BIN/respool" dev kubeconfig)"
@@ -34,6 +34,7 @@ kubectl get --raw /readyz >/dev/null || die "the control plane is not answering"
 OPERATOR_DIR="${RESPOOL_DEV_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/respool/dev}"
 METRICS_PORT="${RESPOOL_DEMO_METRICS_PORT:-9464}"
 LIVENESS_PORT="${RESPOOL_DEMO_LIVENESS_PORT:-9465}"
+WEBHOOK_PORT="${RESPOOL_DEMO_WEBHOOK_PORT:-9466}"
 OPERATOR_PID_FILE="$OPERATOR_DIR/operator.pid"
 OPERATOR_LOG="$OPERATOR_DIR/operator.log"
 
@@ -63,8 +64,10 @@ after_control_plane() {
     fi
     say "starting the operator (respool run), logging to $OPERATOR_LOG"
     mkdir -p "$OPERATOR_DIR"
+    # --webhook-port: the admission webhook for Pods labelled respool.io/reservation, on
+    # 127.0.0.1 where the local API server reaches it (docs/api.md, "Workloads").
     nohup "$VENV_BIN/respool" run --metrics-port "$METRICS_PORT" --liveness "http://127.0.0.1:$LIVENESS_PORT/healthz" \
-        >"$OPERATOR_LOG" 2>&1 &
+        --webhook-port "$WEBHOOK_PORT" >"$OPERATOR_LOG" 2>&1 &
     echo $! >"$OPERATOR_PID_FILE"
     disown || true
     for _ in $(seq 150); do
@@ -77,6 +80,21 @@ after_control_plane() {
     say "applying the examples (manifests/examples/)"
     kubectl apply -f "$REPO_ROOT/manifests/examples/00-namespaces.yaml" >/dev/null
     kubectl apply -f "$REPO_ROOT/manifests/examples/" 2>&1 | sed 's/^/    /' >&2
+
+    # Workloads consume reservations: llm-finetune holds gpu-rack-n0 (tainted while Active);
+    # the Pod that names it lands there, the one that does not is kept off.
+    say "running a Pod on the reserved Node gpu-rack-n0 and one that is kept off it"
+    kubectl wait --for=jsonpath='{.status.phase}'=Active rsv/llm-finetune -n team-a --timeout=60s >/dev/null \
+        || die "llm-finetune did not become Active"
+    for _ in $(seq 150); do
+        kubectl get mutatingwebhookconfiguration respool.io -o jsonpath='{.webhooks[0].clientConfig.caBundle}' 2>/dev/null \
+            | grep -q . && break
+        sleep 0.2
+    done
+    kubectl delete pod trainer squatter -n team-a --ignore-not-found >/dev/null
+    kubectl apply -f "$REPO_ROOT/manifests/examples/workloads/" 2>&1 | sed 's/^/    /' >&2
+    kubectl wait --for=condition=Ready pod/trainer -n team-a --timeout=120s >/dev/null \
+        || die "the Pod trainer did not start on the reserved Node"
 
     # A workload on the simulated Nodes: the scheduler places the Pods, kwok runs them (no
     # container exists; the image is never pulled).
@@ -130,6 +148,12 @@ and the rank returns (watch the DOWN column and the Active reservations' conditi
   kubectl uncordon rack-a-n1
   kubectl drain rack-a-n2 --ignore-daemonsets  # cordons it and moves its hello Pods away
   kubectl get pods -n team-a -o wide
+
+Workloads consume reservations (gpu-rack enforces them): trainer, labelled
+respool.io/reservation: llm-finetune, runs on the reserved Node; squatter stays Pending:
+  kubectl get pods trainer squatter -n team-a -o wide
+  kubectl get nodes -L respool.io/reservation
+  kubectl delete rsv llm-finetune -n team-a    # the taint goes and squatter is scheduled there
 
 Status and shutdown:
 
