@@ -3,8 +3,8 @@
 #
 #   bash scripts/test.sh [pytest arguments, default: tests/]
 #
-# Steps: .venv + editable install, build/reuse the control-plane binaries, ruff, mypy, pytest
-# over tests/ (the e2e tests start a private, real etcd + kube-apiserver). Every step runs even
+# Steps: .venv + editable install, build/reuse the control-plane binaries and Flux's controllers,
+# ruff, mypy, pytest over tests/ (the e2e tests start a private, real etcd + kube-apiserver). Every step runs even
 # when an earlier one failed, so one run reports everything; the exit status is non-zero if any
 # step failed. A control plane that cannot start makes the e2e tests ERROR, never skip.
 set -uo pipefail
@@ -12,6 +12,11 @@ source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 
 set -e
 respool_setup
+# Flux CD's source-controller and kustomize-controller for the GitOps test
+# (tests/e2e/test_gitops_flux.py), built from Go modules once and cached beside the control
+# plane; built here, not inside the test, so that a cold build is not cut by the test's timeout.
+say "building or reusing Flux's controllers for the GitOps test (first run: 10-25 minutes)"
+"$VENV_BIN/respool" dev build --gitops >/dev/null || die "could not build Flux's controllers (see above)"
 set +e
 
 failed=()

@@ -193,6 +193,16 @@ def _build(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     print(f"respool dev: {etcd_origin(directory)['description']}", file=sys.stderr)
+    if args.gitops:
+        from respool.devcluster import flux
+
+        cached_flux = None if args.rebuild else flux.cached_flux_dir()
+        flux_dir = flux.ensure_flux_binaries(rebuild=args.rebuild)
+        if cached_flux == flux_dir:
+            print(f"respool dev: Flux controllers already built, reusing {flux_dir}", file=sys.stderr)
+        else:
+            for line in flux.build_summary(flux_dir):
+                print(f"respool dev: {line}", file=sys.stderr)
     print(directory)
     return 0
 
@@ -284,4 +294,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         ),
     )
     build.add_argument("--rebuild", action="store_true", help="rebuild even when cached")
+    build.add_argument(
+        "--gitops",
+        action="store_true",
+        help="also build Flux CD's source-controller and kustomize-controller (the GitOps test's)",
+    )
     build.set_defaults(handler=_guarded(_build))

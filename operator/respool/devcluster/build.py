@@ -299,6 +299,12 @@ class BuildStep:
     packages: dict[str, str]  # binary name -> Go package
     staging_replaces: bool = False
     ldflags: Callable[[ModuleFacts, Versions], list[str]] = field(default=lambda _f, _v: [])
+    #: Copy the module's own ``replace`` lines that name another module (a dependency's replaces
+    #: are ignored by Go, and some modules are only correct with theirs); local-path ones are
+    #: dropped, their requirement names the published version.
+    module_replaces: bool = False
+    #: More ``replace`` lines (``"old => new version"``), each with its reason in the step's caller.
+    extra_replaces: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -414,6 +420,26 @@ def staging_replacements(mod_text: str, staging_version: str) -> dict[str, str]:
         if match:
             replacements[match[1]] = staging_version
     return dict(sorted(replacements.items()))
+
+
+def module_replace_lines(mod_text: str) -> list[str]:
+    """The ``replace`` directives of a go.mod text (single-line or block form) that point at
+    another module version, as ``"old => new version"``; those pointing at a local directory
+    (``=> ./api``) are left out."""
+    lines: list[str] = []
+    in_block = False
+    for line in mod_text.splitlines():
+        stripped = line.split("//", 1)[0].strip()
+        if in_block:
+            if stripped.startswith(")"):
+                in_block = False
+            elif stripped:
+                lines.append(stripped)
+        elif re.match(r"^replace\s*\($", stripped):
+            in_block = True
+        elif stripped.startswith("replace "):
+            lines.append(stripped.removeprefix("replace ").strip())
+    return [line for line in lines if not re.search(r"=>\s*\.{1,2}/", line)]
 
 
 def godebug_lines(mod_text: str) -> list[str]:
@@ -630,6 +656,9 @@ class Builder:
                     "requirements; this Kubernetes version is not laid out as respool expects."
                 )
             wrapper += [f"replace {module} => {module} {version}" for module, version in replacements.items()]
+        if step.module_replaces:
+            wrapper += [f"replace {line}" for line in module_replace_lines(mod_text)]
+        wrapper += [f"replace {line}" for line in step.extra_replaces]
         (cwd / "go.mod").write_text("\n".join(wrapper) + "\n")
         tools = [f"{package}@{step.version}" for package in step.packages.values()]
         self._go(["get", "-tool", *tools], cwd, log, f"resolving {names}", network=True)
