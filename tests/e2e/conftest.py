@@ -82,6 +82,10 @@ class OperatorProcess:
             if READY_MARKER in self.log_text(offset) and self._alive():
                 return
             time.sleep(0.1)
+        # Not left behind: one that never got ready would retry its start-up for ever (two
+        # were found still running 20 minutes after their test session had ended).
+        self.process.kill()
+        self.process.wait(timeout=30)
         raise AssertionError(f"the operator did not start in {timeout}s:\n"
                              f"{self.log_text(offset)[-4000:]}")
 
