@@ -91,17 +91,24 @@ FULL_POOL_SPEC: dict[str, Any] = {
             "properties": {"bigmem": "1", "+debugq": "0-2"},
             "starttime": 0,
             "expiration": 1760003600.0,
+            "nslots": 3,
         },
         "scheduling": {"writer": "mysched", "graph": {"nodes": [{"id": "0"}], "edges": []}},
     },
     "down": "1",
+    "enforcement": "Taint",
     "trackNodes": True,
     "expiration": "2030-01-01T00:00:00Z",
     "namespaceSelector": {
         "matchLabels": {"team": "a"},
         "matchExpressions": [{"key": "tier", "operator": "In", "values": ["gold", "silver"]}],
     },
-    "policy": {"defaultDuration": "30m", "maxDuration": "12h", "claimTimeout": "2m"},
+    "policy": {
+        "defaultDuration": "30m",
+        "maxDuration": "12h",
+        "claimTimeout": "2m",
+        "maxUnclaimedHold": "45m",
+    },
 }
 
 FULL_POOL_STATUS: dict[str, Any] = {
@@ -153,6 +160,31 @@ FULL_RESERVATION_SPEC: dict[str, Any] = {
     "config": {"image": "x", "nested": {"list": [1, "two", {"three": 3.5}], "flag": False}},
 }
 
+# The fields FULL_RESERVATION_SPEC cannot hold beside its own (spec.resources excludes
+# spec.request, spec.duration excludes spec.endTime).
+FULL_RESERVATION_SPEC_ALTERNATIVES: dict[str, Any] = {
+    "pool": "placeholder",
+    "resources": [
+        {
+            "type": "node",
+            "count": 2,
+            "exclusive": True,
+            "label": "nodes",
+            "with": [
+                {
+                    "type": "slot",
+                    "count": 1,
+                    "label": "task",
+                    "exclusive": False,
+                    "with": [{"type": "core", "count": 4}, {"type": "gpu", "count": 1}],
+                }
+            ],
+        }
+    ],
+    "startTime": "2030-06-01T02:00:00Z",
+    "duration": "2h",
+}
+
 FULL_RESERVATION_STATUS: dict[str, Any] = {
     "phase": "Active",
     "reservationId": "pool-42",
@@ -160,14 +192,21 @@ FULL_RESERVATION_STATUS: dict[str, Any] = {
     "endTime": "2030-06-01T04:00:00.5Z",
     "firstRequestTime": "2026-11-21T10:00:00Z",
     "retryCount": 2,
+    # Fields of other phases too (a storage round trip, not a state the operator writes).
+    "preReservationId": "pool-41",
+    "preReservationExpires": "2030-06-01T01:00:00Z",
+    "queuePosition": 3,
+    "startNoLaterThan": "2030-06-01T02:00:00Z",
+    "unclaimedSince": "2030-06-01T02:00:00Z",
     "allocated": {
         "ranks": "0-1",
         "nodelist": "cn[10-11]",
-        "summary": "rank[0-1]/core[0-7]",
+        "summary": "rank[0-1]/core[0-7],gpu0",
+        "mode": "shared",
         "R": {
             "version": 1,
             "execution": {
-                "R_lite": [{"rank": "0-1", "children": {"core": "0-7"}}],
+                "R_lite": [{"rank": "0-1", "children": {"core": "0-7", "gpu": "0"}}],
                 "starttime": 1906596000.0,
                 "expiration": 1906603200.5,
                 "nslots": 4,
@@ -255,6 +294,20 @@ def test_pruning_round_trip_keeps_every_field(
         assert read["status"] == FULL_RESERVATION_STATUS
         assert read["spec"] == spec
         assert ResourceReservationSpec.model_validate(read["spec"]).to_wire() == spec
+
+        alternatives = {**FULL_RESERVATION_SPEC_ALTERNATIVES, "pool": pool_name}
+        reservation = {
+            "apiVersion": "respool.io/v1alpha1",
+            "kind": "ResourceReservation",
+            "metadata": {"name": "full-alternatives", "namespace": namespace},
+            "spec": alternatives,
+        }
+        created = json.loads(
+            kubectl("create", "-o", "json", "-f", "-", input=json.dumps(reservation)).stdout
+        )
+        # Every field kept as sent; the server adds only the models' defaults.
+        assert {key: created["spec"][key] for key in alternatives} == alternatives
+        assert created["spec"] == ResourceReservationSpec.model_validate(alternatives).to_wire()
     finally:
         kubectl("delete", "rpool", pool_name, "--wait=false", check=False)
 

@@ -348,3 +348,77 @@ def test_generator_merges_field_and_model_rules_and_refuses_unions() -> None:
 
     with pytest.raises(ValueError, match="not structural"):
         model_schema(Union)
+
+
+def _schema_fields(
+    node: dict[str, Any], path: tuple[str, ...] = (), shapes: tuple[frozenset[str], ...] = ()
+) -> set[tuple[str, ...]]:
+    """Every field path the schema declares ("[]" for an array's items). Free-form nodes end
+    a path; so does a node of the same shape as one of its ancestors (the unrolled constraint
+    tree repeats itself: its own fields count once, at the top)."""
+    if node.get("x-kubernetes-preserve-unknown-fields"):
+        return set()
+    if node.get("type") == "array" and "items" in node:
+        return _schema_fields(node["items"], (*path, "[]"), shapes)
+    properties = node.get("properties") or {}
+    shape = frozenset(properties)
+    if shape in shapes:
+        return set()
+    fields: set[tuple[str, ...]] = set()
+    for name, child in properties.items():
+        fields.add((*path, name))
+        fields |= _schema_fields(child, (*path, name), (*shapes, shape))
+    return fields
+
+
+def _sample_fields(
+    node: dict[str, Any],
+    value: Any,
+    path: tuple[str, ...] = (),
+    shapes: tuple[frozenset[str], ...] = (),
+) -> set[tuple[str, ...]]:
+    """The schema's field paths that `value` sets (walked like `_schema_fields`)."""
+    if node.get("x-kubernetes-preserve-unknown-fields"):
+        return set()
+    if node.get("type") == "array" and "items" in node:
+        found: set[tuple[str, ...]] = set()
+        for item in value if isinstance(value, list) else []:
+            found |= _sample_fields(node["items"], item, (*path, "[]"), shapes)
+        return found
+    properties = node.get("properties") or {}
+    shape = frozenset(properties)
+    if shape in shapes or not isinstance(value, dict):
+        return set()
+    found = set()
+    for name, child in properties.items():
+        if name in value:
+            found.add((*path, name))
+            found |= _sample_fields(child, value[name], (*path, name), (*shapes, shape))
+    return found
+
+
+def test_the_round_trip_samples_set_every_field_the_schemas_declare() -> None:
+    """tests/e2e/test_crds_register.py's pruning round trip promises that the API server keeps
+    every field: that holds only while its samples set every field. A field added to the models
+    without a sample value (as spec.enforcement once was: the server's default then showed up
+    in the round trip) fails here, offline, naming the field."""
+    from tests.e2e import test_crds_register as samples
+
+    cases = [
+        (pool_crd(), "spec", [samples.FULL_POOL_SPEC]),
+        (pool_crd(), "status", [samples.FULL_POOL_STATUS]),
+        (
+            reservation_crd(),
+            "spec",
+            [samples.FULL_RESERVATION_SPEC, samples.FULL_RESERVATION_SPEC_ALTERNATIVES],
+        ),
+        (reservation_crd(), "status", [samples.FULL_RESERVATION_STATUS]),
+    ]
+    for crd, part, values in cases:
+        schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"][part]
+        declared = _schema_fields(schema)
+        set_by_samples: set[tuple[str, ...]] = set()
+        for value in values:
+            set_by_samples |= _sample_fields(schema, value)
+        missing = sorted(".".join(field) for field in declared - set_by_samples)
+        assert not missing, f"{crd['spec']['names']['kind']}.{part}: no sample sets {missing}"
