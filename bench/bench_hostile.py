@@ -173,14 +173,16 @@ def percentile(values: list[float], fraction: float) -> float:
 
 class HostileBench(Bench):
     profile = ""  # --profile: run the operator under cProfile, written here when it stops
+    decisions_logged = False  # --log-decisions: the operator logs every decision (not -q)
 
     def start_operator(self, log: Path) -> None:
         env = dict(os.environ, KUBECONFIG=self.kubeconfig, PYTHONUNBUFFERED="1")
         handle = log.open("ab")
         profile = ["-m", "cProfile", "-o", self.profile] if self.profile else []
+        quiet = [] if self.decisions_logged else ["-q"]
         self.operator = subprocess.Popen(
             [sys.executable, *profile, "-m", "respool.cli.main", "run", "--log-format", "full",
-             "-q",
+             *quiet,
              "--liveness", f"http://127.0.0.1:{LIVENESS_PORT}/healthz",
              "--metrics-port", str(METRICS_PORT)],
             stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=REPO)
@@ -300,6 +302,7 @@ async def memory_part(bench: HostileBench, args: argparse.Namespace, ordinary_po
 async def main_async(args: argparse.Namespace, kubeconfig: str, workdir: Path) -> dict[str, Any]:
     bench = HostileBench(kubeconfig, args.concurrency)
     bench.profile = args.profile or ""
+    bench.decisions_logged = args.log_decisions
     results: dict[str, Any] = {"hostile": args.hostile, "ordinary": args.ordinary,
                                "rate": args.rate}
     ordinary_pool, hostile_pool = "bench-ordinary", "bench-hostile-pool"
@@ -387,6 +390,8 @@ def main() -> int:
                         "(--no-settle: while they arrive)")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--log-decisions", action="store_true",
+                        help="the operator logs every decision with its time (not -q)")
     parser.add_argument("--profile", help="run the operator under cProfile, writing its "
                         "statistics to this file when it stops (pstats format)")
     args = parser.parse_args()
