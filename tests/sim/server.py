@@ -17,7 +17,6 @@ crashed meanwhile - which is how a deposed leader's late write lands.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -30,8 +29,15 @@ GROUP_PATH = "/apis/respool.io/v1alpha1"
 
 
 def _copy(value: Any) -> Any:
-    """A deep copy of JSON data (several times faster than copy.deepcopy)."""
-    return json.loads(json.dumps(value))
+    """A deep copy of JSON data: dicts and lists copied, everything else (str, numbers, bool,
+    None) immutable and shared. Twice as fast as a JSON round trip, many times faster than
+    copy.deepcopy (the simulation copies every object it stores, logs and hands out)."""
+    kind = type(value)
+    if kind is dict:
+        return {key: _copy(item) for key, item in value.items()}
+    if kind is list or kind is tuple:
+        return [_copy(item) for item in value]
+    return value
 
 
 @dataclass
@@ -103,7 +109,10 @@ class SimServer:
         return str(self.version)
 
     def _emit(self, kind: str, type_: str, obj: dict[str, Any]) -> None:
-        self.log.append(WatchEvent(self.version, kind, type_, _copy(obj)))
+        # Stored objects are never changed in place (every mutation stores a new one), so the
+        # log shares them; whatever is handed to the operator is a copy (or, for the
+        # reservation watch, read only).
+        self.log.append(WatchEvent(self.version, kind, type_, obj))
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             if not waiter.done():
@@ -139,48 +148,50 @@ class SimServer:
         return obj
 
     def update_spec(self, kind: str, key: str, change: Callable[[dict[str, Any]], None]) -> bool:
-        obj = self.objects.get((kind, key))
-        if obj is None:
+        before = self.objects.get((kind, key))
+        if before is None:
             return False
-        before = _copy(obj)
+        obj = _copy(before)
         spec = obj.setdefault("spec", {})
         change(spec)
         if spec == before.get("spec"):
             return False
         obj["metadata"]["generation"] += 1
         obj["metadata"]["resourceVersion"] = self._bump()
+        self.objects[(kind, key)] = obj
         self._emit(kind, "MODIFIED", obj)
         self._record(kind, key, "user", before, obj)
         return True
 
     def update_meta(self, kind: str, key: str, change: Callable[[dict[str, Any]], None]) -> None:
         """Labels, Node conditions: no generation change."""
-        obj = self.objects.get((kind, key))
-        if obj is None:
+        before = self.objects.get((kind, key))
+        if before is None:
             return
-        before = _copy(obj)
+        obj = _copy(before)
         change(obj)
         obj["metadata"]["resourceVersion"] = self._bump()
+        self.objects[(kind, key)] = obj
         self._emit(kind, "MODIFIED", obj)
         self._record(kind, key, "user", before, obj)
 
     def delete(self, kind: str, key: str) -> None:
-        obj = self.objects.get((kind, key))
-        if obj is None or obj["metadata"].get("deletionTimestamp"):
+        before = self.objects.get((kind, key))
+        if before is None or before["metadata"].get("deletionTimestamp"):
             return
-        before = _copy(obj)
-        if obj["metadata"].get("finalizers"):
-            obj["metadata"]["deletionTimestamp"] = format_time(self.clock())
-            obj["metadata"]["resourceVersion"] = self._bump()
+        if before["metadata"].get("finalizers"):
+            obj = {**before, "metadata": {**before["metadata"],
+                                          "deletionTimestamp": format_time(self.clock()),
+                                          "resourceVersion": self._bump()}}
+            self.objects[(kind, key)] = obj
             self._emit(kind, "MODIFIED", obj)
             self._record(kind, key, "user", before, obj)
         else:
             self._remove(kind, key, "user")
 
     def _remove(self, kind: str, key: str, writer: str) -> None:
-        obj = self.objects.pop((kind, key))
-        before = _copy(obj)
-        obj["metadata"]["resourceVersion"] = self._bump()
+        before = self.objects.pop((kind, key))
+        obj = {**before, "metadata": {**before["metadata"], "resourceVersion": self._bump()}}
         self._emit(kind, "DELETED", obj)
         self._record(kind, key, writer, before, None)
 
@@ -192,7 +203,7 @@ class SimServer:
         obj = self.objects.get((kind, key))
         if obj is None:
             raise ApiError(404, f"{kind} {key} not found", "NotFound")
-        new = _copy(obj)
+        new = obj  # each op below copies only the containers on its path
         for op in ops:
             target = op["path"]
             if op["op"] == "test":
@@ -202,15 +213,15 @@ class SimServer:
             if status != target.startswith("/status"):
                 continue  # the subresource decides what a patch may change
             if op["op"] in ("add", "replace"):
-                _pointer_set(new, target, _copy(op["value"]))
+                new = _pointer_set(new, _split(target), _copy(op["value"]))
             elif op["op"] == "remove":
-                _pointer_remove(new, target)
-        if new == obj:
+                new = _pointer_remove(new, _split(target))
+        if new is obj or new == obj:
             if status and self.on_same_status is not None:
                 self.on_same_status(kind, key, writer)
-            return new  # a no-op write: no new version, no event
+            return _copy(obj)  # a no-op write: no new version, no event
         before = obj  # replaced, never changed again
-        new["metadata"]["resourceVersion"] = self._bump()
+        new = {**new, "metadata": {**new["metadata"], "resourceVersion": self._bump()}}
         self.objects[(kind, key)] = new
         if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
             self._remove(kind, key, writer)
@@ -279,26 +290,38 @@ def _pointer_get(obj: Any, pointer: str) -> Any:
     return obj
 
 
-def _pointer_set(obj: Any, pointer: str, value: Any) -> None:
-    parts = _split(pointer)
-    for part in parts[:-1]:
-        obj = obj.setdefault(part, {}) if isinstance(obj, dict) else obj[int(part)]
-    last = parts[-1]
+def _pointer_set(obj: Any, parts: list[str], value: Any) -> Any:
+    """`obj` with `value` added at `parts`: a new object sharing everything off the path
+    (`obj` itself is never changed)."""
+    head, rest = parts[0], parts[1:]
     if isinstance(obj, list):
-        obj.insert(len(obj) if last == "-" else int(last), value)
-    else:
-        obj[last] = value
+        copy = list(obj)
+        if not rest:
+            copy.insert(len(copy) if head == "-" else int(head), value)
+        else:
+            copy[int(head)] = _pointer_set(copy[int(head)], rest, value)
+        return copy
+    copy = dict(obj)
+    copy[head] = value if not rest else _pointer_set(copy.get(head, {}), rest, value)
+    return copy
 
 
-def _pointer_remove(obj: Any, pointer: str) -> None:
-    parts = _split(pointer)
-    for part in parts[:-1]:
-        obj = obj[part] if isinstance(obj, dict) else obj[int(part)]
-    last = parts[-1]
+def _pointer_remove(obj: Any, parts: list[str]) -> Any:
+    """`obj` without what is at `parts` (a new object; `obj` is never changed)."""
+    head, rest = parts[0], parts[1:]
     if isinstance(obj, list):
-        obj.pop(int(last))
+        copy = list(obj)
+        if not rest:
+            copy.pop(int(head))
+        else:
+            copy[int(head)] = _pointer_remove(copy[int(head)], rest)
+        return copy
+    copy = dict(obj)
+    if not rest:
+        copy.pop(head, None)
     else:
-        obj.pop(last, None)
+        copy[head] = _pointer_remove(copy[head], rest)
+    return copy
 
 
 class SimApi:

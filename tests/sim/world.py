@@ -74,6 +74,7 @@ class Schedule:
     quiet: bool = False
     names: itertools.count[int] = field(default_factory=lambda: itertools.count())
     pool_ranks: dict[str, int] = field(default_factory=dict)
+    _parsed_holds: dict[str, tuple[str, list[Any]]] = field(default_factory=dict)
 
     # -- the operator ------------------------------------------------------------------------
 
@@ -275,17 +276,33 @@ class Schedule:
             if self.server.get_object("pool", pool) is None:
                 raise Violation(f"{name} holds {status['allocated'].get('summary')} on pool "
                                 f"{pool}, which is gone")
-            start, end = parse_time(status["startTime"]), parse_time(status["endTime"])
-            mode = status["allocated"].get("mode") or obj["spec"].get("mode", "exclusive")
-            for entry in status["allocated"]["R"]["execution"]["R_lite"]:
-                for rank in IDset(entry["rank"]):
-                    for core in IDset(entry["children"]["core"]):
-                        holds[(pool, rank, core)].append((start, end, mode, name))
+            for core, window in self._cores_held(obj):
+                holds[core].append(window)
         for key, windows in holds.items():
             for (s1, e1, m1, n1), (s2, e2, m2, n2) in itertools.combinations(windows, 2):
                 if s1 < e2 and s2 < e1 and "exclusive" in (m1, m2):
                     raise Violation(f"core {key} held by {n1} ({m1}, [{s1}, {e1})) and by "
                                     f"{n2} ({m2}, [{s2}, {e2}))")
+
+    def _cores_held(self, obj: dict[str, Any]) -> list[tuple[tuple[str, int, int],
+                                                             tuple[float, float, str, str]]]:
+        """(pool, rank, core) and window of every core a holder holds; parsed once per
+        version of the object (the check runs after every write, over every holder)."""
+        metadata = obj["metadata"]
+        cached = self._parsed_holds.get(metadata["uid"])
+        if cached is not None and cached[0] == metadata["resourceVersion"]:
+            return cached[1]
+        status = obj["status"]
+        pool = obj["spec"]["pool"]
+        name = f"{metadata['namespace']}/{metadata['name']}"
+        start, end = parse_time(status["startTime"]), parse_time(status["endTime"])
+        mode = status["allocated"].get("mode") or obj["spec"].get("mode", "exclusive")
+        cores = [((pool, rank, core), (start, end, mode, name))
+                 for entry in status["allocated"]["R"]["execution"]["R_lite"]
+                 for rank in IDset(entry["rank"])
+                 for core in IDset(entry["children"]["core"])]
+        self._parsed_holds[metadata["uid"]] = (metadata["resourceVersion"], cores)
+        return cores
 
     # -- eventual invariants -----------------------------------------------------------------
 
@@ -412,7 +429,7 @@ class Schedule:
                 server.update_spec("pool", name, lambda spec: spec.update(
                     resources=self._pool_spec(name, ranks, hosts=f"{name}-h[0-{ranks + 2}]")
                     ["resources"]))
-                self.later(rng.uniform(1, 20), self._fix_pool(name))
+                self.later(rng.uniform(1, 20), lambda: self._fix_pool(name))
         elif roll < 0.77:
             name = rng.choice(("p0", "p1"))
             if server.get_object("pool", name) is not None:
@@ -448,9 +465,8 @@ class Schedule:
         async def run() -> None:
             await asyncio.sleep(delay)
             if not self.quiet:
-                await action
+                await action()
             else:
-                action.close()
                 await self._fix_all_pools()
         self.pending.append(asyncio.create_task(run()))
 
