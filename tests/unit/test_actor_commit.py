@@ -237,3 +237,97 @@ def test_a_refused_release_is_restored_exactly() -> None:
         assert world.status("waiter")["phase"] == "Active"
 
     World().run(scenario)
+
+
+def test_a_lost_answer_then_a_spec_edit_commits_what_landed() -> None:
+    """Seed 432: the grant's write landed but its answer was lost; before it was repeated the
+    spec changed, so the repeat failed its generation test. That refusal says nothing about
+    the first attempt: it landed, so it is committed (not rolled back, which freed the cores
+    and granted them again under a new reservationId) and the new spec decided next."""
+    async def scenario(world: World) -> None:
+        actor = world.actor()
+        world.api.script = ["lost"]
+        uid = world.reserve(actor, "a")
+        await actor.step()
+        task = actor._inflight[uid]
+        await asyncio.sleep(0.05)  # the first attempt has landed, its answer is lost
+        granted = world.status("a")
+        assert granted["phase"] == "Active"
+        world.server.update_spec("reservation", "team/a",
+                                 lambda spec: spec.update(config={"x": 1}))
+        while not task.done():
+            assert actor.planner is not None and actor.planner.get(uid) is not None
+            await asyncio.sleep(0.1)
+        assert actor.records[uid].phase == "Active"
+        assert actor.records[uid].status["reservationId"] == granted["reservationId"]
+        await actor.step()
+        await _writes_done(actor)
+        status = world.status("a")
+        assert status["observedGeneration"] == 2
+        assert status["reservationId"] == granted["reservationId"]
+
+    World().run(scenario)
+
+
+def test_a_mode_change_to_shared_is_committed_before_a_neighbour_uses_it() -> None:
+    """Seed 405: exclusive -> shared frees the cores for shared neighbours. It was written in
+    the background like a grant, a shared neighbour booked on the same cores landed first,
+    and etcd held an exclusive and a shared hold on one core."""
+    async def scenario(world: World) -> None:
+        actor = world.actor()
+        start = "2030-03-17T18:00:00Z"  # later than the virtual now: Scheduled
+        world.reserve(actor, "a", startTime=start)
+        await actor.step()
+        await _writes_done(actor)
+        assert world.status("a")["allocated"]["mode"] == "exclusive"
+        world.server.update_spec("reservation", "team/a",
+                                 lambda spec: spec.update(mode="shared"))
+        actor.reservation_event(world.server.read(
+            "/apis/respool.io/v1alpha1/namespaces/team/resourcereservations/a"), deleted=False)
+        world.reserve(actor, "b", startTime=start, mode="shared")
+        order: list[str] = []
+        original = world.api.json_patch
+
+        async def recording(path: str, ops: list[Any]) -> dict[str, Any]:
+            if path.endswith("/a/status"):
+                await asyncio.sleep(1.0)  # a slow write: anything not waiting for it overtakes
+            answer = await original(path, ops)
+            if path.endswith("/status"):
+                order.append(path.split("/")[-2])
+            return answer
+
+        world.api.json_patch = recording  # type: ignore[method-assign]
+        await actor.step()
+        await _writes_done(actor)
+        assert world.status("a")["allocated"]["mode"] == "shared"
+        assert world.status("b")["phase"] == "Scheduled"
+        assert order.index("a") < order.index("b"), order
+
+    World().run(scenario)
+
+
+def test_a_new_booking_is_not_repeated_once_its_pool_is_deleting() -> None:
+    """Seed 467: a grant decided before the pool's deletion was seen kept being repeated
+    through an outage and landed after it. Once the pool is known to be deleting, the write
+    is not sent again: it is withdrawn (rolled back) and the reservation decided again."""
+    async def scenario(world: World) -> None:
+        actor = world.actor()
+        await actor._handle_pool_deletion()
+        world.api.script = ["unavailable"]
+        uid = world.reserve(actor, "a")
+        await actor.step()
+        task = actor._inflight[uid]
+        await asyncio.sleep(0.02)  # the first attempt failed; the next is 0.5 s away
+        world.server.delete("pool", POOL)
+        actor.pool_event(world.server.read(f"/apis/respool.io/v1alpha1/resourcepools/{POOL}"))
+        await task
+        assert world.api.status_writes == 1, "the booking was sent again"
+        assert actor.planner is not None and actor.planner.get(uid) is None
+        await actor.step()
+        await _writes_done(actor)
+        status = world.status("a")
+        assert status["phase"] == "Pending", status
+        assert next(c for c in status["conditions"] if c["type"] == "Stalled")[
+            "reason"] == "PoolDeleting"
+
+    World().run(scenario)

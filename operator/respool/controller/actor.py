@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -439,6 +440,12 @@ class PoolActor:
 
     async def _decide_all(self, records: list[Reservation], now: float, done: set[str]) -> None:
         for record in records:
+            if self.pool_dirty:
+                # The pool changed while this batch was being decided (an await let its
+                # event in): decide the rest on the pool as it is now, never book on a pool
+                # already known to be deleting (found by the simulation, seed 300).
+                self.pool_dirty = False
+                self._apply_pool(now)
             done.add(record.uid)
             if record.uid in self._inflight:
                 # Its last decision is not committed yet: decide again once it is.
@@ -505,6 +512,12 @@ class PoolActor:
         uid = pending.rsv.uid
         self._writing[uid] = pending
         try:
+            if self._books_on_a_deleting_pool(pending):
+                # Decided before the pool's deletion was known, not yet sent: a new booking
+                # would keep the pool alive (found by the simulation). Decide again.
+                self._rollback(pending)
+                self._after_commit.add(uid)
+                return
             answer = await self._write_until_answered(pending)
         except asyncio.CancelledError:
             raise
@@ -516,10 +529,15 @@ class PoolActor:
                 current = await self._read_back(pending.rsv) if error.conflict else None
             if isinstance(current, dict) and pending.unanswered and _landed(pending, current):
                 # An earlier attempt whose answer was lost did land; this repeat was refused
-                # only because of it (found by the simulation, seed 112 after issue 16: the
-                # grant was rolled back and granted again under a new ID).
+                # only because of it, or because the spec changed since (found by the
+                # simulation, seeds 112 and 432: the grant was rolled back - its cores free
+                # for anyone - and granted again under a new ID). Committed; a new spec is
+                # decided next.
                 self._committed(pending, current)
                 self._finalizers_due(uid)
+                if self.records.get(uid) is pending.rsv:
+                    self.reservation_event(current, deleted=False)
+                self._after_commit.add(uid)
                 return
             if error.not_found or current == "gone":
                 self._write_failed(pending, error, gone=True)
@@ -554,6 +572,14 @@ class PoolActor:
                 self.dirty.add(uid)
                 self.kick()
 
+    def _books_on_a_deleting_pool(self, pending: _Pending) -> bool:
+        """Is this a new booking (nothing held before it) while the pool, as last seen, is
+        being deleted?"""
+        if pending.before is not None or pending.after is None:
+            return False
+        metadata = (self.pool_raw or {}).get("metadata") or {}
+        return bool(metadata.get("deletionTimestamp"))
+
     async def _write_until_answered(self, pending: _Pending) -> dict[str, Any]:
         """Write the status; while the API server cannot say whether the write was applied
         (unreachable, restarting, 5xx), keep the booking and repeat the same write.
@@ -562,7 +588,8 @@ class PoolActor:
         lost when the server went away) would leave a grant in status that the engine no
         longer holds, free to be granted again. The write is idempotent (the same status
         value, the same preconditions), so repeating it until a definite answer is safe:
-        success commits, 404 / a failed precondition rolls back."""
+        success commits, 404 / a failed precondition rolls back.
+"""
         delay = UNKNOWN_OUTCOME_RETRY_FIRST
         began: float | None = None
         while True:
@@ -582,8 +609,7 @@ class PoolActor:
                                  error)
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, UNKNOWN_OUTCOME_RETRY_MAX)
-                if (self._pool_deleting and pending.after is not None
-                        and pending.rsv.phase not in HOLDING_PHASES):
+                if self._books_on_a_deleting_pool(pending):
                     # A new hold is not sent again once the pool is seen being deleted: if
                     # the first attempt did not land, it is rolled back (found by the
                     # simulation, seed 76 after issue 16).
@@ -820,6 +846,11 @@ class PoolActor:
         if deleting != self._pool_deleting:
             self._pool_deleting = deleting
             self._mark_all_dirty()  # waiters stop being booked on a pool being deleted
+        if self.context.deleting != deleting:
+            # Also when the spec below cannot be used and the old planner stays: decisions
+            # taken meanwhile must know (a grant decided on a deleting pool is rolled back at
+            # its write, and decided again - for ever, if this still said otherwise).
+            self.context = dataclasses.replace(self.context, deleting=deleting)
         generation = metadata.get("generation")
         spec_raw = raw.get("spec") or {}
         try:
@@ -1078,11 +1109,10 @@ def _active_first(bookings: list[Booking], records: dict[str, Reservation]) -> l
 
 
 def _landed(pending: _Pending, current: dict[str, Any]) -> bool:
-    """Does the object carry exactly the status this decision wrote, on its generation?"""
-    metadata = current.get("metadata") or {}
-    return (metadata.get("generation") == pending.generation
-            and canonical(current.get("status") or {})
-            == canonical(_clean(pending.outcome.status)))
+    """Does the object carry exactly the status this decision wrote? (Its status says the
+    generation decided on; the object's own may have moved on since - a spec edit after the
+    write landed does not undo it.)"""
+    return canonical(current.get("status") or {}) == canonical(_clean(pending.outcome.status))
 
 
 def _frees(before: Booking | None, after: Booking | None) -> bool:
@@ -1093,6 +1123,11 @@ def _frees(before: Booking | None, after: Booking | None) -> bool:
         return True
     if after is before:
         return False
+    if after.mode != before.mode:
+        # Exclusive to shared frees the cores for shared neighbours (found by the simulation,
+        # seed 405: a shared neighbour booked on them landed before the mode change's own
+        # write, and etcd showed an exclusive and a shared hold on one core).
+        return True
     same_resources = after.R is before.R or after.R.dumps() == before.R.dumps()
     if not same_resources or after.start != before.start:
         return True
