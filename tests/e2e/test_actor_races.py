@@ -81,6 +81,23 @@ def _gate_status_writes(api: Any, held: Callable[[str], bool]) -> asyncio.Event:
     return gate
 
 
+def _gate_answers(api: Any, held: Callable[[str], bool]) -> tuple[asyncio.Event, asyncio.Event]:
+    """Send every JSON patch `held` selects, but hold its answer until the first returned
+    event is set; the second is set once such a patch has been sent (it is in flight)."""
+    original = api.json_patch
+    gate, sent = asyncio.Event(), asyncio.Event()
+
+    async def gated(path: str, ops: list[Any]) -> dict[str, Any]:
+        answer: dict[str, Any] = await original(path, ops)
+        if held(path):
+            sent.set()
+            await gate.wait()
+        return answer
+
+    api.json_patch = gated
+    return gate, sent
+
+
 async def _guarded(actor: Any, pool: dict[str, Any]) -> None:
     """The actor knows the pool and has put its finalizer on it (nothing is booked before)."""
     actor.pool_event(pool)
@@ -158,12 +175,15 @@ def test_pool_finalizer_waits_for_a_grant_in_flight(
 
     async def scenario() -> None:
         ctl = Controller(KubeApi(info))
-        gate = _gate_status_writes(ctl.api, lambda path: path.endswith("/first/status"))
+        # The grant's write is sent, its answer held: in flight when the pool is deleted. (A
+        # grant decided but not yet sent when the deletion is seen is withdrawn instead.)
+        gate, sent = _gate_answers(ctl.api, lambda path: path.endswith("/first/status"))
         try:
             actor = ctl._actor(pool)
             await _guarded(actor, rk.pool(pool))
             actor.reservation_event(rk.get(namespace, "first"), deleted=False)
             await actor.step()
+            await sent.wait()
             assert actor._inflight, "first's grant is not in flight"
             assert "respool.io/finalizer" in rk.pool(pool)["metadata"]["finalizers"]
             rk.delete_pool(pool)  # blocked by our finalizer: a deletionTimestamp only

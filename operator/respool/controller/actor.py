@@ -514,7 +514,9 @@ class PoolActor:
         try:
             if self._books_on_a_deleting_pool(pending):
                 # Decided before the pool's deletion was known, not yet sent: a new booking
-                # would keep the pool alive (found by the simulation). Decide again.
+                # would keep the pool alive (found by the simulation, seeds 300 and 978).
+                # Withdrawn and decided again; one already sent blocks the pool's finalizer
+                # until it is answered.
                 self._rollback(pending)
                 self._after_commit.add(uid)
                 return
