@@ -331,3 +331,26 @@ def test_a_new_booking_is_not_repeated_once_its_pool_is_deleting() -> None:
             "reason"] == "PoolDeleting"
 
     World().run(scenario)
+
+
+def test_a_refused_write_is_retried_even_with_no_planner() -> None:
+    """Seed 312: a refused write on a pool that does not exist set a retry 30 s later, but
+    the loop slept with no deadline (no planner, so the rollback kicked nothing): never
+    retried, the reservation never got a phase."""
+    async def scenario(world: World) -> None:
+        port = PoolPort(api=world.api, events=world.sink, facts=ClusterFacts(world.api),
+                        clock=world.clock.wall, monotonic=world.clock.monotonic)
+        actor = PoolActor("missing", port)
+        actor.start()
+        world.api.script = ["refuse"]
+        obj = world.server.create("reservation", "team/a", {
+            "metadata": {"name": "a", "namespace": "team"},
+            "spec": {"pool": "missing", "duration": "1h"}})
+        actor.reservation_event(obj, deleted=False)
+        await asyncio.sleep(5)
+        assert world.api.status_writes == 1 and not world.status("a")
+        await asyncio.sleep(40)
+        assert world.status("a")["phase"] == "Pending"
+        await actor.stop()
+
+    World().run(scenario)

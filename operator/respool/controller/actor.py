@@ -720,6 +720,10 @@ class PoolActor:
         else:
             logger.warning("status write for %s failed (%s); will retry", record.key, error)
             self.wake_at[record.uid] = self.clock() + RETRY_AFTER_WRITE_FAILURE
+        # The loop may be asleep with no deadline at all (no planner: the rollback kicks
+        # nothing): it must learn of this one (found by the simulation, seed 312: a refused
+        # write on a missing pool was never retried, the reservation never got a phase).
+        self.kick()
 
     def _rollback(self, pending: _Pending) -> None:
         planner, record = self.planner, pending.rsv
