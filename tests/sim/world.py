@@ -69,7 +69,9 @@ class Schedule:
     trace: list[str] = field(default_factory=list)
     incarnations: list[Incarnation] = field(default_factory=list)
     #: Objects whose status was last written by a dead incarnation after a newer one listed.
-    tainted: set[str] = field(default_factory=set)
+    #: (With the version of that write: a leader that listed after it restored from it - it
+    #: is then what that leader holds, and the hold invariants judge it like any other.)
+    tainted: dict[str, int] = field(default_factory=dict)
     id_owner: dict[str, str] = field(default_factory=dict)
     quiet: bool = False
     names: itertools.count[int] = field(default_factory=lambda: itertools.count())
@@ -182,7 +184,7 @@ class Schedule:
     def on_same_status(self, kind: str, key: str, writer: str) -> None:
         """The current leader wrote what the object already says: it stands behind it."""
         if kind == "reservation" and not self._writer_deposed(writer):
-            self.tainted.discard(key)
+            self.tainted.pop(key, None)
 
     def _writer_deposed(self, writer: str) -> bool:
         number = int(writer[2:])
@@ -198,9 +200,9 @@ class Schedule:
             listed = self.incarnations[-1].api.listed_version
             if listed is not None and listed < write.version:
                 # Landed after the current leader listed: it must overwrite it.
-                self.tainted.add(key)
+                self.tainted[key] = write.version
             return
-        self.tainted.discard(key)
+        self.tainted.pop(key, None)
         uid = write.after["metadata"]["uid"]
         # IDs: unique across objects, stable while held.
         for id_key in ("reservationId", "preReservationId"):
@@ -308,8 +310,12 @@ class Schedule:
 
     def check_quiet(self) -> None:
         self._check_holds(strict=True)
-        if self.tainted:
-            raise Violation(f"a deposed leader's status still stands on {sorted(self.tainted)}")
+        current = self.current
+        listed = current.api.listed_version if current is not None else None
+        standing = sorted(key for key, version in self.tainted.items()
+                          if listed is None or version > listed)
+        if standing:
+            raise Violation(f"a deposed leader's status still stands on {standing}")
         for obj in self.server.items("reservation"):
             key = f"{obj['metadata']['namespace']}/{obj['metadata']['name']}"
             status = obj.get("status") or {}
