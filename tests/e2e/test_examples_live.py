@@ -35,6 +35,9 @@ def _renamed(documents: list[dict[str, Any]], suffix: str) -> list[dict[str, Any
         if kind == "ResourceReservation":
             metadata["namespace"] += f"-{suffix}"
             document["spec"]["pool"] += f"-{suffix}"
+        if kind == "ResourceReservationSchedule":
+            metadata["namespace"] += f"-{suffix}"
+            document["spec"]["template"]["pool"] += f"-{suffix}"
         result.append(document)
     return result
 

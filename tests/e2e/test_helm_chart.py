@@ -213,7 +213,8 @@ def test_tenant_roles_aggregate_and_never_write_status(control_plane: Any) -> No
                     if k.startswith(aggregate) and v == "true"} == expected
         for rule in roles[name]["rules"]:
             assert rule["apiGroups"] == ["respool.io"]
-            assert rule["resources"] == ["resourcereservations"]  # no status, no pools
+            assert rule["resources"] == [
+                "resourcereservations", "resourcereservationschedules"]  # no status, no pools
             assert "*" not in rule["verbs"]
     assert set(roles["respool-view"]["rules"][0]["verbs"]) == {"get", "list", "watch"}
     assert {"create", "delete", "patch"} <= set(roles["respool-edit"]["rules"][0]["verbs"])
@@ -248,6 +249,11 @@ def test_cluster_role_is_the_kustomize_one_and_least_privilege(control_plane: An
         ("respool.io", "resourcereservations/status", "patch"),
         ("", "events", "create"),
         ("", "nodes", "patch"),  # enforcement: Taint, the operator's own taint and label
+        # ResourceReservationSchedules: each occurrence's reservation, created and, past the
+        # history limits, deleted; the schedule's status.
+        ("respool.io", "resourcereservations", "create"),
+        ("respool.io", "resourcereservations", "delete"),
+        ("respool.io", "resourcereservationschedules/status", "patch"),
     }
 
 

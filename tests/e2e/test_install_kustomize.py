@@ -24,6 +24,7 @@ def test_kustomize_build_renders_the_base(kubectl: Any) -> None:
             "Namespace",
             "CustomResourceDefinition",
             "CustomResourceDefinition",
+            "CustomResourceDefinition",
             "ServiceAccount",
             "ClusterRole",
             "ClusterRoleBinding",
@@ -93,10 +94,16 @@ def test_kubectl_apply_k_installs_everything(kubectl: Any) -> None:
             ("patch", "nodes"),  # enforcement: Taint (its own taint and label only)
             ("watch", "namespaces"),
             ("list", "customresourcedefinitions.apiextensions.k8s.io"),
+            # ResourceReservationSchedules create and clean up their own reservations.
+            ("create", "resourcereservations.respool.io"),
+            ("delete", "resourcereservations.respool.io"),
+            ("watch", "resourcereservationschedules.respool.io"),
+            ("patch", "resourcereservationschedules.respool.io/status"),
         ]
         denied = [
             ("get", "secrets"),
-            ("create", "resourcereservations.respool.io"),
+            ("update", "resourcereservations.respool.io"),
+            ("patch", "resourcereservationschedules.respool.io"),
             ("delete", "resourcepools.respool.io"),
             ("update", "resourcepools.respool.io"),
             ("update", "nodes"),

@@ -29,10 +29,13 @@ from respool.api.models import (
     CONSTRAINT_MAX_DEPTH,
     GROUP,
     JOBSPEC_MAX_DEPTH,
+    MAX_LEAD_TIME,
     VERSION,
     Phase,
     ResourcePoolSpec,
     ResourcePoolStatus,
+    ResourceReservationScheduleSpec,
+    ResourceReservationScheduleStatus,
     ResourceReservationSpec,
     ResourceReservationStatus,
 )
@@ -369,6 +372,70 @@ def reservation_crd() -> dict[str, Any]:
     )
 
 
+#: A schedule's reservations are named <schedule>-<yyyymmddhhmm> (UTC): 13 characters more.
+MAX_SCHEDULE_NAME = 50
+_CRON = (r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)"
+         r"|[^ \t]+[ \t]+[^ \t]+[ \t]+[^ \t]+[ \t]+[^ \t]+[ \t]+[^ \t]+)$")
+
+
+def schedule_crd() -> dict[str, Any]:
+    """The ResourceReservationSchedule CRD (namespaced, short name ``rsvs``)."""
+    rules = [
+        {
+            "rule": f"size(self.metadata.name) <= {MAX_SCHEDULE_NAME}",
+            "message": f"a ResourceReservationSchedule name has at most {MAX_SCHEDULE_NAME} "
+            "characters: its reservations are named <schedule>-<yyyymmddhhmm>",
+        },
+        {
+            "rule": "!has(self.spec.template.startTime) && !has(self.spec.template.endTime) "
+            "&& !has(self.spec.template.duration)",
+            "message": "spec.template.startTime, endTime and duration are set by the schedule "
+            "(spec.schedule, spec.duration); leave them out of the template",
+            "fieldPath": ".spec.template",
+            "reason": "FieldValueForbidden",
+        },
+        {
+            "rule": f"self.spec.schedule.matches({_cel_literal(_CRON)})",
+            "message": "spec.schedule must be five cron fields (minute hour day-of-month month "
+            "day-of-week, e.g. '0 2 * * *') or @yearly, @monthly, @weekly, @daily or @hourly",
+            "fieldPath": ".spec.schedule",
+        },
+        {
+            "rule": f"!has(self.spec.leadTime) || duration(self.spec.leadTime) <= "
+            f"duration('{MAX_LEAD_TIME}')",
+            "message": f"spec.leadTime is at most {MAX_LEAD_TIME} (30 days)",
+            "fieldPath": ".spec.leadTime",
+        },
+    ]
+    schema = _root_schema(
+        ResourceReservationScheduleSpec,
+        ResourceReservationScheduleStatus,
+        "A ResourceReservationSchedule books recurring windows, like a CronJob: for each time "
+        "its cron schedule names it creates an ordinary ResourceReservation ahead of time.",
+        rules,
+    )
+    columns = [
+        {"name": "Schedule", "type": "string", "jsonPath": ".spec.schedule"},
+        {"name": "Time Zone", "type": "string", "jsonPath": ".spec.timeZone"},
+        {"name": "Duration", "type": "string", "jsonPath": ".spec.duration"},
+        {"name": "Pool", "type": "string", "jsonPath": ".spec.template.pool"},
+        {"name": "Suspend", "type": "boolean", "jsonPath": ".spec.suspend"},
+        {"name": "Last", "type": "string", "jsonPath": ".status.lastScheduleTime"},
+        _age_column(),
+        {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
+    ]
+    return _crd(
+        kind="ResourceReservationSchedule",
+        plural="resourcereservationschedules",
+        singular="resourcereservationschedule",
+        short="rsvs",
+        scope="Namespaced",
+        schema=schema,
+        columns=columns,
+        selectable=[],
+    )
+
+
 def _tidy(node: Any) -> Any:
     """A fresh tree (no shared sub-objects, so YAML has no anchors) with ``type`` and
     ``description`` first in every schema node, for readable YAML."""
@@ -382,8 +449,8 @@ def _tidy(node: Any) -> Any:
 
 
 def generate() -> list[dict[str, Any]]:
-    """Both CRDs, ResourcePool first."""
-    return [_tidy(pool_crd()), _tidy(reservation_crd())]
+    """Every CRD, ResourcePool first."""
+    return [_tidy(pool_crd()), _tidy(reservation_crd()), _tidy(schedule_crd())]
 
 
 HEADER = (

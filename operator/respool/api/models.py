@@ -1113,3 +1113,85 @@ class ResourceReservation(WireModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     spec: ResourceReservationSpec
     status: ResourceReservationStatus | None = None
+
+
+# -- ResourceReservationSchedule (issue 15) --------------------------------------------------
+
+#: The longest a schedule may book ahead (leadTime) and how many occurrences its status lists.
+MAX_LEAD_TIME = "720h"
+MAX_UPCOMING = 20
+MAX_UNBOOKED = 20
+
+
+class ResourceReservationScheduleSpec(WireModel):
+    """Recurring reservations, like a CronJob: at each time `schedule` names (in `timeZone`),
+    a window of `duration`, booked `leadTime` ahead as an ordinary ResourceReservation."""
+
+    schedule: str = Field(
+        min_length=1,
+        max_length=256,
+        description="When each window starts, in cron syntax ('0 2 * * *': 02:00 every day; "
+        "also @daily, @hourly, @weekly, @monthly, @yearly), read in timeZone.",
+    )
+    time_zone: str = Field(
+        default="UTC",
+        min_length=1,
+        max_length=64,
+        description="An IANA time zone ('Europe/Berlin'); the schedule follows its daylight "
+        "saving changes.",
+    )
+    duration: Duration = Field(description="Length of each window.")
+    lead_time: Duration = Field(
+        default="24h",
+        description="How far ahead each occurrence's reservation is created (at most "
+        f"{MAX_LEAD_TIME}).",
+    )
+    suspend: bool = Field(
+        default=False,
+        description="Create no new reservations (those created stay).",
+    )
+    successful_history_limit: int = Field(
+        default=3, ge=0, le=100,
+        description="Ended reservations (Expired) kept; older ones are deleted.",
+    )
+    failed_history_limit: int = Field(
+        default=1, ge=0, le=100,
+        description="Failed reservations kept; older ones are deleted.",
+    )
+    template: ResourceReservationSpec = Field(
+        description="The reservation to create for each occurrence; startTime, endTime and "
+        "duration come from the schedule.",
+    )
+
+
+class ScheduledOccurrence(StatusModel):
+    start_time: str | None = Field(default=None, description="Start of the window (RFC 3339).")
+    reservation: str | None = Field(default=None, description="The reservation's name.")
+    phase: Phase | None = None
+
+
+class UnbookedOccurrence(StatusModel):
+    start_time: str | None = Field(default=None, description="Start of the window (RFC 3339).")
+    reservation: str | None = None
+    reason: str | None = Field(default=None, max_length=128)
+    message: str | None = Field(default=None, max_length=MAX_MESSAGE_LENGTH)
+
+
+class ResourceReservationScheduleStatus(StatusModel):
+    """Written only by the operator, through the status subresource."""
+
+    upcoming: list[ScheduledOccurrence] | None = Field(
+        default=None, max_length=MAX_UPCOMING,
+        description="The next occurrences and their reservations (created within leadTime).",
+    )
+    last_schedule_time: str | None = Field(
+        default=None, description="Start of the latest occurrence whose reservation was "
+        "created (RFC 3339).",
+    )
+    unbooked: list[UnbookedOccurrence] | None = Field(
+        default=None, max_length=MAX_UNBOOKED,
+        description="Recent occurrences that could not be booked, with the reason.",
+    )
+    conditions: Conditions | None = None
+    observed_generation: int | None = None
+    message: str | None = Field(default=None, max_length=MAX_MESSAGE_LENGTH)

@@ -169,7 +169,10 @@ def run(args: argparse.Namespace) -> int:
     import kopf
     import prometheus_client
 
-    from respool.controller import handlers
+    from respool.controller import (
+        handlers,
+        schedule_keeper,  # noqa: F401  (registers its kopf handlers)
+    )
 
     # A tenant's spec.config may nest deeper than Python's JSON parser goes by default
     # (the recursion limit, 1,000), and one reservation it could not read once broke the
