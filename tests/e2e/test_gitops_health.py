@@ -149,6 +149,17 @@ def driven(operator: Any, rk: Any, namespace: str) -> Iterator[dict[str, dict[st
                 timeout=30,
                 what=f"phase {phase}, observed",
             )
+        # A waiter has settled once it knows its place in line too: the standing is computed
+        # after its first status write and at most every few seconds (controller/standing.py),
+        # so it lands in a second write (see test_settled_objects_are_not_rewritten).
+        objects["waiting"] = rk.wait_for(
+            namespace,
+            "waiting",
+            lambda o: (o.get("status") or {}).get("queuePosition") == 1
+            and bool(o["status"].get("startNoLaterThan")),
+            timeout=30,
+            what="queuePosition 1 and a startNoLaterThan",
+        )
         objects["pool"] = rk.wait_pool(
             pool, lambda o: kstatus(o) == "Current", timeout=30, what="pool observed"
         )
