@@ -296,3 +296,36 @@ def test_shows_what_the_users_own_credentials_may_read(
         kubectl("delete", "clusterrolebinding,clusterrole", reader, check=False)
         kubectl("delete", "namespace", other, "--wait=false", check=False)
     assert "Traceback" not in dashboard.log_text(), dashboard.log_text()[-4000:]
+
+
+def test_waiting_reservations_show_their_place_in_line(
+    operator: OperatorProcess, rk: RespoolKube, namespace: str, dashboard: DashboardProcess,
+    browser: Any,
+) -> None:
+    """The waiting list is in the pool's queue order, with each waiter's place and projected
+    start (status.queuePosition, status.startNoLaterThan); the details say both."""
+    from selenium.webdriver.common.by import By
+
+    pool = f"line-{secrets.token_hex(3)}"
+    rk.create_pool(pool, _pool_spec(pool, ranks=1))
+    waiting = {"request": {"nodes": 1, "exclusive": True}, "nextAvailable": False,
+               "maxRetry": 50}
+    rk.create(namespace, "holder", {"pool": pool, "duration": "2h", **waiting})
+    rk.wait_phase(namespace, "holder", "Active")
+    for name in ("first", "second"):
+        rk.create(namespace, name, {"pool": pool, "duration": "1h", **waiting})
+        rk.wait_phase(namespace, name, "Pending")
+
+    browser.get(dashboard.url + "?" + urllib.parse.urlencode({"pool": pool}))
+    section_id = f"pool-{pool}"
+    _wait(browser, lambda b: "#2 in line" in b.find_element(By.ID, section_id).text,
+          "the second waiter's place in line")
+    items = browser.find_element(By.ID, section_id).find_elements(By.CSS_SELECTOR, ".waiting li")
+    assert [i.text.split()[0] for i in items[:2]] == [f"{namespace}/first", f"{namespace}/second"]
+    assert "#1 in line, starts by" in items[0].text
+    items[1].find_element(By.CSS_SELECTOR, "button").click()
+    _wait(browser, lambda b: "Queue position" in b.find_element(By.ID, "details").text,
+          "the queue position in the details")
+    text = browser.find_element(By.ID, "details").text
+    assert "2 (1 = next when capacity frees)" in text and "Starts no later than" in text
+    _shot(browser, "queue")
