@@ -40,6 +40,8 @@ ALL_OPTIONS = [
     "replicaCount=2",
     "--set",
     "podAntiAffinity=hard",
+    "--set",
+    "webhook.enabled=true",
 ]
 
 
@@ -83,7 +85,7 @@ def test_default_render_has_the_expected_objects(control_plane: Any) -> None:
     )
     all_kinds = sorted(d["kind"] for d in render(control_plane.bin_dir, *ALL_OPTIONS))
     assert all_kinds == sorted(
-        [*kinds, "Service", "ServiceMonitor", "PodDisruptionBudget", "ConfigMap"])
+        [*kinds, "Service", "Service", "ServiceMonitor", "PodDisruptionBudget", "ConfigMap"])
 
 
 def test_grafana_dashboard_config_map_for_the_sidecar(control_plane: Any) -> None:
@@ -171,9 +173,10 @@ def test_rendered_arguments_are_accepted_by_respool_run(
 
 
 def test_services_and_monitor_point_at_the_pod(control_plane: Any) -> None:
-    objects = by_kind(render(control_plane.bin_dir, *ALL_OPTIONS))
+    documents = render(control_plane.bin_dir, *ALL_OPTIONS)
+    objects = by_kind(documents)
     pod_labels = objects["Deployment"]["spec"]["template"]["metadata"]["labels"]
-    service = objects["Service"]
+    (service,) = [d for d in documents if d["metadata"]["name"] == "rp-respool-metrics"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
     assert service["spec"]["ports"][0]["targetPort"] == "metrics"
     monitor = objects["ServiceMonitor"]
@@ -401,3 +404,94 @@ def test_operator_pod_meets_the_restricted_pod_security_standard(
     )
     assert refused.returncode != 0
     assert "allowPrivilegeEscalation" in refused.stderr
+
+
+WEBHOOK_RULES = [
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch", "patch"]},
+    {"apiGroups": ["admissionregistration.k8s.io"],
+     "resources": ["mutatingwebhookconfigurations", "validatingwebhookconfigurations"],
+     "verbs": ["create"]},
+    {"apiGroups": ["admissionregistration.k8s.io"],
+     "resources": ["mutatingwebhookconfigurations", "validatingwebhookconfigurations"],
+     "resourceNames": ["respool.io"], "verbs": ["patch"]},
+]
+
+
+def test_webhook_is_off_by_default_and_grants_nothing_for_it(control_plane: Any) -> None:
+    objects = render(control_plane.bin_dir)
+    container = _container(by_kind(objects)["Deployment"])
+    assert not [a for a in container["args"] if a.startswith("--webhook")]
+    assert "readinessProbe" not in container
+    assert not [d for d in objects if d["metadata"]["name"].endswith("-webhook")]
+    rules = _cluster_roles(objects)["rp-respool"]["rules"]
+    assert not [r for r in rules if "pods" in r["resources"]
+                or r["apiGroups"] == ["admissionregistration.k8s.io"]]
+
+
+def test_webhook_enabled_serves_behind_a_service_to_the_leader_only(control_plane: Any) -> None:
+    objects = render(control_plane.bin_dir, "--set", "webhook.enabled=true", namespace="ops")
+    deployment = by_kind(objects)["Deployment"]
+    container = _container(deployment)
+    args = build_parser(container["args"]).parse_args(container["args"])
+    assert (args.webhook_port, args.webhook_address, args.webhook_service) == (
+        9443, "0.0.0.0", "ops/rp-respool-webhook")
+    assert {"name": "webhook", "containerPort": 9443, "protocol": "TCP"} in container["ports"]
+    # Ready only while serving (the leader), so the Service reaches the leader alone; a
+    # rolling update would wait for a standby to become Ready, so it is Recreate.
+    assert container["readinessProbe"]["tcpSocket"] == {"port": "webhook"}
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    (service,) = [d for d in objects if d["kind"] == "Service"
+                  and d["metadata"]["name"] == "rp-respool-webhook"]
+    assert service["metadata"]["namespace"] == "ops"
+    assert service["spec"]["ports"] == [
+        {"name": "webhook", "port": 443, "targetPort": "webhook", "protocol": "TCP"}]
+    assert service["spec"]["selector"].items() <= (
+        deployment["spec"]["template"]["metadata"]["labels"].items())
+    # RBAC: the default rules plus exactly the webhook's (no create/update/delete of Pods).
+    default_rules = _cluster_roles(render(control_plane.bin_dir))["rp-respool"]["rules"]
+    assert _cluster_roles(objects)["rp-respool"]["rules"] == default_rules + WEBHOOK_RULES
+
+
+def test_webhook_component_of_the_kustomize_base_matches_the_chart(
+    control_plane: Any, kubectl: Any, namespace: str, tmp_path: Path
+) -> None:
+    import os
+
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [os.path.relpath(ROOT / "manifests", overlay)],
+        "components": [os.path.relpath(ROOT / "manifests" / "webhook", overlay)],
+    }))
+    built = [d for d in yaml.safe_load_all(kubectl("kustomize", str(overlay)).stdout) if d]
+    chart = by_kind(render(control_plane.bin_dir, "--set", "webhook.enabled=true",
+                           namespace="respool-system"))
+    chart_container = _container(chart["Deployment"])
+    deployment = next(d for d in built if d["kind"] == "Deployment")
+    container = _container(deployment)
+    assert deployment["spec"]["strategy"] == chart["Deployment"]["spec"]["strategy"]
+    assert container["readinessProbe"] == chart_container["readinessProbe"]
+    assert container["ports"] == chart_container["ports"]
+    assert [a for a in container["args"] if a.startswith("--webhook")] == [
+        "--webhook-port=9443", "--webhook-address=0.0.0.0",
+        "--webhook-service=respool-system/respool-webhook"]
+    service = next(d for d in built if d["kind"] == "Service")
+    assert service["metadata"] == {**service["metadata"], "name": "respool-webhook",
+                                   "namespace": "respool-system"}
+    assert service["spec"]["ports"] == [
+        {"name": "webhook", "port": 443, "targetPort": "webhook", "protocol": "TCP"}]
+    role = next(d for d in built if d["kind"] == "ClusterRole"
+                and d["metadata"]["name"] == "respool")
+    assert role["rules"] == _cluster_roles(
+        render(control_plane.bin_dir, "--set", "webhook.enabled=true"))["rp-respool"]["rules"]
+    # And the API server takes it all (server-side dry run, in the test's namespace: a dry
+    # run does not create respool-system).
+    checked = [d for d in built if d["kind"] != "Namespace"]
+    for document in checked:
+        if "namespace" in document["metadata"]:
+            document["metadata"]["namespace"] = namespace
+    stream = "\n---\n".join(json.dumps(d) for d in checked)
+    result = kubectl("apply", "--server-side", "--dry-run=server", "-f", "-", input=stream)
+    assert "respool-webhook" in result.stdout

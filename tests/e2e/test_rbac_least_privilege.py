@@ -181,6 +181,22 @@ def installed_chart(
     control_plane: Any, kubectl: Kubectl, kube_env: dict[str, str], request: pytest.FixtureRequest
 ) -> Iterator[tuple[str, str]]:
     """(namespace, service account) of a fresh `helm install` of the chart."""
+    yield from _helm_install(control_plane, kubectl, kube_env, request)
+
+
+@pytest.fixture
+def installed_chart_with_webhook(
+    control_plane: Any, kubectl: Kubectl, kube_env: dict[str, str], request: pytest.FixtureRequest
+) -> Iterator[tuple[str, str]]:
+    """The same, installed with webhook.enabled=true."""
+    yield from _helm_install(control_plane, kubectl, kube_env, request,
+                             "--set", "webhook.enabled=true")
+
+
+def _helm_install(
+    control_plane: Any, kubectl: Kubectl, kube_env: dict[str, str],
+    request: pytest.FixtureRequest, *options: str,
+) -> Iterator[tuple[str, str]]:
     stop_shared_operator(request)
     suffix = secrets.token_hex(3)
     namespace, release = f"respool-rbac-{suffix}", f"rbac-{suffix}"
@@ -195,6 +211,7 @@ def installed_chart(
             namespace,
             "--set",
             "metrics.enabled=true",
+            *options,
         ],
         capture_output=True,
         text=True,
@@ -563,3 +580,114 @@ def test_operator_runs_with_only_the_chart_identity(
         denied = REFUSED_CALL.search(log)
         assert denied is None, f"the operator hit a permission error ({denied[0]!r}):\n{log[-6000:]}"
         assert "Traceback" not in log, log[-6000:]
+
+
+def test_the_webhook_runs_with_only_the_chart_identity(
+    control_plane: Any,
+    kubectl: Kubectl,
+    kube_env: dict[str, str],
+    installed_chart_with_webhook: tuple[str, str],
+    tmp_path: Path,
+) -> None:
+    """webhook.enabled=true: the operator, with only the chart's identity, registers the
+    webhook (kopf creates and patches the configurations), admits a labelled Pod, refuses one
+    naming a missing reservation, and lifts a gate when the window opens (watches and patches
+    Pods). The API server reaches it on loopback here (a Service needs a cluster network)."""
+    chart_namespace, account = installed_chart_with_webhook
+    suffix = secrets.token_hex(3)
+    token = kubectl(
+        "create", "token", account, "-n", chart_namespace, "--duration=1h"
+    ).stdout.strip()
+    operator_config = kubeconfig_for_token(
+        control_plane.kubeconfig, token, tmp_path / "operator.kubeconfig"
+    )
+    team = f"hooked-{suffix}"
+    kubectl("create", "namespace", team)
+    # No controller-manager on this API server: the namespace's default ServiceAccount, which
+    # Pod admission looks up, is made here.
+    kubectl("create", "serviceaccount", "default", "-n", team, check=False)
+    pool = f"hook-{suffix}"
+    kubectl("create", "-f", "-", input=json.dumps({
+        "apiVersion": GROUP_VERSION,
+        "kind": "ResourcePool",
+        "metadata": {"name": pool},
+        "spec": {
+            "resources": {"version": 1, "execution": {
+                "R_lite": [{"rank": "0-1", "children": {"core": "0-3"}}],
+                "nodelist": [f"hook{suffix}-[0-1]"]}},
+            "enforcement": "Taint",
+            "policy": {"defaultDuration": "1h"},
+        },
+    }))
+
+    def pod(name: str, reservation: str) -> str:
+        return json.dumps({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": team,
+                         "labels": {"respool.io/reservation": reservation}},
+            "spec": {"automountServiceAccountToken": False,
+                     "containers": [{"name": "c", "image": "registry.invalid/none"}]},
+        })
+
+    def webhook_ready() -> bool:
+        found = kubectl("get", "mutatingwebhookconfiguration", "respool.io", "-o", "json",
+                        check=False)
+        if found.returncode != 0:
+            return False
+        return any((hook.get("clientConfig") or {}).get("caBundle")
+                   for hook in json.loads(found.stdout).get("webhooks") or [])
+
+    election = ["--leader-elect", f"--leader-election-namespace={chart_namespace}",
+                "--leader-elect-retry-period=1s"]
+    operator = LimitedOperator(operator_config, tmp_path / "operator.log", kube_env,
+                               [*election, "--webhook-port", str(_free_port())])
+    try:
+        operator.start()
+        operator.wait_log("respool controller started")
+        wait_for("the webhook registered with its CA bundle", webhook_ready)
+        kubectl("create", "-f", "-", input=_reservation(
+            "now", team, {"pool": pool, "request": {"nodes": 1}, "duration": "1h"}))
+        wait_for("now Active", lambda: phase_of(kubectl, team, "now") == "Active")
+        admitted = wait_for("a labelled Pod admitted", lambda: kubectl(
+            "create", "-f", "-", "-o", "json", input=pod("runs", "now"),
+            check=False).stdout.strip())
+        spec = json.loads(admitted)["spec"]
+        assert {"key": "respool.io/reserved", "operator": "Exists",
+                "effect": "NoSchedule"} in spec["tolerations"]
+        (term,) = spec["affinity"]["nodeAffinity"][
+            "requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+        (field,) = term["matchFields"]
+        assert field["key"] == "metadata.name" and len(field["values"]) == 1
+        assert field["values"][0].startswith(f"hook{suffix}-")
+        # A reservation that does not exist: refused, saying which.
+        refused = kubectl("create", "-f", "-", input=pod("nope", "missing"), check=False)
+        assert refused.returncode != 0
+        assert "'missing' does not exist in namespace" in refused.stderr, refused.stderr
+        # Before the window: gated; the operator lifts the gate (Pod watch + patch) when the
+        # reservation becomes Active.
+        start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 6))
+        kubectl("create", "-f", "-", input=_reservation(
+            "soon", team, {"pool": pool, "request": {"nodes": 1}, "startTime": start,
+                           "duration": "1h"}))
+        wait_for("soon Scheduled", lambda: phase_of(kubectl, team, "soon") == "Scheduled")
+        gated = json.loads(kubectl("create", "-f", "-", "-o", "json",
+                                   input=pod("waits", "soon")).stdout)
+        assert [g["name"] for g in gated["spec"]["schedulingGates"]] == ["respool.io/reservation"]
+        wait_for("soon Active", lambda: phase_of(kubectl, team, "soon") == "Active", timeout=90)
+        wait_for("the gate lifted", lambda: not _get(kubectl, "pod", "waits", "-n", team)[
+            "spec"].get("schedulingGates"))
+        assert operator.alive(), operator.log()[-4000:]
+    finally:
+        operator.stop()
+        # Nobody serves it any more (failurePolicy Fail): later labelled Pods must not meet it.
+        for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
+            kubectl("delete", kind, "respool.io", "--ignore-not-found", check=False)
+        kubectl("delete", "pod", "--all", "-n", team, "--wait=false", check=False)
+        kubectl("delete", "rsv", "--all", "-n", team, "--wait=false", check=False)
+        kubectl("delete", "rpool", pool, "--wait=false", check=False)
+        kubectl("delete", "namespace", team, "--wait=false", check=False)
+
+    log = operator.log()
+    denied = REFUSED_CALL.search(log)
+    assert denied is None, f"the operator hit a permission error ({denied[0]!r}):\n{log[-6000:]}"
+    assert "Traceback" not in log, log[-6000:]
