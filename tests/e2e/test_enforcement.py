@@ -405,3 +405,78 @@ def test_a_hold_made_from_a_pod_is_released_when_its_job_or_pod_goes(
         rk.delete_pool(pool)
         for host in hosts:
             core.delete_node(host)
+
+
+def test_a_shared_reservation_steers_and_gates_its_pods_without_a_taint(
+    whole_cluster: Any, whole_cluster_api: Any, whole_cluster_namespace: str,
+    enforcing_operator: OperatorProcess,
+) -> None:
+    """Shared reservations taint nothing: their holders' Pods get the node affinity (and,
+    before the window opens, the gate) but no toleration, and other Pods still land there."""
+    import datetime
+
+    from kubernetes import client
+
+    rk = RespoolKube(whole_cluster_api)
+    core = client.CoreV1Api(whole_cluster_api)
+    admission = client.AdmissionregistrationV1Api(whole_cluster_api)
+    ns = whole_cluster_namespace
+    suffix = secrets.token_hex(3)
+    hosts = [f"shr-{suffix}-{index}" for index in range(2)]
+    whole_cluster.plane.ensure_fake_nodes(hosts, timeout=PATIENCE)
+    now_node, later_node = hosts
+    pool = f"shr-{suffix}"
+    rk.create_pool(pool, _pool_spec(hosts, enforcement="Taint"))
+    try:
+        wait_for("the webhook registered with its CA bundle", lambda: _webhook_ready(admission))
+        rk.wait_pool(pool, lambda o: (o.get("status") or {}).get("down") == "",
+                     timeout=PATIENCE, what="all ranks up")
+
+        # Active now: affinity to its Node, neither toleration nor gate.
+        rk.create(ns, "look", {"pool": pool, "mode": "shared", "request": {"nodes": 1},
+                               "constraints": {"hostlist": [now_node]}, "duration": "1h"})
+        rk.wait_phase(ns, "look", "Active", timeout=PATIENCE)
+        pod = core.create_namespaced_pod(ns, _pod("looker", labels={LABEL: "look"}))
+        assert not [t for t in pod.spec.tolerations or [] if t.key == RESERVED]
+        assert not pod.spec.scheduling_gates
+        terms = pod.spec.affinity.node_affinity.required_during_scheduling_ignored_during_execution
+        assert [(f.key, f.operator, f.values) for f in terms.node_selector_terms[0].match_fields] \
+            == [("metadata.name", "In", [now_node])]
+        assert wait_for("looker Running", lambda: _running_on(core, ns, "looker")) == now_node
+
+        # Not Active yet: gated (no toleration); lifted when the window opens, then it runs on
+        # the granted Node.
+        start = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=20)
+        rk.create(ns, "later", {"pool": pool, "mode": "shared", "request": {"nodes": 1},
+                                "constraints": {"hostlist": [later_node]},
+                                "startTime": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                                "duration": "1h", "nextAvailable": False})
+        rk.wait_phase(ns, "later", "Scheduled", timeout=PATIENCE)
+        gated = core.create_namespaced_pod(ns, _pod("early", labels={LABEL: "later"}))
+        assert [g.name for g in gated.spec.scheduling_gates] == [LABEL]
+        assert not [t for t in gated.spec.tolerations or [] if t.key == RESERVED]
+        assert wait_for("early SchedulingGated", lambda: next(
+            (c for c in core.read_namespaced_pod("early", ns).status.conditions or []
+             if c.type == "PodScheduled" and c.reason == "SchedulingGated"), None))
+        assert core.read_namespaced_pod("early", ns).spec.node_name is None
+        rk.wait_phase(ns, "later", "Active", timeout=PATIENCE)
+        assert wait_for("early Running", lambda: _running_on(core, ns, "early")) == later_node
+        lifted = core.read_namespaced_pod("early", ns)
+        assert not lifted.spec.scheduling_gates
+        terms = lifted.spec.affinity.node_affinity.required_during_scheduling_ignored_during_execution
+        assert terms.node_selector_terms[0].match_fields[0].values == [later_node]
+
+        # No taint, no label on either Node while both are Active: an unlabelled Pod aimed at a
+        # shared Node is scheduled there as ever.
+        assert _ours(core, now_node) == ([], None) and _ours(core, later_node) == ([], None)
+        core.create_namespaced_pod(ns, _pod("bystander", node=later_node))
+        assert wait_for("bystander Running",
+                        lambda: _running_on(core, ns, "bystander")) == later_node
+        assert _ours(core, now_node) == ([], None) and _ours(core, later_node) == ([], None)
+    finally:
+        for item in rk.list(ns):
+            rk.delete(ns, item["metadata"]["name"])
+        wait_for("reservations gone", lambda: not rk.list(ns), timeout=60)
+        rk.delete_pool(pool)
+        for host in hosts:
+            core.delete_node(host)
