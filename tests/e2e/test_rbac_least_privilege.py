@@ -691,3 +691,75 @@ def test_the_webhook_runs_with_only_the_chart_identity(
     denied = REFUSED_CALL.search(log)
     assert denied is None, f"the operator hit a permission error ({denied[0]!r}):\n{log[-6000:]}"
     assert "Traceback" not in log, log[-6000:]
+
+
+def test_the_chart_registers_its_webhook_service_with_a_certificate_for_it(
+    control_plane: Any,
+    kubectl: Kubectl,
+    kube_env: dict[str, str],
+    installed_chart_with_webhook: tuple[str, str],
+    tmp_path: Path,
+) -> None:
+    """With the chart's webhook arguments (--webhook-service <ns>/<release>-webhook), the
+    operator registers the Service (port 443, no URL) and serves a certificate that the
+    registered caBundle verifies for the Service's DNS name. (The API server cannot reach a
+    Service here - no cluster network - so the call through it is not made.)"""
+    import base64
+    import ssl
+
+    chart_namespace, account = installed_chart_with_webhook
+    release = account.removesuffix("-respool")
+    rendered = subprocess.run(
+        [str(control_plane.bin_dir / "helm"), "get", "manifest", release, "-n", chart_namespace],
+        capture_output=True, text=True, env=kube_env, timeout=60, check=True,
+    ).stdout
+    deployment = next(d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    service_name = f"{account}-webhook"
+    assert f"--webhook-service={chart_namespace}/{service_name}" in container["args"]
+    port = _free_port()
+    webhook_args = [f"--webhook-port={port}" if a.startswith("--webhook-port=") else a
+                    for a in container["args"] if a.startswith("--webhook-")]
+    token = kubectl(
+        "create", "token", account, "-n", chart_namespace, "--duration=1h"
+    ).stdout.strip()
+    operator_config = kubeconfig_for_token(
+        control_plane.kubeconfig, token, tmp_path / "operator.kubeconfig"
+    )
+
+    def registered() -> dict[str, Any] | None:
+        found = kubectl("get", "mutatingwebhookconfiguration", "respool.io", "-o", "json",
+                        check=False)
+        if found.returncode != 0:
+            return None
+        for hook in json.loads(found.stdout).get("webhooks") or []:
+            config = hook.get("clientConfig") or {}
+            if config.get("caBundle") and config.get("service"):
+                return dict(config)
+        return None
+
+    operator = LimitedOperator(operator_config, tmp_path / "operator.log", kube_env,
+                               webhook_args)
+    try:
+        operator.start()
+        operator.wait_log("respool controller started")
+        config = wait_for("the webhook registered with the Service", registered)
+        assert "url" not in config
+        assert config["service"] == {"namespace": chart_namespace, "name": service_name,
+                                     "port": 443, "path": config["service"].get("path")}
+        # The served certificate is for <service>.<namespace>.svc, signed by the caBundle.
+        context = ssl.create_default_context(
+            cadata=base64.b64decode(config["caBundle"]).decode())
+        for name in (f"{service_name}.{chart_namespace}.svc",
+                     f"{service_name}.{chart_namespace}.svc.cluster.local"):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+                    context.wrap_socket(raw, server_hostname=name) as tls:
+                assert tls.version()
+    finally:
+        operator.stop()
+        for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
+            kubectl("delete", kind, "respool.io", "--ignore-not-found", check=False)
+    log = operator.log()
+    denied = REFUSED_CALL.search(log)
+    assert denied is None, f"the operator hit a permission error ({denied[0]!r}):\n{log[-6000:]}"
+    assert "Traceback" not in log, log[-6000:]
