@@ -18,8 +18,11 @@ import pytest
 from sim.world import run_schedule, trace_digest
 
 RUN = Path(__file__).with_name("run.py")
-#: How many seeded schedules one CI run checks.
-DEFAULT_SCHEDULES = 300
+#: How many seeded schedules one CI run checks: seeds 0-2699, all clean. Not yet the 10,000 of
+#: issue 10: seed 2757 still finds a reservation that never gets a phase (a reservation on a
+#: pool whose finalizer could not be added while the faults lasted; not fixed yet), and seeds
+#: past 3299 have not been swept. Raise this as the sweeps come back clean.
+DEFAULT_SCHEDULES = 2700
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -77,3 +80,15 @@ def test_a_failing_seed_prints_one_replay_command() -> None:
 
     assert run.replay_command(42) == \
         "PYTHONHASHSEED=0 .venv/bin/python tests/sim/run.py --seed 42 --trace"
+
+
+def test_a_replay_in_a_new_process_yields_the_same_trace() -> None:
+    """What a failing CI run prints must replay the same schedule elsewhere: two processes
+    started with the printed command (PYTHONHASHSEED=0) give the same trace digest."""
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    digests = set()
+    for _ in range(2):
+        out = subprocess.run([sys.executable, str(RUN), "--seed", "36"], env=env, text=True,
+                             capture_output=True, check=True).stdout
+        digests.add(out.strip().splitlines()[-1].rsplit("trace ", 1)[-1])
+    assert len(digests) == 1, digests
