@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from tests.e2e.conftest import OperatorProcess, _check_log, _OperatorSlot
 from tests.e2e.test_helm_chart import _cluster_roles, _container, by_kind, render
+from tests.unit.test_client_extra import RUN_CLI
 
 from respool.cli.main import build_parser
 
@@ -63,20 +64,32 @@ def _free_port() -> int:
 
 
 def _get(url: str) -> Any:
-    # The first details request of a process has taken ~15 s on a loaded machine (the first
-    # Events list through the Kubernetes client; later ones take milliseconds).
+    # A generous limit: a details request of `respool dashboard` through the Kubernetes client
+    # has taken ~15 s on a loaded machine (the first Events list of a process).
     with urllib.request.urlopen(url, timeout=90) as answer:
         return json.loads(answer.read().decode())
+
+
+class OperatorWithoutClient(OperatorProcess):
+    """`respool run` where the Kubernetes client cannot be imported, as in the operator's image
+    (which installs the plain package, not the ``client`` extra)."""
+
+    @property
+    def command(self) -> list[str]:
+        command = super().command
+        assert command[1:3] == ["-m", "respool.cli.main"]
+        return [command[0], "-c", RUN_CLI, *command[3:]]
 
 
 @pytest.fixture
 def operator_with_dashboard(_operator_slot: _OperatorSlot, crds: list[str],
                             kube_env: dict[str, str],
                             tmp_path: Path) -> Iterator[tuple[OperatorProcess, int]]:
-    """The session's operator slot, taken by `respool run --dashboard-port`."""
+    """The session's operator slot, taken by `respool run --dashboard-port`, without the
+    Kubernetes client (the dashboard it serves needs none)."""
     port = _free_port()
     _operator_slot.stop_current()
-    process = OperatorProcess(kube_env, tmp_path / "operator.log",
+    process = OperatorWithoutClient(kube_env, tmp_path / "operator.log",
                               ["--dashboard-port", str(port)])
     process.start()
     _operator_slot.current = process

@@ -254,26 +254,26 @@ def run(args: argparse.Namespace) -> int:
 
 def _start_dashboard(address: str, port: int) -> None:
     """Serve `respool dashboard` from this process, in a thread with its own event loop (kopf's
-    loop stays the operator's alone). It reads with the operator's credentials (in a Pod: its
-    ServiceAccount; else $KUBECONFIG), so it shows every pool and reservation: put it behind
-    whatever limits who may look. A dashboard that cannot start stops the operator's start-up
-    with the reason, rather than running without what was asked for."""
+    loop stays the operator's alone). It reads with the operator's credentials, logged in as the
+    operator logs in (in a Pod: its ServiceAccount; else $KUBECONFIG), through `RestSource` - no
+    Kubernetes client, which the operator's image does without - so it shows every pool and
+    reservation: put it behind whatever limits who may look. A dashboard that cannot start
+    stops the operator's start-up with the reason, rather than running without what was asked
+    for."""
     import threading
 
-    from respool.extras import is_client_extra_missing
+    import kopf
+
+    from respool.controller.handlers import connection_info
+    from respool.dashboard.rest import RestSource
+    from respool.dashboard.server import build_app, serve
+
+    def log_in() -> kopf.ConnectionInfo:
+        return connection_info(kopf.OperatorSettings())
 
     try:
-        from respool.client.kube import KubeAPI
-        from respool.dashboard.server import build_app, serve
-    except ModuleNotFoundError as missing:
-        if is_client_extra_missing(missing):
-            raise SystemExit(f"respool run: --dashboard-port: {missing}") from None
-        raise
-    from respool.client.errors import RespoolError
-
-    try:
-        api = KubeAPI()
-    except RespoolError as exc:
+        api = RestSource(log_in(), relogin=log_in)
+    except (kopf.LoginError, OSError, ValueError) as exc:
         raise SystemExit(f"respool run: --dashboard-port: {exc}") from None
     app = build_app(api, namespace=None, address=address)
     logger = logging.getLogger("respool.dashboard")

@@ -18,19 +18,20 @@ from dataclasses import dataclass
 from typing import Any, Self
 
 from respool import GROUP, VERSION
+from respool.api.conditions import condition as condition
+from respool.api.conditions import reason_of as reason_of
 from respool.client.errors import (
     AccessDenied,
     AlreadyExists,
     ClusterUnreachable,
     InvalidConfigRequest,
-    NamespaceForbidden,
-    NotInstalled,
-    PoolNotFound,
     ReservationNotFound,
+    ResourceVersionExpired,
     RespoolError,
     ServerError,
 )
 from respool.client.liveness import with_owner
+from respool.errors import POOLS, RESERVATIONS, translate
 from respool.extras import ClientExtraMissing, is_client_extra_missing
 
 # The client's dependencies come with `pip install 'respool[client]'`; the operator's image
@@ -47,8 +48,6 @@ except ModuleNotFoundError as missing:
         raise
     raise ClientExtraMissing(missing.name) from missing
 
-POOLS = "resourcepools"
-RESERVATIONS = "resourcereservations"
 KIND_RESERVATION = "ResourceReservation"
 FIELD_MANAGER = "respool-client"
 IN_CLUSTER_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
@@ -172,37 +171,8 @@ class KubeAPI:
         self, exc: ApiException, *, namespace: str | None, pool: str | None
     ) -> RespoolError:
         message, details = _status_message(exc)
-        status = exc.status or 0
-        if status == 401:
-            return AccessDenied(
-                f"the API server at {self.connection.server} rejected the credentials: {message}"
-            )
-        if status == 403:
-            if namespace is not None:
-                return NamespaceForbidden(f"forbidden in namespace {namespace!r}: {message}")
-            return AccessDenied(f"forbidden: {message}")
-        if status == 404:
-            if details.get("kind") == "namespaces":
-                return NamespaceForbidden(f"namespace {namespace or details.get('name')!r} does not exist")
-            if details.get("kind") == POOLS and pool is not None:
-                return PoolNotFound(f"ResourcePool {pool!r} does not exist")
-            if details.get("name"):
-                if details.get("kind") == RESERVATIONS:
-                    return ReservationNotFound(
-                        f"ResourceReservation {namespace}/{details['name']} does not exist"
-                    )
-                return ReservationNotFound(message)
-            return NotInstalled(
-                f"the respool CRDs ({GROUP}/{VERSION}) are not installed on "
-                f"{self.connection.server}: apply crds/ (or install the Helm chart) first"
-            )
-        if status == 409:
-            return AlreadyExists(message)
-        if status == 422 or status == 400:
-            return InvalidConfigRequest(f"rejected by the API server: {message}")
-        if status >= 500:
-            return ServerError(f"API server error {status}: {message}")
-        return RespoolError(f"API server error {status}: {message}")
+        return translate(exc.status or 0, message, details, server=self.connection.server,
+                         namespace=namespace, pool=pool)
 
     # -- pools ------------------------------------------------------------------------------
 
@@ -502,10 +472,6 @@ class KubeAPI:
         )
 
 
-class ResourceVersionExpired(RespoolError):
-    """A watch's resourceVersion is too old (HTTP 410 Gone): list again."""
-
-
 class ClientBase:
     """Shared by the clients built on one `KubeAPI`: the connection, the namespace, how long
     to wait for the operator, closing, and use in a ``with`` block.
@@ -560,22 +526,6 @@ def _short_reason(exc: BaseException) -> str:
     if "Connection refused" in text:
         return "connection refused (is the API server running?)"
     return text
-
-
-def condition(obj: Mapping[str, Any], kind: str) -> dict[str, Any] | None:
-    for item in (obj.get("status") or {}).get("conditions") or []:
-        if isinstance(item, dict) and item.get("type") == kind:
-            return item
-    return None
-
-
-def reason_of(obj: Mapping[str, Any]) -> str | None:
-    """The machine reason why a reservation is not (yet) granted, if the operator gave one."""
-    for kind in ("Stalled", "Reconciling"):
-        found = condition(obj, kind)
-        if found is not None and found.get("status") == "True" and found.get("reason"):
-            return str(found["reason"])
-    return None
 
 
 def evaluated(obj: Mapping[str, Any]) -> bool:

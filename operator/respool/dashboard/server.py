@@ -1,7 +1,8 @@
 """The dashboard's web server: the page and its assets, one event stream, and details on demand.
 
-Read-only: it only ever answers GET, and reads the cluster with the user's kubeconfig (so it
-shows what kubectl would show them). Routes:
+Read-only: it only ever answers GET, and reads the cluster through a `DataSource` as whoever
+runs it (`respool dashboard`: the user's kubeconfig, so it shows what kubectl would show them;
+`respool run --dashboard-port`: the operator's own credentials). Routes:
 
 - ``/``, ``/static/...``: the page (from the package's ``static/`` folder);
 - ``/api/stream``: server-sent events, a snapshot first, then every change;
@@ -24,15 +25,15 @@ from typing import Any
 
 from aiohttp import web
 
-from respool.client.errors import (
+from respool.dashboard.source import KIND_RESERVATION, DataSource
+from respool.dashboard.store import CLOSE, Store, Watcher
+from respool.errors import (
     AccessDenied,
     NamespaceForbidden,
     PoolNotFound,
     ReservationNotFound,
     RespoolError,
 )
-from respool.client.kube import KIND_RESERVATION, KubeAPI
-from respool.dashboard.store import CLOSE, Store, Watcher
 
 logger = logging.getLogger("respool.dashboard")
 
@@ -51,7 +52,7 @@ SECURITY_HEADERS = {
 LOCAL_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
 
 STORE_KEY = web.AppKey("store", Store)
-API_KEY = web.AppKey("api", KubeAPI)
+API_KEY = web.AppKey[DataSource]("api")
 
 
 def _is_loopback(address: str) -> bool:
@@ -168,7 +169,7 @@ async def _pool(request: web.Request) -> web.Response:
     return web.json_response({"object": obj})
 
 
-def build_app(api: KubeAPI, *, namespace: str | None, address: str = "127.0.0.1") -> web.Application:
+def build_app(api: DataSource, *, namespace: str | None, address: str = "127.0.0.1") -> web.Application:
     """The application; its start-up begins watching (`namespace` None: all namespaces the
     user may list, else the kubeconfig's namespace)."""
     app = web.Application(middlewares=[_host_guard(address)])

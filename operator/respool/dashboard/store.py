@@ -1,7 +1,8 @@
 """The dashboard's picture of the cluster: pools and reservations kept current by list+watch.
 
-One thread per kind lists (in pages) and then watches, through the client's `KubeAPI` and so
-with the user's own kubeconfig and permissions. Every change is handed to the event loop, which
+One thread per kind lists (in pages) and then watches, through a `DataSource` (the client's
+`KubeAPI` with the user's kubeconfig, or, served by the operator, `RestSource` with the
+operator's credentials), and so with the permissions of whoever it runs as. Every change is handed to the event loop, which
 owns the `Store`: it updates the views and sends the change to every connected browser. A
 browser that connects gets a snapshot first, then the changes after it, on one stream, so
 nothing falls between the two.
@@ -18,9 +19,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from respool.client.errors import AccessDenied, NamespaceForbidden, RespoolError
-from respool.client.kube import POOLS, RESERVATIONS, KubeAPI, Object, ResourceVersionExpired
+from respool.dashboard.source import DataSource, Object
 from respool.dashboard.views import View, pool_view, reservation_key, reservation_view
+from respool.errors import (
+    POOLS,
+    RESERVATIONS,
+    AccessDenied,
+    NamespaceForbidden,
+    ResourceVersionExpired,
+    RespoolError,
+)
 
 logger = logging.getLogger("respool.dashboard")
 
@@ -139,7 +147,7 @@ class Watcher:
 
     def __init__(
         self,
-        api: KubeAPI,
+        api: DataSource,
         store: Store,
         loop: asyncio.AbstractEventLoop,
         kind: str,

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from respool.api import parse_time_or_none
-from respool.client.kube import condition, reason_of
+from respool.api.conditions import condition, reason_of
 from respool.pool import Hostlist, IDset
 
 View = dict[str, Any]
