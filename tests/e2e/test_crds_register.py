@@ -108,6 +108,7 @@ FULL_POOL_SPEC: dict[str, Any] = {
         "maxDuration": "12h",
         "claimTimeout": "2m",
         "maxUnclaimedHold": "45m",
+        "reminders": {"startingSoon": "10m", "endingSoon": "0s"},
     },
 }
 
@@ -353,7 +354,8 @@ def test_server_defaults_equal_the_model_defaults(
         )
         assert stored["spec"] == ResourcePoolSpec.model_validate(pool["spec"]).to_wire()
         assert stored["spec"]["policy"] == {
-            "defaultDuration": "1h", "claimTimeout": "5m", "maxDuration": "24h"}
+            "defaultDuration": "1h", "claimTimeout": "5m", "maxDuration": "24h",
+            "reminders": {"startingSoon": "15m", "endingSoon": "15m"}}
     finally:
         kubectl("delete", "rpool", pool_name, "--wait=false", check=False)
 

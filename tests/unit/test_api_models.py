@@ -45,7 +45,8 @@ POOL_SPEC: dict[str, Any] = {
     "trackNodes": False,
     "enforcement": "None",
     "namespaceSelector": {},
-    "policy": {"defaultDuration": "1h", "maxDuration": "24h", "claimTimeout": "5m"},
+    "policy": {"defaultDuration": "1h", "maxDuration": "24h", "claimTimeout": "5m",
+               "reminders": {"startingSoon": "15m", "endingSoon": "15m"}},
 }
 
 RESERVATION_SPEC: dict[str, Any] = {

@@ -162,6 +162,7 @@ def test_spec_and_status_carry_the_design_field_names() -> None:
         "maxDuration",
         "claimTimeout",
         "maxUnclaimedHold",  # issue 11: a Manual hold re-holds for nobody at most this long
+        "reminders",  # issue 15: StartingSoon / EndingSoon Events
     }
     assert set(pool["status"]["properties"]) == {
         "observedGeneration",
@@ -256,8 +257,10 @@ def test_schema_defaults_match_the_models() -> None:
     }
     policy = _schema(pool_crd())["properties"]["spec"]["properties"]["policy"]
     # maxDuration defaults to a day (issue 11): no tenant books a pool for years by default.
+    # Reminders default to 15 minutes before a window starts and ends (issue 15).
     assert policy["default"] == {"defaultDuration": "1h", "maxDuration": "24h",
-                                 "claimTimeout": "5m"}
+                                 "claimTimeout": "5m",
+                                 "reminders": {"startingSoon": "15m", "endingSoon": "15m"}}
     defaults = ResourcePoolSpec.model_validate(
         {
             "resources": {

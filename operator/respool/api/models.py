@@ -454,6 +454,27 @@ class Rv1(WireModel):
 # ResourcePool
 
 
+class ReminderPolicy(WireModel):
+    """When a reservation's holder is reminded, by an Event, of its window's start and end."""
+
+    starting_soon: Duration = Field(
+        default="15m",
+        description="Event StartingSoon this long before a Scheduled reservation's window "
+        "starts (0s: none).",
+    )
+    ending_soon: Duration = Field(
+        default="15m",
+        description="Event EndingSoon this long before a Scheduled or Active reservation's "
+        "window ends (0s: none).",
+    )
+
+    @model_validator(mode="after")
+    def _durations_parse(self) -> Self:
+        parse_duration(self.starting_soon)
+        parse_duration(self.ending_soon)
+        return self
+
+
 class PoolPolicy(WireModel):
     """Limits and defaults a pool applies to its reservations."""
 
@@ -499,6 +520,12 @@ class PoolPolicy(WireModel):
         description="How long a Manual reservation may keep holding windows that started "
         "without being claimed (absent: 1h): past it, a missed claim fails it (ClaimExpired) "
         "instead of holding yet another window.",
+    )
+    reminders: ReminderPolicy = Field(
+        default_factory=ReminderPolicy,
+        description="Events StartingSoon and EndingSoon before a reservation's window starts "
+        "and ends.",
+        json_schema_extra={"default": ReminderPolicy().to_wire()},
     )
 
     @model_validator(mode="after")

@@ -34,6 +34,7 @@ from respool.controller.lifecycle import Reservation
 from respool.controller.node_enforcement import NodeEnforcer
 from respool.controller.pod_gates import GateLifter
 from respool.controller.ports import ClusterFacts, EventSink, PoolPort
+from respool.controller.reminders import Reminders
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ class Controller:
         # What the admission webhook reads (respool.controller.webhook), and, with the webhook
         # on, the scheduling gates it set, lifted when their reservation becomes Active.
         self.reservations = ReservationIndex()
+        # StartingSoon / EndingSoon Events, from the pools' policy and the reservations' status.
+        self.reminders = Reminders(events if events is not None else self.events, clock=clock)
         self.gates = GateLifter(api, self.reservations, namespaces=list(namespaces),
                                 watch=watch) if pod_gates else None
         # The one port every actor gets (the composition root is here, nowhere else).
@@ -113,9 +116,11 @@ class Controller:
             if name:
                 self._actor(name).pool_raw = pool
                 self.enforcer.on_pool(None, pool)
+                self.reminders.on_pool(None, pool)
         for raw in others:
             self.enforcer.on_reservation(None, raw)
             self.reservations.on_reservation(None, raw)
+            self.reminders.on_reservation(None, raw)
             if self.gates is not None:
                 self.gates.on_reservation(None, raw)
         del others
@@ -129,6 +134,7 @@ class Controller:
             restored += len(actor.planner.bookings()) if actor.planner is not None else 0
         for actor in self.actors.values():
             actor.start()
+        self.reminders.start()
         self.enforcer.start()  # after everything is listed: it removes what nothing holds
         if self.gates is not None:
             self.gates.start()
@@ -214,6 +220,7 @@ class Controller:
             self._recheck.cancel()
             self._recheck = None
         await self.enforcer.stop()
+        await self.reminders.stop()
         if self.gates is not None:
             await self.gates.stop()
         for actor in list(self.actors.values()):
@@ -386,6 +393,7 @@ class Controller:
         if not name:
             return
         self.enforcer.on_pool(event_type, raw)
+        self.reminders.on_pool(event_type, raw)
         self._actor(name).pool_event(None if event_type == "DELETED" else raw)
         if event_type == "DELETED":
             self._drop_if_unused(name)
@@ -399,6 +407,7 @@ class Controller:
         previous = self.owner.get(uid)
         self.enforcer.on_reservation(event_type, raw)
         self.reservations.on_reservation(event_type, raw)  # before the gates read it
+        self.reminders.on_reservation(event_type, raw)
         if self.gates is not None:
             self.gates.on_reservation(event_type, raw)
         if event_type == "DELETED":
