@@ -47,7 +47,9 @@ def test_starting_and_ending_soon_name_the_window_times_once_each(
     pool = _pool(rk, {"startingSoon": "1h", "endingSoon": "4s"})
     try:
         rk.create(namespace, "soon", {"pool": pool, "request": {"slots": 1},
-                                      "startTime": format_time(time.time() + 5),
+                                      # Far enough ahead to be booked (Scheduled)
+                                      # before it starts, even on a loaded machine.
+                                      "startTime": format_time(time.time() + 12),
                                       "duration": "10s"})
         scheduled = rk.wait_for(namespace, "soon", lambda o: bool(
             (o.get("status") or {}).get("endTime")), what="a window in status")
