@@ -291,7 +291,10 @@ def _assert_clean(log: str) -> None:
 def test_the_image_runs_as_the_chart_deploys_it_and_reconciles_the_examples(
     chart_release: ChartRelease, kubectl: Any, rk: Any,
 ) -> None:
-    values = chart_release.values()
+    # With the dashboard on: the image (no Kubernetes client) serves it too, under the chart's RBAC.
+    dashboard_port = _free_port()
+    values = chart_release.values("--set", "dashboard.enabled=true",
+                                  "--set", f"dashboard.port={dashboard_port}")
     chart_release.install(values)
     operator = chart_release.start(values)
     pid = operator.operator_pid()
@@ -317,6 +320,18 @@ def test_the_image_runs_as_the_chart_deploys_it_and_reconciles_the_examples(
                 lambda o, phases=phases: (o.get("status") or {}).get("phase") in phases,
                 timeout=60, what=f"one of {sorted(phases)}")
             assert _stalled_reason(obj["status"]) == reason, (name, obj["status"])
+
+        def dashboard_shows_them() -> bool:
+            url = f"http://127.0.0.1:{dashboard_port}/api/state"
+            try:
+                with urllib.request.urlopen(url, timeout=10) as answer:
+                    state = json.loads(answer.read())
+            except OSError:
+                return False
+            shown = {r["name"] for r in state["reservations"]} | {p["name"] for p in state["pools"]}
+            return shown >= set(reservations) | set(pools)
+
+        wait_for("the image's dashboard showing the examples", dashboard_shows_them, timeout=60)
         assert operator.process.poll() is None
         _assert_clean(chart_release.logs())
     finally:
