@@ -13,8 +13,9 @@ other's objects, split by what their comments promise) is served from loopback b
 - one over the reservation that fails (``too-big``: Failed, ``Infeasible``) is not Ready: Flux
   stops waiting early, naming the reservation as ``Failed``, and that reservation carries
   respool's reason and message in its ``Stalled`` condition;
-- one over a reservation for a future window (Scheduled: kstatus InProgress) is not Ready when
-  its health-check timeout runs out: docs/gitops.md's advice not to make a sync wait for one.
+- one over a reservation for a future window (Scheduled: kstatus InProgress, as Ready is true
+  only while Active) is not Ready when its health-check timeout runs out; with docs/gitops.md's
+  `healthCheckExprs` for respool (booked counts as done) the same reservation makes it Ready.
 
 Each verdict is taken from a reconciliation requested (as `flux reconcile` does) after the
 operator decided: kstatus counts an object that has no status yet as Current, so the health
@@ -24,6 +25,7 @@ docs/gitops.md describes).
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -53,6 +55,7 @@ KUSTOMIZE_API = "kustomize.toolkit.fluxcd.io/v1"
 FAILING = {name: reason for name, (phases, reason) in PROMISED.items() if phases == {"Failed"}}
 GRANTED = sorted(name for name, (phases, _reason) in PROMISED.items() if phases == {"Active"})
 LATER = "nightly-regression"  # a window in 2030: Scheduled until then
+BOOKED = "nightly-regression-booked"  # a copy a day later, under docs/gitops.md's expressions
 
 
 def _free_port() -> int:
@@ -169,6 +172,12 @@ def _repository(root: Path, suffix: str) -> tuple[Path, dict[str, dict[str, Any]
     _write_yaml(tree / "examples" / "failing" / "reservations.yaml",
                 [reservations[name] for name in sorted(FAILING)])
     _write_yaml(tree / "examples" / "later" / "reservations.yaml", [reservations[LATER]])
+    booked = copy.deepcopy(reservations[LATER])
+    booked["metadata"]["name"] = BOOKED
+    booked["spec"]["startTime"] = "2030-06-02T02:00:00Z"
+    booked["spec"]["endTime"] = "2030-06-02T04:00:00Z"
+    reservations[BOOKED] = booked
+    _write_yaml(tree / "examples" / "booked" / "reservations.yaml", [booked])
     git_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(root),
                "GIT_AUTHOR_NAME": "respool test", "GIT_AUTHOR_EMAIL": "test@respool.invalid",
                "GIT_COMMITTER_NAME": "respool test",
@@ -181,8 +190,18 @@ def _repository(root: Path, suffix: str) -> tuple[Path, dict[str, dict[str, Any]
     return bare, reservations
 
 
+def _gitops_doc_health_check_exprs() -> list[dict[str, Any]]:
+    """The `healthCheckExprs` docs/gitops.md gives for respool, read from the doc itself."""
+    text = (ROOT / "docs" / "gitops.md").read_text()
+    start = text.index("```yaml\n", text.index("<!-- respool-health-check-exprs -->"))
+    block = yaml.safe_load(text[start + len("```yaml\n"):text.index("```", start + 7)])
+    exprs: list[dict[str, Any]] = block["spec"]["healthCheckExprs"]
+    return exprs
+
+
 def _kustomization(name: str, path: str, *, wait: bool, timeout: str,
-                   depends_on: str | None = None) -> dict[str, Any]:
+                   depends_on: str | None = None,
+                   health_check_exprs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "interval": "10m", "retryInterval": "5s", "timeout": timeout, "path": path,
         # prune: false: deleting the Kustomization at the end must never delete the CRDs
@@ -192,6 +211,8 @@ def _kustomization(name: str, path: str, *, wait: bool, timeout: str,
     }
     if depends_on:
         spec["dependsOn"] = [{"name": depends_on}]
+    if health_check_exprs:
+        spec["healthCheckExprs"] = health_check_exprs
     return {"apiVersion": KUSTOMIZE_API, "kind": "Kustomization",
             "metadata": {"name": name, "namespace": FLUX_NAMESPACE}, "spec": spec}
 
@@ -270,7 +291,7 @@ def test_flux_reconciles_respool_and_kstatus_keeps_the_promise(
         return "\n".join(text)
 
     names = ["respool-base", "respool-pools", "respool-granted", "respool-failing",
-             "respool-later"]
+             "respool-later", "respool-booked"]
     with serve_git(bare.parent) as base_url:
         source = {
             "apiVersion": SOURCE_API, "kind": "GitRepository",
@@ -291,6 +312,10 @@ def test_flux_reconciles_respool_and_kstatus_keeps_the_promise(
             # Scheduled is InProgress; this one can only time out.
             _kustomization("respool-later", "./examples/later", wait=True, timeout="20s",
                            depends_on="respool-pools"),
+            # The same kind of reservation, with docs/gitops.md's expressions: booked is done.
+            _kustomization("respool-booked", "./examples/booked", wait=True, timeout="2m",
+                           depends_on="respool-pools",
+                           health_check_exprs=_gitops_doc_health_check_exprs()),
         ]
         try:
             kubectl("apply", "-f", "-",
@@ -311,7 +336,8 @@ def test_flux_reconciles_respool_and_kstatus_keeps_the_promise(
                 return got.stdout.strip() if got.returncode == 0 else None
 
             expected = {**dict.fromkeys(GRANTED, "Active"),
-                        **dict.fromkeys(FAILING, "Failed"), LATER: "Scheduled"}
+                        **dict.fromkeys(FAILING, "Failed"), LATER: "Scheduled",
+                        BOOKED: "Scheduled"}
             for name, wanted in expected.items():
                 _wait(f"{name} applied by Flux and {wanted}",
                       lambda name=name, wanted=wanted: phase(name) == wanted, timeout=120)
@@ -345,6 +371,12 @@ def test_flux_reconciles_respool_and_kstatus_keeps_the_promise(
             namespace = reservations[LATER]["metadata"]["namespace"]
             assert (f"timeout waiting for: [ResourceReservation/{namespace}/{LATER} "
                     "status: 'InProgress']") in later["message"], later
+
+            # The same, under docs/gitops.md's healthCheckExprs for respool: a booked window
+            # is done, so the sync is Ready now, years before the window opens.
+            booked = _reconciled_now(kubectl, "respool-booked", 120, logs)
+            assert booked["status"] == "True", (booked, logs())
+            assert booked["reason"] == "ReconciliationSucceeded", booked
         finally:
             kubectl("delete", "kustomization", "-n", FLUX_NAMESPACE, *names, "--wait=true",
                     "--timeout=60s", check=False, timeout=90)
