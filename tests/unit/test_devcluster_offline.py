@@ -451,3 +451,22 @@ def test_down_never_signals_a_recycled_pid(tmp_path: Path, monkeypatch: pytest.M
         assert not (tmp_path / "dev" / shared.OPERATOR_PID_FILE).exists()
     finally:
         bystander.kill()
+
+
+def test_a_published_cache_entry_replaces_the_old_one_whole(tmp_path: Path) -> None:
+    """build.publish_cache_entry (the control plane's and Flux's builds share it): the staged
+    directory becomes the entry with its build record, and an entry already there is swapped
+    out, not merged with."""
+    from respool.devcluster.build import BUILD_INFO, publish_cache_entry, read_build_info
+
+    destination = tmp_path / "entry"
+    for generation in (1, 2):
+        staging = tmp_path / f".staging-{generation}"
+        staging.mkdir()
+        (staging / f"binary-{generation}").write_text("x")
+        publish_cache_entry(staging, destination, {"generation": generation})
+        assert not staging.exists()
+        assert sorted(p.name for p in destination.iterdir()) == sorted(
+            [BUILD_INFO, f"binary-{generation}"])
+        assert read_build_info(destination) == {"generation": generation}
+    assert [p.name for p in tmp_path.iterdir()] == ["entry"]  # the old entry is gone too

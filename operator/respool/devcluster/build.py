@@ -848,16 +848,7 @@ class Builder:
                 "binary_bytes": {name: (staging / name).stat().st_size for name in BINARIES},
                 "cpu_count": os.cpu_count(),
             }
-            (staging / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
-            staging.chmod(0o755)
-            if destination.exists():
-                # A damaged entry (a file deleted by hand) or an explicit rebuild: swap it out.
-                retired = destination.with_name(f".{destination.name}.old-{os.getpid()}")
-                destination.rename(retired)
-                staging.rename(destination)
-                shutil.rmtree(retired, ignore_errors=True)
-            else:
-                staging.rename(destination)
+            publish_cache_entry(staging, destination, info)
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
@@ -958,3 +949,18 @@ def ensure_binaries(
         destination = builder.build()
         progress(f"binaries ready in {time.monotonic() - started:.0f}s: {destination}")
         return destination
+
+
+def publish_cache_entry(staging: Path, destination: Path, info: dict[str, Any]) -> None:
+    """Record the build in `staging` and make it the cache entry `destination` by renaming it,
+    so a reader sees a whole entry or none. An entry already there (damaged: a file deleted
+    by hand, or an explicit rebuild) is swapped out."""
+    (staging / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
+    staging.chmod(0o755)
+    if destination.exists():
+        retired = destination.with_name(f".{destination.name}.old-{os.getpid()}")
+        destination.rename(retired)
+        staging.rename(destination)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        staging.rename(destination)

@@ -35,6 +35,7 @@ from respool.devcluster.build import (
     _exclusive_lock,
     bin_root,
     find_go,
+    publish_cache_entry,
     read_build_info,
     stderr_progress,
 )
@@ -229,15 +230,7 @@ def ensure_flux_binaries(*, progress: Progress = stderr_progress, rebuild: bool 
                 "binary_bytes": {name: (staging / name).stat().st_size for name in FLUX_BINARIES},
                 "cpu_count": os.cpu_count(),
             }
-            (staging / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
-            staging.chmod(0o755)
-            if destination.exists():
-                retired = destination.with_name(f".{destination.name}.old-{os.getpid()}")
-                destination.rename(retired)
-                staging.rename(destination)
-                shutil.rmtree(retired, ignore_errors=True)
-            else:
-                staging.rename(destination)
+            publish_cache_entry(staging, destination, info)
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
