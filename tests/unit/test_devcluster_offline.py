@@ -464,9 +464,13 @@ def test_a_published_cache_entry_replaces_the_old_one_whole(tmp_path: Path) -> N
         staging = tmp_path / f".staging-{generation}"
         staging.mkdir()
         (staging / f"binary-{generation}").write_text("x")
-        publish_cache_entry(staging, destination, {"generation": generation})
+        publish_cache_entry(staging, destination, {"generation": generation},
+                            started=time.monotonic(), results=[],
+                            binaries=[f"binary-{generation}"])
         assert not staging.exists()
         assert sorted(p.name for p in destination.iterdir()) == sorted(
             [BUILD_INFO, f"binary-{generation}"])
-        assert read_build_info(destination) == {"generation": generation}
+        info = read_build_info(destination)
+        assert info["generation"] == generation
+        assert info["binary_bytes"] == {f"binary-{generation}": 1} and info["steps"] == []
     assert [p.name for p in tmp_path.iterdir()] == ["entry"]  # the old entry is gone too

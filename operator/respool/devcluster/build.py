@@ -842,13 +842,9 @@ class Builder:
                 },
                 "etcd": etcd,
                 "reported": reported,
-                "built_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "total_seconds": round(time.monotonic() - started, 1),
-                "steps": [result.__dict__ for result in results],
-                "binary_bytes": {name: (staging / name).stat().st_size for name in BINARIES},
-                "cpu_count": os.cpu_count(),
             }
-            publish_cache_entry(staging, destination, info)
+            publish_cache_entry(staging, destination, info, started=started, results=results,
+                                binaries=BINARIES)
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
@@ -951,11 +947,22 @@ def ensure_binaries(
         return destination
 
 
-def publish_cache_entry(staging: Path, destination: Path, info: dict[str, Any]) -> None:
-    """Record the build in `staging` and make it the cache entry `destination` by renaming it,
-    so a reader sees a whole entry or none. An entry already there (damaged: a file deleted
-    by hand, or an explicit rebuild) is swapped out."""
-    (staging / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
+def publish_cache_entry(staging: Path, destination: Path, info: dict[str, Any], *,
+                        started: float, results: Sequence[Any],
+                        binaries: Sequence[str]) -> None:
+    """Record the build in `staging` (`info`, then what every build records: when, how long
+    since `started` (time.monotonic), its steps, its binaries' sizes, the CPUs) and make it the
+    cache entry `destination` by renaming it, so a reader sees a whole entry or none. An entry
+    already there (damaged: a file deleted by hand, or an explicit rebuild) is swapped out."""
+    record = {
+        **info,
+        "built_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "total_seconds": round(time.monotonic() - started, 1),
+        "steps": [result.__dict__ for result in results],
+        "binary_bytes": {name: (staging / name).stat().st_size for name in binaries},
+        "cpu_count": os.cpu_count(),
+    }
+    (staging / BUILD_INFO).write_text(json.dumps(record, indent=2) + "\n")
     staging.chmod(0o755)
     if destination.exists():
         retired = destination.with_name(f".{destination.name}.old-{os.getpid()}")

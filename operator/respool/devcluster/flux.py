@@ -22,7 +22,6 @@ import shutil
 import subprocess
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -224,13 +223,9 @@ def ensure_flux_binaries(*, progress: Progress = stderr_progress, rebuild: bool 
                 },
                 "replaces": list(flux_steps()[0].extra_replaces),
                 "crds": crds,
-                "built_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "total_seconds": round(time.monotonic() - started, 1),
-                "steps": [result.__dict__ for result in results],
-                "binary_bytes": {name: (staging / name).stat().st_size for name in FLUX_BINARIES},
-                "cpu_count": os.cpu_count(),
             }
-            publish_cache_entry(staging, destination, info)
+            publish_cache_entry(staging, destination, info, started=started, results=results,
+                                binaries=FLUX_BINARIES)
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
