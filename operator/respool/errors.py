@@ -146,3 +146,18 @@ def translate(
     if status >= 500:
         return ServerError(f"API server error {status}: {message}")
     return RespoolError(f"API server error {status}: {message}")
+
+
+def watch_change(plural: str, resource_version: str | None,
+                 event: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """One decoded watch event as (type, object), whichever HTTP library received it; None for
+    an event without an object. An ERROR event raises: 410 Gone as `ResourceVersionExpired`
+    (list again), anything else as `RespoolError`."""
+    kind = str(event.get("type") or "")
+    obj = event.get("object")
+    if kind == "ERROR":
+        code = obj.get("code") if isinstance(obj, dict) else None
+        if code == 410:
+            raise ResourceVersionExpired(f"{plural} at {resource_version}")
+        raise RespoolError(f"watch of {plural} failed: {obj!r:.200}")
+    return (kind, obj) if isinstance(obj, dict) else None

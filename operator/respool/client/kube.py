@@ -31,7 +31,7 @@ from respool.client.errors import (
     ServerError,
 )
 from respool.client.liveness import with_owner
-from respool.errors import POOLS, RESERVATIONS, translate
+from respool.errors import POOLS, RESERVATIONS, translate, watch_change
 from respool.extras import ClientExtraMissing, is_client_extra_missing
 
 # The client's dependencies come with `pip install 'respool[client]'`; the operator's image
@@ -440,15 +440,9 @@ class KubeAPI:
                             GROUP, VERSION, namespace, plural, **options,
                         )
                     for event in stream:
-                        kind = str(event.get("type") or "")
-                        obj = event.get("object")
-                        if kind == "ERROR":
-                            code = obj.get("code") if isinstance(obj, dict) else None
-                            if code == 410:
-                                raise ResourceVersionExpired(f"{plural} at {resource_version}")
-                            raise RespoolError(f"watch of {plural} failed: {obj!r:.200}")
-                        if isinstance(obj, dict):
-                            yield kind, obj
+                        change = watch_change(plural, resource_version, event)
+                        if change is not None:
+                            yield change
                 except ApiException as exc:
                     if exc.status == 410:
                         raise ResourceVersionExpired(f"{plural} at {resource_version}") from exc

@@ -31,6 +31,7 @@ from respool.errors import (
     ResourceVersionExpired,
     RespoolError,
     translate,
+    watch_change,
 )
 
 logger = logging.getLogger("respool.dashboard")
@@ -186,15 +187,9 @@ class RestSource:
                     continue
                 except ValueError as exc:
                     raise RespoolError(f"watch of {plural}: unreadable event: {exc}") from exc
-                kind = str(event.get("type") or "")
-                obj = event.get("object")
-                if kind == "ERROR":
-                    code = obj.get("code") if isinstance(obj, dict) else None
-                    if code == 410:
-                        raise ResourceVersionExpired(f"{plural} at {resource_version}")
-                    raise RespoolError(f"watch of {plural} failed: {obj!r:.200}")
-                if isinstance(obj, dict):
-                    yield kind, obj
+                change = watch_change(plural, resource_version, event)
+                if change is not None:
+                    yield change
 
     def list_events(self, namespace: str, kind: str, name: str) -> list[Object]:
         reply = self._get(
