@@ -60,14 +60,32 @@ def _shot(browser: Any, name: str) -> Path:
 
 
 def _wait(browser: Any, condition: Any, what: str) -> Any:
-    from selenium.common.exceptions import TimeoutException
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
+    # The page redraws a pool's section when an event arrives, so an element found in one
+    # poll can be gone by the next read: that poll is "not yet", not a failure.
     try:
-        return WebDriverWait(browser, WAIT, poll_frequency=0.05).until(condition)
+        return WebDriverWait(browser, WAIT, poll_frequency=0.05,
+                             ignored_exceptions=(StaleElementReferenceException,)).until(condition)
     except TimeoutException:
         _shot(browser, "failure")
         raise AssertionError(f"the page did not show {what} in {WAIT}s") from None
+
+
+def _settled(check: Any) -> None:
+    """Run a block of checks over elements, again from the start if the page redrew them
+    mid-block (a redraw replaces the elements; the checks themselves are unchanged)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    for attempt in range(5):
+        try:
+            check()
+            return
+        except StaleElementReferenceException:
+            if attempt == 4:
+                raise
+            time.sleep(0.2)
 
 
 def _booking(browser: Any, key: str) -> Any:
@@ -102,20 +120,24 @@ def test_pools_bookings_and_live_changes(
     _wait(browser, lambda b: b.find_elements(By.ID, f"pool-{pool}"), f"pool {pool}")
     for name in ("held-now", "watching", "tonight"):
         _wait(browser, lambda b, n=name: _booking(b, f"{namespace}/{n}"), f"booking {name}")
-    section = browser.find_element(By.ID, f"pool-{pool}")
-    # Phases and modes are drawn distinctly, and said in words for assistive technology.
-    held = _booking(browser, f"{namespace}/held-now")
-    assert held.find_elements(By.CSS_SELECTOR, "rect.phase-Active")
-    assert "Active" in held.get_attribute("aria-label")
-    assert held.get_attribute("tabindex") == "0"
-    assert _booking(browser, f"{namespace}/tonight").find_elements(By.CSS_SELECTOR, "rect.phase-Scheduled")
-    assert _booking(browser, f"{namespace}/watching").find_elements(By.CSS_SELECTOR, "rect.shared-stripes")
-    # Rank 3 is down: its row says so, and the now-line is drawn.
-    labels = [t.text for t in section.find_elements(By.CSS_SELECTOR, "text.rank-text")]
-    assert f"{pool}-n3 (down)" in labels, labels
-    assert section.find_elements(By.CSS_SELECTOR, "rect.down-row")
-    assert section.find_elements(By.CSS_SELECTOR, "line.now-line")
-    assert "Nodes free" in section.text
+
+    def drawn_as_expected() -> None:
+        section = browser.find_element(By.ID, f"pool-{pool}")
+        # Phases and modes are drawn distinctly, and said in words for assistive technology.
+        held = _booking(browser, f"{namespace}/held-now")
+        assert held.find_elements(By.CSS_SELECTOR, "rect.phase-Active")
+        assert "Active" in held.get_attribute("aria-label")
+        assert held.get_attribute("tabindex") == "0"
+        assert _booking(browser, f"{namespace}/tonight").find_elements(By.CSS_SELECTOR, "rect.phase-Scheduled")
+        assert _booking(browser, f"{namespace}/watching").find_elements(By.CSS_SELECTOR, "rect.shared-stripes")
+        # Rank 3 is down: its row says so, and the now-line is drawn.
+        labels = [t.text for t in section.find_elements(By.CSS_SELECTOR, "text.rank-text")]
+        assert f"{pool}-n3 (down)" in labels, labels
+        assert section.find_elements(By.CSS_SELECTOR, "rect.down-row")
+        assert section.find_elements(By.CSS_SELECTOR, "line.now-line")
+        assert "Nodes free" in section.text
+
+    _settled(drawn_as_expected)
     _shot(browser, "pool")
 
     # Live: a reservation created through the API shows without a reload; so does its grant.
@@ -222,7 +244,6 @@ def test_every_pool_is_drawn_when_more_than_a_screen(
 ) -> None:
     """The first pools are drawn at once and the others in the tasks after the first paint
     (app.js FIRST_POOLS): all of them, with their bookings, end up on the page."""
-    from selenium.webdriver.common.by import By
 
     prefix = f"dash-many-{secrets.token_hex(2)}"
     names = [f"{prefix}-{number:02d}" for number in range(9)]
@@ -234,10 +255,14 @@ def test_every_pool_is_drawn_when_more_than_a_screen(
     browser.get(dashboard.url)
     _wait(browser, lambda b: b.execute_script("return document.body.dataset.complete === '1'"),
           "every pool drawn")
-    drawn = {s.get_attribute("data-pool") for s in browser.find_elements(By.CSS_SELECTOR, "section.pool")}
-    assert set(names) <= drawn
-    for name in names:
-        assert _booking(browser, f"{namespace}/on-{name}"), name
+    # Read in one script so a redraw between two reads cannot hand back a vanished element.
+    drawn = set(browser.execute_script(
+        "return Array.from(document.querySelectorAll('section.pool'), s => s.dataset.pool)"))
+    assert set(names) <= drawn, sorted(set(names) - drawn)
+    booked = set(browser.execute_script(
+        "return Array.from(document.querySelectorAll('g.booking'), g => g.dataset.key)"))
+    missing = {f"{namespace}/on-{name}" for name in names} - booked
+    assert not missing, sorted(missing)
 
 
 def test_shows_what_the_users_own_credentials_may_read(
@@ -320,10 +345,14 @@ def test_waiting_reservations_show_their_place_in_line(
     section_id = f"pool-{pool}"
     _wait(browser, lambda b: "#2 in line" in b.find_element(By.ID, section_id).text,
           "the second waiter's place in line")
-    items = browser.find_element(By.ID, section_id).find_elements(By.CSS_SELECTOR, ".waiting li")
-    assert [i.text.split()[0] for i in items[:2]] == [f"{namespace}/first", f"{namespace}/second"]
-    assert "#1 in line, starts by" in items[0].text
-    items[1].find_element(By.CSS_SELECTOR, "button").click()
+
+    def listed_in_order() -> None:
+        items = browser.find_element(By.ID, section_id).find_elements(By.CSS_SELECTOR, ".waiting li")
+        assert [i.text.split()[0] for i in items[:2]] == [f"{namespace}/first", f"{namespace}/second"]
+        assert "#1 in line, starts by" in items[0].text
+        items[1].find_element(By.CSS_SELECTOR, "button").click()
+
+    _settled(listed_in_order)
     _wait(browser, lambda b: "Queue position" in b.find_element(By.ID, "details").text,
           "the queue position in the details")
     text = browser.find_element(By.ID, "details").text
