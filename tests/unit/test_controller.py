@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from respool.controller.actor import _frees, _newer_version, _node_ranks
+from respool.controller.actor import _frees, _newer_version
 from respool.controller.lifecycle import mint_id
+from respool.controller.pool_model import node_ranks
 from respool.controller.selectors import selector_matches
 from respool.pool import Planner, jobspec_from_shorthand
 
@@ -40,8 +41,8 @@ def test_node_names_map_onto_sorted_ranks() -> None:
         "R_lite": [{"rank": "4-5", "children": {"core": "0"}},
                    {"rank": "0-1", "children": {"core": "0"}}],
         "nodelist": ["a[0-1]", "b7,b9"]}}
-    assert _node_ranks(R) == {"a0": 0, "a1": 1, "b7": 4, "b9": 5}
-    assert _node_ranks({"version": 1, "execution": {"R_lite": []}}) == {}
+    assert node_ranks(R) == {"a0": 0, "a1": 1, "b7": 4, "b9": 5}
+    assert node_ranks({"version": 1, "execution": {"R_lite": []}}) == {}
 
 
 def test_frees_tells_a_release_or_a_move_from_a_grant_or_an_extension() -> None:

@@ -57,3 +57,56 @@ def test_importing_the_pool_loads_no_third_party_module() -> None:
         for name in loaded
         if name.startswith("respool") and not name.startswith("respool.pool")
     ] in ([], ["respool"])
+
+
+CONTROLLER_DIR = POOL_DIR.parent / "controller"
+#: The pool actor and the parts split out of it read time only through the port's clock.
+PORT_CLOCK_ONLY = ("actor.py", "pool_model.py", "pool_keeper.py", "finalizer_keeper.py",
+                   "pool_status.py", "lifecycle.py")
+
+
+def _controller_imports() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for source in sorted(CONTROLLER_DIR.glob("*.py")):
+        edges = graph.setdefault(source.stem, set())
+        for node in ast.walk(ast.parse(source.read_text(), filename=str(source))):
+            if isinstance(node, ast.ImportFrom) and node.module == "respool.controller":
+                edges.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                    "respool.controller."):
+                edges.add((node.module or "").split(".")[2])
+    return graph
+
+
+def test_controller_modules_import_each_other_without_a_cycle() -> None:
+    graph = _controller_imports()
+    state: dict[str, str] = {}
+    cycles: list[list[str]] = []
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = "open"
+        for other in sorted(graph.get(module, ())):
+            if state.get(other) == "open":
+                cycles.append([*path[path.index(other):], other])
+            elif other not in state:
+                visit(other, [*path, other])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert cycles == []
+    # The actor's collaborators return results; none of them reaches back into it.
+    assert sorted(m for m, edges in graph.items() if "actor" in edges) == ["controller"]
+
+
+def test_the_actor_reads_time_only_through_its_port() -> None:
+    offenders = []
+    for name in PORT_CLOCK_ONLY:
+        source = CONTROLLER_DIR / name
+        for node in ast.walk(ast.parse(source.read_text(), filename=str(source))):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                    and node.value.id in ("time", "datetime")
+                    and node.attr in ("time", "now", "utcnow", "monotonic")):
+                offenders.append(f"{name}:{node.lineno} {node.value.id}.{node.attr}")
+    assert offenders == []

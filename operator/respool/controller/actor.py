@@ -13,15 +13,18 @@ and return. The actor runs one asyncio task that, in a loop:
    back exactly (release what was booked, restore what was held);
 5. wakes at the next deadline of any of its reservations - one clock per pool.
 
-The pool's own status is a debounced summary written at most every `pool_status_interval`.
+What it needs from the world comes through one injected `ports.PoolPort` (API, Events, cluster
+facts, write slots, the clock). The parts with state of their own are collaborators that
+return results rather than call back: `pool_model.PoolModel` (the spec turned into the
+planner and the decisions' `PoolContext`), `pool_keeper.PoolKeeper` (the pool object's
+debounced status and our finalizer on it, written beside the loop) and
+`finalizer_keeper.FinalizerKeeper` (the reservations' finalizers, in their own task).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import json
 import logging
 import math
 import random
@@ -30,12 +33,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import pydantic
-
-from respool.api import Reason, ResourcePoolSpec, parse_time
-from respool.controller import lifecycle, metrics, pool_status, standing
+from respool.api import parse_time
+from respool.controller import lifecycle, metrics, standing
 from respool.controller.events import InvolvedObject
-from respool.controller.finalizers import add_finalizer, remove_finalizer
+from respool.controller.finalizer_keeper import FinalizerKeeper
 from respool.controller.kubeapi import ApiError, pool_path, reservation_path
 from respool.controller.lifecycle import (
     ACTIVE,
@@ -48,9 +49,10 @@ from respool.controller.lifecycle import (
     Reservation,
     canonical,
 )
+from respool.controller.pool_keeper import PoolKeeper
+from respool.controller.pool_model import PoolModel
 from respool.controller.ports import PoolPort
-from respool.controller.selectors import selector_matches
-from respool.pool import Booking, Hostlist, IDset, Planner
+from respool.pool import Booking, Planner
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +61,6 @@ RETRY_AFTER_WRITE_FAILURE = 2.0
 #: the booking stays held and the same write is repeated, from the first to the last delay.
 UNKNOWN_OUTCOME_RETRY_FIRST = 0.5
 UNKNOWN_OUTCOME_RETRY_MAX = 4.0
-#: Backoff of finalizer edits that failed (per pool, not per object: an outage fails them all).
-FINALIZER_RETRY_MAX = 10.0
 
 
 @dataclass
@@ -90,18 +90,14 @@ class PoolActor:
         self.pool_raw: dict[str, Any] | None = None
         self.pool_dirty = True
         self.capacity_changed = False
-        self.planner: Planner | None = None
-        self.context = PoolContext(name=name, exists=False, ready=False)
-        self._R_key: str | None = None
-        self._node_ranks: dict[str, int] = {}
-        self._track_nodes = False
-        self._pool_problem = ""
-        self._pool_deleting = False
-        self._blocked_reported = False
-        self._selector: dict[str, Any] | None = None
-        self._finalizer_dirty: set[str] = set()
-        self._finalizer_kick = asyncio.Event()
-        self._finalizer_task: asyncio.Task[None] | None = None
+        # The pool's spec as decisions use it (planner, context, what is wrong with it).
+        self.model = PoolModel(name, port.facts)
+        # The reservations' finalizers, kept in their own task.
+        self.finalizer_keeper = FinalizerKeeper(name, port, self.records, self._booked)
+        # The pool object's status and finalizer, written beside the decision loop, never in
+        # it: while the API server is away a write can take seconds to fail, and decisions
+        # must resume the moment it is back.
+        self.pool_keeper = PoolKeeper(name, port, RETRY_AFTER_WRITE_FAILURE)
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.standing = standing.StandingTracker()
@@ -114,38 +110,34 @@ class PoolActor:
         # Hash of each committed status as the API server answered it (it may normalise it).
         self._echo: dict[str, int] = {}
         self._after_commit: set[str] = set()
-        self._last_pool_status: dict[str, Any] | None = None
-        self._pool_status_due: float | None = None
-        # The pool's own status (and finalizer) is written beside the decision loop, never in
-        # it: while the API server is away a write can take seconds to fail, and decisions
-        # must resume the moment it is back.
         self._pool_status_task: asyncio.Task[None] | None = None
-        self._pool_status_written_at = 0.0
-        self._pool_generation_seen: Any = None
-        self._pool_conditions: list[dict[str, Any]] = []
-        self._pool_finalizer_added = False
-        # Our finalizer is on the pool: only then is anything new booked on it. A pool
-        # without it can vanish at once when deleted, and a grant made meanwhile would stand
-        # on a pool that is gone (found by the simulation).
-        self._pool_guarded = False
         self._pool_events = 0
         self._pool_lookup_after = 0.0
         self._confirm_gone = False  # missing from kopf's first listing: ask the server
-        self._pool_status_failures = 0
+
+    @property
+    def planner(self) -> Planner | None:
+        """The pool's planner (None while it has no usable spec, or no pool)."""
+        return self.model.planner
+
+    @property
+    def context(self) -> PoolContext:
+        return self.model.context
+
+    def _booked(self, uid: str) -> bool:
+        return self.model.planner is not None and self.model.planner.get(uid) is not None
 
     # -- inputs (called from watch handlers; never block) ------------------------------------
 
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"respool-pool-{self.name}")
-        if self._finalizer_task is None:
-            self._finalizer_task = asyncio.create_task(
-                self._finalizer_loop(), name=f"respool-finalizers-{self.name}")
+        self.finalizer_keeper.start()
 
     async def stop(self) -> None:
-        tasks = [self._task, self._finalizer_task, self._pool_status_task,
+        tasks = [self._task, self.finalizer_keeper.task, self._pool_status_task,
                  *self._inflight.values()]
-        self._task = self._finalizer_task = self._pool_status_task = None
+        self._task = self.finalizer_keeper.task = self._pool_status_task = None
         for task in tasks:
             if task is not None:
                 task.cancel()
@@ -172,12 +164,8 @@ class PoolActor:
             # Deleted, or a new object under the same name: what we wrote to (or learnt about)
             # the old object says nothing about the new one - its finalizer and its status
             # must be written afresh even if they would read the same.
-            self._last_pool_status = None
-            self._pool_finalizer_added = False
-            self._pool_generation_seen = None
-            self._pool_conditions = []
-            self._blocked_reported = False
-            self._pool_problem = ""
+            self.pool_keeper.forget_object()
+            self.model.forget_object()
         if previous is not None and raw is not None and _pool_identity(previous) == \
                 _pool_identity(raw):
             return  # only its status changed (our own write, most likely): nothing to do
@@ -187,7 +175,7 @@ class PoolActor:
     def namespace_changed(self, namespace: str) -> None:
         """The namespace's labels were learnt or changed: with a namespaceSelector, its
         reservations that do not hold a grant are judged again."""
-        if self._selector is None:
+        if self.model.selector is None:
             return
         waiting = [uid for uid, record in self.records.items()
                    if record.namespace == namespace and record.phase != ACTIVE]
@@ -196,7 +184,7 @@ class PoolActor:
             self.kick()
 
     def nodes_changed(self) -> None:
-        if self._track_nodes:
+        if self.model.track_nodes:
             self.pool_dirty = True
             self.kick()
 
@@ -310,8 +298,8 @@ class PoolActor:
         if self.dirty or self.gone or self.pool_dirty:
             return 0.0
         candidates = list(self.wake_at.values())
-        if self._pool_status_due is not None and self._pool_status_task is None:
-            candidates.append(self._pool_status_due)
+        if self.pool_keeper.due is not None and self._pool_status_task is None:
+            candidates.append(self.pool_keeper.due)
         if not candidates:
             return None
         # A deadline is due in the step of the whole second it falls in (decisions take the
@@ -414,7 +402,7 @@ class PoolActor:
         if not task.cancelled() and task.exception() is not None:
             logger.error("pool %s: writing its status failed", self.name,
                          exc_info=task.exception())
-        due = self._pool_status_due
+        due = self.pool_keeper.due
         if due is not None:
             # The loop did not count it while this one ran. Kick it when it is due, not now:
             # kicking at once made a busy loop of step -> status task -> kick until the due
@@ -454,10 +442,10 @@ class PoolActor:
             if record.deleting:
                 await self._delete(record)
                 continue
-            if (not self._pool_guarded and self.planner is not None
+            if (not self.model.guarded and self.planner is not None
                     and record.phase not in HOLDING_PHASES):
                 continue  # decided once our finalizer is on the pool (it marks all dirty)
-            if (self._selector is not None and record.phase != ACTIVE
+            if (self.model.selector is not None and record.phase != ACTIVE
                     and record.namespace not in self.port.facts.namespace_labels):
                 await self.port.facts.ensure_namespace(record.namespace)
             planner = self.planner
@@ -747,70 +735,7 @@ class PoolActor:
     # -- finalizers (off the decision path: they are not the commit point) ---------------
 
     def _finalizers_due(self, uid: str) -> None:
-        self._finalizer_dirty.add(uid)
-        self._finalizer_kick.set()
-
-    async def _finalizer_loop(self) -> None:
-        """Hold our finalizer exactly while a reservation holds resources, and drop it once
-        a deleted reservation has been released. Level-based: each pass compares what is
-        wanted now with what the object has; what could not be done (API server away, a
-        conflict that outlasted the retries) is tried again after a backoff that grows while
-        passes keep failing - one pause per pass, however many objects failed."""
-        delay = RETRY_AFTER_WRITE_FAILURE
-        failing_since: float | None = None
-        while True:
-            await self._finalizer_kick.wait()
-            self._finalizer_kick.clear()
-            batch, self._finalizer_dirty = self._finalizer_dirty, set()
-            records = [self.records[uid] for uid in batch if uid in self.records]
-            results = await asyncio.gather(*(self._sync_finalizer(r) for r in records),
-                                           return_exceptions=True)
-            failed = [(record, result) for record, result in zip(records, results, strict=True)
-                      if result is not True]
-            if not failed:
-                if failing_since is not None:
-                    logger.info("pool %s: finalizer edits succeed again after %.1fs",
-                                self.name, self.port.monotonic() - failing_since)
-                failing_since, delay = None, RETRY_AFTER_WRITE_FAILURE
-                continue
-            record, result = failed[0]
-            why = result if isinstance(result, BaseException) else "not done after retries"
-            if failing_since is None:
-                failing_since = self.port.monotonic()
-                logger.warning("pool %s: finalizer of %s (and %d more): %s; retrying in %.0fs",
-                               self.name, record.key, len(failed) - 1, why, delay)
-            else:
-                logger.debug("pool %s: %d finalizer edits failed again (%s)", self.name,
-                             len(failed), why)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, FINALIZER_RETRY_MAX)
-            for record, _result in failed:
-                self._finalizers_due(record.uid)
-
-    async def _sync_finalizer(self, record: Reservation) -> bool:
-        async with self.port.write_slots:
-            return await self._sync_finalizer_now(record)
-
-    async def _sync_finalizer_now(self, record: Reservation) -> bool:
-        """True when the finalizer is as wanted (or the object is gone)."""
-        wanted = record.phase in HOLDING_PHASES and not record.deleting
-        if record.deleting and self.planner is not None and self.planner.get(record.uid):
-            return True  # not released yet (the decision loop releases first, then asks again)
-        path = reservation_path(record.namespace, record.name)
-        if wanted and not record.has_finalizer:
-            metadata = {"finalizers": record.finalizers,
-                        "resourceVersion": record.resource_version}
-            # (A stale resourceVersion only costs a re-read: the patch is conditional on it.)
-            if not await add_finalizer(self.port.api, path, record.uid, metadata):
-                return False  # gone (its DELETED event ends this), or conflicts outlasted
-            record.has_finalizer = True
-            record.finalizers = [*record.finalizers, FINALIZER]
-        elif not wanted and record.has_finalizer:
-            if not await remove_finalizer(self.port.api, path, record.uid, record.finalizers):
-                return False
-            record.has_finalizer = False
-            record.finalizers = [f for f in record.finalizers if f != FINALIZER]
-        return True
+        self.finalizer_keeper.due(uid)
 
     def _post_rsv(self, record: Reservation, type_: str, reason: str, message: str) -> None:
         self.port.events.post(
@@ -832,266 +757,65 @@ class PoolActor:
         self._apply_pool(float(math.floor(self.clock())))
 
     def _apply_pool(self, now: float) -> None:
-        raw = self.pool_raw
-        if raw is None:
-            if self.context.exists:
-                logger.info("pool %s deleted", self.name)
-            self.context = PoolContext(name=self.name, exists=False, ready=False)
-            self.planner = None
-            self._pool_guarded = False
-            self._R_key = None
-            self._mark_all_dirty()
+        change = self.model.apply(self.pool_raw, self.records,
+                                  finalizer_added=self.pool_keeper.finalizer_added, now=now)
+        self.dirty.update(change.dirty)
+        if change.capacity_changed:
+            self.capacity_changed = True
+        for event in change.events:
+            self._post_pool(event.type, event.reason, event.message)
+        if change.write_status is not None:
+            self._schedule_pool_status(immediately=change.write_status == "now")
+        if change.forgotten:
             metrics.forget_pool(self.name)
-            return
-        metadata = raw.get("metadata") or {}
-        guarded = FINALIZER in (metadata.get("finalizers") or []) or self._pool_finalizer_added
-        if guarded != self._pool_guarded:
-            self._pool_guarded = guarded
-            self._mark_all_dirty()
-        deleting = bool(metadata.get("deletionTimestamp"))
-        if deleting != self._pool_deleting:
-            self._pool_deleting = deleting
-            self._mark_all_dirty()  # waiters stop being booked on a pool being deleted
-        if self.context.deleting != deleting:
-            # Also when the spec below cannot be used and the old planner stays: decisions
-            # taken meanwhile must know (a grant decided on a deleting pool is rolled back at
-            # its write, and decided again - for ever, if this still said otherwise).
-            self.context = dataclasses.replace(self.context, deleting=deleting)
-        generation = metadata.get("generation")
-        spec_raw = raw.get("spec") or {}
-        try:
-            spec = ResourcePoolSpec.model_validate(spec_raw)
-            policy = lifecycle.Policy.from_model(spec.policy)
-            expiration = parse_time(spec.expiration) if spec.expiration else 0.0
-        except (pydantic.ValidationError, ValueError) as exc:
-            self._set_pool_problem(f"invalid spec: {_short(exc)}", generation)
-            return
-        R: dict[str, Any] = spec_raw.get("resources") or {}
-        R_key = json.dumps(R, sort_keys=True)
-        if R_key != self._R_key:
-            try:
-                planner = Planner(R)
-            except (ValueError, TypeError, KeyError, OSError) as exc:
-                self._set_pool_problem(f"invalid resources: {_short(exc)}", generation)
-                return
-            self._rebuild(planner)
-            self._R_key = R_key
-            self._node_ranks = _node_ranks(R)
-        assert self.planner is not None
-        self.context = PoolContext(
-            name=self.name, exists=True, ready=True, policy=policy,
-            namespace_allowed=self._namespace_allowed, deleting=deleting)
-        self._selector = spec_raw.get("namespaceSelector")
-        self._pool_problem = ""
-        if self.planner.expiration != expiration:
-            self.planner.set_expiration(expiration)
-            self._mark_all_dirty()
-        self._track_nodes = spec.track_nodes
-        self._apply_down(IDset(spec.down or ""), now)
-        if generation != self._pool_generation_seen:
-            self._pool_generation_seen = generation
-            self._mark_all_dirty()
-            self._schedule_pool_status(immediately=True)
-        else:
-            self._schedule_pool_status()
 
-    def _set_pool_problem(self, problem: str, generation: Any) -> None:
-        if problem != self._pool_problem:
-            logger.warning("pool %s: %s", self.name, problem)
-            self._post_pool("Warning", Reason.INVALID_RESOURCES.value, problem)
-        self._pool_problem = problem
-        self._pool_generation_seen = generation
-        if self.planner is None:
-            # Never usable yet: reservations wait. (A pool that was usable keeps its planner,
-            # so what was granted stays granted while the admin fixes the spec.)
-            self.context = PoolContext(name=self.name, exists=True, ready=False, problem=problem,
-                                       deleting=self._pool_deleting)
-            self._mark_all_dirty()
-        self._schedule_pool_status(immediately=True)
-
-    def _rebuild(self, planner: Planner) -> None:
-        """A new topology: re-register every booking; what no longer fits is lost.
-
-        The first build (start-up, or the pool came back) restores the committed grants from
-        status. A rebuild carries over what the old planner holds - committed grants *and*
-        decisions whose status write is still in flight: re-registering only the committed
-        ones would hand an in-flight grant's cores to the next waiter, and both would land
-        Active (review C1)."""
-        first_build = self.planner is None
-        if self.planner is None:
-            holders = sorted(
-                (r for r in self.records.values()
-                 if r.phase in HOLDING_PHASES and not r.deleting),
-                key=lambda r: (0 if r.phase == ACTIVE else 1, r.status.get("startTime") or ""))
-            for record in holders:
-                error = lifecycle.restore(record, planner)
-                metrics.RESTORED.labels("ok" if error is None else "failed").inc()
-                if error is not None:
-                    logger.warning("pool %s: %s %s could not be re-registered: %s", self.name,
-                                   record.phase, record.key, error)
-                    self.dirty.add(record.uid)
-        else:
-            for booking in _active_first(self.planner.bookings(), self.records):
-                try:
-                    planner.restore(booking.id, booking.R.to_dict(), booking.start,
-                                    booking.end, booking.mode)
-                    metrics.RESTORED.labels("ok").inc()
-                except (ValueError, KeyError, TypeError, OSError) as exc:
-                    metrics.RESTORED.labels("failed").inc()
-                    logger.warning("pool %s: booking of %s could not be re-registered: %s",
-                                   self.name, booking.id, exc)
-                    if booking.id in self.records:
-                        self.dirty.add(booking.id)
-        self.planner = planner
-        if not first_build:
-            self.capacity_changed = True
-        self._mark_all_dirty()
-
-    def _apply_down(self, spec_down: IDset, now: float) -> None:
-        assert self.planner is not None
-        wanted = spec_down
-        if self._track_nodes:
-            unhealthy = self.port.facts.unhealthy_nodes
-            ranks = [rank for host, rank in self._node_ranks.items() if host in unhealthy]
-            if ranks:
-                wanted = wanted | IDset(ranks)
-        current = self.planner.down()
-        newly_down = wanted - current
-        back_up = current - wanted
-        if newly_down:
-            touched = self.planner.mark_down(str(newly_down))
-            for uid in touched:
-                if uid in self.records:
-                    self.dirty.add(uid)
-            self._post_pool("Warning", "RanksDown", f"ranks {newly_down} are down")
-        if back_up:
-            self.planner.mark_up(str(back_up))
-            self.capacity_changed = True
-            for record in self.records.values():
-                if record.phase == ACTIVE:
-                    self.dirty.add(record.uid)  # lift ResourcesDegraded
-            self._post_pool("Normal", "RanksUp", f"ranks {back_up} are up")
-
-    def _namespace_allowed(self, namespace: str) -> bool:
-        if self._selector is None:
-            return True
-        return selector_matches(self._selector,
-                                self.port.facts.namespace_labels.get(namespace, {}))
-
-    def _mark_all_dirty(self) -> None:
-        self.dirty.update(self.records.keys())
-
-    # -- pool status (debounced) -------------------------------------------------------------
+    # -- the pool object: its status (debounced) and our finalizer -----------------------------
 
     def _schedule_pool_status(self, immediately: bool = False) -> None:
-        interval = 0.0 if immediately else self.port.pool_status_interval
-        due = max(self.clock(), self._pool_status_written_at + interval)
-        if self._pool_status_due is None or due < self._pool_status_due:
-            self._pool_status_due = due
+        if self.pool_keeper.schedule(immediately):
             self.kick()  # the loop may be asleep until a later deadline (or none)
 
     async def _maybe_write_pool_status(self) -> None:
         await self._handle_pool_deletion()
-        if self._pool_status_due is None or self.clock() < self._pool_status_due:
+        if not self.pool_keeper.take_due():
             return
-        self._pool_status_due = None
         raw = self.pool_raw
         if raw is None:
             return
-        status = self._pool_status(raw)
-        comparable = pool_status.without_times(status)
-        if self._last_pool_status is not None and comparable == self._last_pool_status:
-            return
-        metadata = raw.get("metadata") or {}
-        ops = [{"op": "test", "path": "/metadata/uid", "value": metadata.get("uid")},
-               {"op": "add", "path": "/status", "value": status}]
-        try:
-            await self.port.api.json_patch(pool_path(self.name, status=True), ops)
-        except ApiError as exc:
-            metrics.STATUS_WRITES.labels(
-                "pool", "unavailable" if exc.unavailable else "error").inc()
-            if not exc.not_found:
-                # A summary: the next write carries everything, so retry with a growing pause
-                # and say so once, not once per attempt, while the API server is away.
-                self._pool_status_failures += 1
-                log = logger.warning if self._pool_status_failures == 1 else logger.debug
-                log("pool %s: status write failed: %s", self.name, exc)
-                self._pool_status_written_at = self.clock() + min(
-                    2.0 ** self._pool_status_failures, 8.0)
-                self._schedule_pool_status()
-            return
-        metrics.STATUS_WRITES.labels("pool", "ok").inc()
-        if self._pool_status_failures:
-            logger.info("pool %s: status written again after %d failed attempts", self.name,
-                        self._pool_status_failures)
-            self._pool_status_failures = 0
-        self._last_pool_status = comparable
-        self._pool_status_written_at = self.clock()
-        self._pool_conditions = status.get("conditions") or []
-
-    def _pool_status(self, raw: dict[str, Any]) -> dict[str, Any]:
-        status = pool_status.summary(
-            raw, self.records.values(), self.planner, problem=self._pool_problem,
-            deleting=self._pool_deleting, conditions=self._pool_conditions, now=self.clock())
-        for phase, count in status["reservations"].items():
-            metrics.RESERVATIONS.labels(self.name, phase).set(count)
-        for resource, values in (status.get("capacity") or {}).items():
-            for state, value in values.items():
-                metrics.POOL_CAPACITY.labels(self.name, resource, state).set(value)
-        return status
+        if await self.pool_keeper.write_status(raw, self.records.values(), self.planner,
+                                               problem=self.model.problem,
+                                               deleting=self.model.deleting):
+            self.kick()
 
     async def _handle_pool_deletion(self) -> None:
         raw = self.pool_raw
         if raw is None:
             return
-        metadata = raw.get("metadata") or {}
-        finalizers = list(metadata.get("finalizers") or [])
-        path = pool_path(self.name)
-        uid = metadata.get("uid") or ""
-        if not self._pool_deleting:
-            if FINALIZER not in finalizers and not self._pool_finalizer_added:
-                try:
-                    self._pool_finalizer_added = await add_finalizer(
-                        self.port.api, path, uid, metadata)
-                    if self._pool_finalizer_added:
-                        self.pool_dirty = True  # guarded now: waiters may be booked
-                        self.kick()
-                except ApiError as exc:
-                    logger.warning("pool %s: could not add the finalizer: %s", self.name, exc)
-                    # Nothing new is booked until it is on: try again soon, even if nothing
-                    # else wakes the loop (found by the simulation: waiters stayed undecided).
-                    asyncio.get_running_loop().call_later(RETRY_AFTER_WRITE_FAILURE,
-                                                          self.kick)
-            return
-        # Holders: what is committed, and what is decided but not yet written - a grant whose
-        # write is in flight lands after this check, so it must block the finalizer too
-        # (review C2).
+        if not self.model.deleting:
+            step = await self.pool_keeper.guard(raw)
+        else:
+            step = await self.pool_keeper.release(raw, self._holders())
+        if step.guarded:
+            self.pool_dirty = True  # guarded now: waiters may be booked
+            self.kick()
+        if step.retry_in is not None:
+            asyncio.get_running_loop().call_later(step.retry_in, self.kick)
+        for event in step.events:
+            self._post_pool(event.type, event.reason, event.message)
+        if step.write_status_now:
+            self._schedule_pool_status(immediately=True)
+
+    def _holders(self) -> int:
+        """What keeps the pool's finalizer on: what is committed, and what is decided but not
+        yet written - a grant whose write is in flight lands after the check, so it must block
+        the finalizer too (review C2)."""
         holders = sum(1 for r in self.records.values()
                       if not r.deleting and (r.phase in HOLDING_PHASES
                                              or r.uid in self._inflight
                                              or r.uid in self._writing))
         if self.planner is not None:
             holders = max(holders, len(self.planner.bookings()))
-        if holders:
-            if not self._blocked_reported:
-                self._blocked_reported = True
-                self._post_pool("Warning", Reason.IN_USE.value,
-                                f"deletion blocked while {holders} reservations hold "
-                                "resources (Active or Scheduled)")
-                self._schedule_pool_status(immediately=True)
-            return
-        if FINALIZER in finalizers:
-            try:
-                if await remove_finalizer(self.port.api, path, uid, finalizers):
-                    metadata["finalizers"] = [f for f in finalizers if f != FINALIZER]
-                else:  # conflicts outlasted the retries
-                    asyncio.get_running_loop().call_later(RETRY_AFTER_WRITE_FAILURE,
-                                                          self.kick)
-            except ApiError as exc:
-                logger.warning("pool %s: could not remove the finalizer: %s", self.name, exc)
-                # Try again even if nothing else wakes the loop (found by the simulation: a
-                # deleted pool that nothing held stayed, its finalizer never removed).
-                asyncio.get_running_loop().call_later(RETRY_AFTER_WRITE_FAILURE, self.kick)
+        return holders
 
 
 def _uid(raw: dict[str, Any] | None) -> Any:
@@ -1103,15 +827,6 @@ def _pool_identity(raw: dict[str, Any]) -> tuple[Any, ...]:
     metadata = raw.get("metadata") or {}
     return (metadata.get("uid"), metadata.get("generation"), metadata.get("deletionTimestamp"),
             tuple(metadata.get("finalizers") or ()))
-
-
-def _active_first(bookings: list[Booking], records: dict[str, Reservation]) -> list[Booking]:
-    """Bookings to carry into a new planner, the ones granted (Active) before the held windows,
-    then by start: when the new topology cannot hold them all, a grant in use wins."""
-    def key(booking: Booking) -> tuple[int, float]:
-        record = records.get(booking.id)
-        return (0 if record is not None and record.phase == ACTIVE else 1, booking.start)
-    return sorted(bookings, key=key)
 
 
 def _landed(pending: _Pending, current: dict[str, Any]) -> bool:
@@ -1164,16 +879,6 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _short(exc: BaseException) -> str:
-    if isinstance(exc, pydantic.ValidationError):
-        parts = []
-        for error in exc.errors()[:3]:
-            location = ".".join(str(item) for item in error.get("loc", ()))
-            parts.append(f"{location}: {error.get('msg')}" if location else str(error.get("msg")))
-        return "; ".join(parts)
-    return str(exc)[:500]
-
-
 def _time_or(value: Any, default: float) -> float:
     if isinstance(value, str) and value:
         try:
@@ -1181,16 +886,3 @@ def _time_or(value: Any, default: float) -> float:
         except ValueError:
             pass
     return default
-
-
-def _node_ranks(R: dict[str, Any]) -> dict[str, int]:
-    """Host name -> rank: names of the concatenated nodelist map onto the sorted ranks."""
-    execution = (R or {}).get("execution") or {}
-    ranks = IDset()
-    for entry in execution.get("R_lite") or []:
-        ranks = ranks | IDset(str(entry.get("rank", "")))
-    nodelist = execution.get("nodelist") or []
-    if not nodelist:
-        return {}
-    hosts = Hostlist(",".join(nodelist))
-    return {host: rank for host, rank in zip(hosts, ranks, strict=False)}

@@ -1,0 +1,267 @@
+"""A pool as its actor decides on it: the spec turned into a `Planner` and a `PoolContext`.
+
+`PoolModel.apply` takes the pool's latest body and returns what changed (`PoolChange`):
+which reservations to decide again, whether capacity was freed, the Events to post and
+whether the pool's status should be written. It does no I/O and calls nothing back; the
+actor acts on the result. Its state is what the spec last said: the planner (topology,
+down ranks, expiration, every booking), the policy, the namespaceSelector, tracked Nodes,
+whether the pool is being deleted or guarded by our finalizer, and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pydantic
+
+from respool.api import Reason, ResourcePoolSpec, parse_time
+from respool.controller import lifecycle, metrics
+from respool.controller.lifecycle import (
+    ACTIVE,
+    FINALIZER,
+    HOLDING_PHASES,
+    PoolContext,
+    Reservation,
+)
+from respool.controller.ports import ClusterFacts
+from respool.controller.selectors import selector_matches
+from respool.pool import Booking, Hostlist, IDset, Planner
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PoolEvent:
+    """An Event about the pool (type, reason, message) for the actor to post."""
+
+    type: str
+    reason: str
+    message: str
+
+
+@dataclass
+class PoolChange:
+    """What applying the pool's body changed, for the actor to act on."""
+
+    #: Reservations to decide again, in the order they were found (the actor's dirty set).
+    dirty: list[str] = field(default_factory=list)
+    #: Something was freed (ranks back up, a rebuild): waiters are retried.
+    capacity_changed: bool = False
+    events: list[PoolEvent] = field(default_factory=list)
+    #: The pool's status should be written: None (no), "now", or "debounced".
+    write_status: str | None = None
+    #: The pool is gone (its metrics go with it).
+    forgotten: bool = False
+
+
+class PoolModel:
+    """The pool's spec as the planner and context decisions use (one per actor)."""
+
+    def __init__(self, name: str, facts: ClusterFacts) -> None:
+        self.name = name
+        self.facts = facts
+        self.planner: Planner | None = None
+        self.context = PoolContext(name=name, exists=False, ready=False)
+        #: What is wrong with the spec ("" when nothing), said in the pool's status.
+        self.problem = ""
+        #: The pool has a deletionTimestamp: nothing new is booked on it.
+        self.deleting = False
+        #: Our finalizer is on the pool: only then is anything new booked on it. A pool
+        #: without it can vanish at once when deleted, and a grant made meanwhile would stand
+        #: on a pool that is gone (found by the simulation).
+        self.guarded = False
+        self.selector: dict[str, Any] | None = None
+        self.track_nodes = False
+        self._node_ranks: dict[str, int] = {}
+        self._R_key: str | None = None
+        self._generation_seen: Any = None
+
+    def forget_object(self) -> None:
+        """The pool was deleted or re-created: what was learnt of the old object (its
+        problem, the generation seen) says nothing about the new one."""
+        self._generation_seen = None
+        self.problem = ""
+
+    def namespace_allowed(self, namespace: str) -> bool:
+        if self.selector is None:
+            return True
+        return selector_matches(self.selector, self.facts.namespace_labels.get(namespace, {}))
+
+    def apply(self, raw: dict[str, Any] | None, records: Mapping[str, Reservation], *,
+              finalizer_added: bool, now: float) -> PoolChange:
+        """Bring the model up to the pool's body `raw` (None: deleted). `records` are the
+        pool's reservations (restored into a first planner); `finalizer_added` says that our
+        finalizer was put on the pool even if `raw` does not show it yet."""
+        change = PoolChange()
+        if raw is None:
+            if self.context.exists:
+                logger.info("pool %s deleted", self.name)
+            self.context = PoolContext(name=self.name, exists=False, ready=False)
+            self.planner = None
+            self.guarded = False
+            self._R_key = None
+            change.dirty.extend(records.keys())
+            change.forgotten = True
+            return change
+        metadata = raw.get("metadata") or {}
+        guarded = FINALIZER in (metadata.get("finalizers") or []) or finalizer_added
+        if guarded != self.guarded:
+            self.guarded = guarded
+            change.dirty.extend(records.keys())
+        deleting = bool(metadata.get("deletionTimestamp"))
+        if deleting != self.deleting:
+            self.deleting = deleting
+            change.dirty.extend(records.keys())  # waiters stop being booked on it
+        if self.context.deleting != deleting:
+            # Also when the spec below cannot be used and the old planner stays: decisions
+            # taken meanwhile must know (a grant decided on a deleting pool is rolled back at
+            # its write, and decided again - for ever, if this still said otherwise).
+            self.context = dataclasses.replace(self.context, deleting=deleting)
+        generation = metadata.get("generation")
+        spec_raw = raw.get("spec") or {}
+        try:
+            spec = ResourcePoolSpec.model_validate(spec_raw)
+            policy = lifecycle.Policy.from_model(spec.policy)
+            expiration = parse_time(spec.expiration) if spec.expiration else 0.0
+        except (pydantic.ValidationError, ValueError) as exc:
+            self._set_problem(f"invalid spec: {_short(exc)}", generation, records, change)
+            return change
+        R: dict[str, Any] = spec_raw.get("resources") or {}
+        R_key = json.dumps(R, sort_keys=True)
+        if R_key != self._R_key:
+            try:
+                planner = Planner(R)
+            except (ValueError, TypeError, KeyError, OSError) as exc:
+                self._set_problem(f"invalid resources: {_short(exc)}", generation, records,
+                                  change)
+                return change
+            self._rebuild(planner, records, change)
+            self._R_key = R_key
+            self._node_ranks = node_ranks(R)
+        assert self.planner is not None
+        self.context = PoolContext(
+            name=self.name, exists=True, ready=True, policy=policy,
+            namespace_allowed=self.namespace_allowed, deleting=deleting)
+        self.selector = spec_raw.get("namespaceSelector")
+        self.problem = ""
+        if self.planner.expiration != expiration:
+            self.planner.set_expiration(expiration)
+            change.dirty.extend(records.keys())
+        self.track_nodes = spec.track_nodes
+        self._apply_down(IDset(spec.down or ""), records, change)
+        if generation != self._generation_seen:
+            self._generation_seen = generation
+            change.dirty.extend(records.keys())
+            change.write_status = "now"
+        else:
+            change.write_status = "debounced"
+        return change
+
+    def _set_problem(self, problem: str, generation: Any, records: Mapping[str, Reservation],
+                     change: PoolChange) -> None:
+        if problem != self.problem:
+            logger.warning("pool %s: %s", self.name, problem)
+            change.events.append(PoolEvent("Warning", Reason.INVALID_RESOURCES.value, problem))
+        self.problem = problem
+        self._generation_seen = generation
+        if self.planner is None:
+            # Never usable yet: reservations wait. (A pool that was usable keeps its planner,
+            # so what was granted stays granted while the admin fixes the spec.)
+            self.context = PoolContext(name=self.name, exists=True, ready=False, problem=problem,
+                                       deleting=self.deleting)
+            change.dirty.extend(records.keys())
+        change.write_status = "now"
+
+    def _rebuild(self, planner: Planner, records: Mapping[str, Reservation],
+                 change: PoolChange) -> None:
+        """A new topology: re-register every booking; what no longer fits is lost.
+
+        The first build (start-up, or the pool came back) restores the committed grants from
+        status. A rebuild carries over what the old planner holds - committed grants *and*
+        decisions whose status write is still in flight: re-registering only the committed
+        ones would hand an in-flight grant's cores to the next waiter, and both would land
+        Active (review C1)."""
+        first_build = self.planner is None
+        if self.planner is None:
+            holders = sorted(
+                (r for r in records.values() if r.phase in HOLDING_PHASES and not r.deleting),
+                key=lambda r: (0 if r.phase == ACTIVE else 1, r.status.get("startTime") or ""))
+            for record in holders:
+                error = lifecycle.restore(record, planner)
+                metrics.RESTORED.labels("ok" if error is None else "failed").inc()
+                if error is not None:
+                    logger.warning("pool %s: %s %s could not be re-registered: %s", self.name,
+                                   record.phase, record.key, error)
+                    change.dirty.append(record.uid)
+        else:
+            for booking in _active_first(self.planner.bookings(), records):
+                try:
+                    planner.restore(booking.id, booking.R.to_dict(), booking.start,
+                                    booking.end, booking.mode)
+                    metrics.RESTORED.labels("ok").inc()
+                except (ValueError, KeyError, TypeError, OSError) as exc:
+                    metrics.RESTORED.labels("failed").inc()
+                    logger.warning("pool %s: booking of %s could not be re-registered: %s",
+                                   self.name, booking.id, exc)
+                    if booking.id in records:
+                        change.dirty.append(booking.id)
+        self.planner = planner
+        if not first_build:
+            change.capacity_changed = True
+        change.dirty.extend(records.keys())
+
+    def _apply_down(self, spec_down: IDset, records: Mapping[str, Reservation],
+                    change: PoolChange) -> None:
+        assert self.planner is not None
+        wanted = spec_down
+        if self.track_nodes:
+            unhealthy = self.facts.unhealthy_nodes
+            ranks = [rank for host, rank in self._node_ranks.items() if host in unhealthy]
+            if ranks:
+                wanted = wanted | IDset(ranks)
+        current = self.planner.down()
+        newly_down = wanted - current
+        back_up = current - wanted
+        if newly_down:
+            touched = self.planner.mark_down(str(newly_down))
+            change.dirty.extend(uid for uid in touched if uid in records)
+            change.events.append(PoolEvent("Warning", "RanksDown", f"ranks {newly_down} are down"))
+        if back_up:
+            self.planner.mark_up(str(back_up))
+            change.capacity_changed = True
+            # Active holders are decided again: ResourcesDegraded is lifted.
+            change.dirty.extend(r.uid for r in records.values() if r.phase == ACTIVE)
+            change.events.append(PoolEvent("Normal", "RanksUp", f"ranks {back_up} are up"))
+
+
+def _active_first(bookings: list[Booking], records: Mapping[str, Reservation]) -> list[Booking]:
+    """Bookings to carry into a new planner, the ones granted (Active) before the held windows,
+    then by start: when the new topology cannot hold them all, a grant in use wins."""
+    def key(booking: Booking) -> tuple[int, float]:
+        record = records.get(booking.id)
+        return (0 if record is not None and record.phase == ACTIVE else 1, booking.start)
+    return sorted(bookings, key=key)
+
+
+def node_ranks(R: Mapping[str, Any]) -> dict[str, int]:
+    """Host name -> rank: names of the concatenated nodelist map onto the sorted ranks."""
+    nodelist = ((R or {}).get("execution") or {}).get("nodelist") or []
+    if not nodelist:
+        return {}
+    hosts = Hostlist(",".join(nodelist))
+    return {host: rank for host, rank in zip(hosts, lifecycle.ranks_of(R or {}), strict=False)}
+
+
+def _short(exc: BaseException) -> str:
+    if isinstance(exc, pydantic.ValidationError):
+        parts = []
+        for error in exc.errors()[:3]:
+            location = ".".join(str(item) for item in error.get("loc", ()))
+            parts.append(f"{location}: {error.get('msg')}" if location else str(error.get("msg")))
+        return "; ".join(parts)
+    return str(exc)[:500]
