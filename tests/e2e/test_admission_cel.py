@@ -322,6 +322,44 @@ POOL_CASES: list[tuple[str, dict[str, Any], str]] = [
         "supported values",
     ),
     (
+        "limit-from-format",
+        _set(GOOD_POOL_SPEC, "policy.limits", [{"allowedHours": [{"from": "8:00", "to": "18:00"}]}]),
+        "allowedHours.from must be a time of day HH:MM, 00:00 to 23:59",
+    ),
+    (
+        "limit-to-format",
+        _set(GOOD_POOL_SPEC, "policy.limits", [{"allowedHours": [{"from": "08:00", "to": "24:30"}]}]),
+        "allowedHours.to must be a time of day HH:MM, 00:00 to 24:00",
+    ),
+    (
+        "limit-from-equals-to",
+        _set(GOOD_POOL_SPEC, "policy.limits", [{"allowedHours": [{"from": "08:00", "to": "08:00"}]}]),
+        "allowedHours.from and allowedHours.to must differ",
+    ),
+    (
+        "limit-time-zone-empty",
+        _set(GOOD_POOL_SPEC, "policy.limits",
+             [{"allowedHours": [{"from": "08:00", "to": "18:00", "timeZone": ""}]}]),
+        "allowedHours.timeZone must name a time zone",
+    ),
+    (
+        "limit-time-zone-name",
+        _set(GOOD_POOL_SPEC, "policy.limits",
+             [{"allowedHours": [{"from": "08:00", "to": "18:00", "timeZone": "Europe/../x"}]}]),
+        "allowedHours.timeZone must be an IANA time zone name",
+    ),
+    (
+        "limit-max-duration-positive",
+        _set(GOOD_POOL_SPEC, "policy.limits", [{"maxDuration": "0s"}]),
+        "limits[].maxDuration must be longer than zero",
+    ),
+    (
+        "limit-day-name",
+        _set(GOOD_POOL_SPEC, "policy.limits",
+             [{"allowedHours": [{"days": ["Monday"], "from": "08:00", "to": "18:00"}]}]),
+        "supported values",
+    ),
+    (
         "hostile-r-lite",
         _set(
             GOOD_POOL_SPEC,

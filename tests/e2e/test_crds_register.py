@@ -109,6 +109,25 @@ FULL_POOL_SPEC: dict[str, Any] = {
         "claimTimeout": "2m",
         "maxUnclaimedHold": "45m",
         "reminders": {"startingSoon": "10m", "endingSoon": "0s"},
+        "limits": [
+            {
+                "namespaceSelector": {
+                    "matchLabels": {"tier": "student"},
+                    "matchExpressions": [{"key": "course", "operator": "NotIn",
+                                          "values": ["hpc-101"]}],
+                },
+                "maxNodes": 2,
+                "maxCores": 16,
+                "maxGPUs": 1,
+                "maxNodeHoursPerWeek": 40,
+                "maxDuration": "4h",
+                "maxAdvance": "168h",
+                "allowedHours": [
+                    {"days": ["Mon", "Fri"], "from": "20:00", "to": "08:00",
+                     "timeZone": "Europe/Berlin"},
+                ],
+            },
+        ],
     },
 }
 
@@ -136,6 +155,10 @@ FULL_POOL_STATUS: dict[str, Any] = {
         "node": {"total": 3, "allocated": 2, "down": 1, "free": 0},
     },
     "reservations": {"Pending": 1, "Scheduled": 2, "Active": 3, "Expired": 4, "Failed": 5},
+    "usage": [
+        {"namespace": "team-a", "nodes": 1, "cores": 8, "gpus": 1, "nodeHoursUsed": 12.5,
+         "nodeHoursBooked": 3.0},
+    ],
     "message": "3 ranks (1 down), 10 of 24 cores free",
 }
 

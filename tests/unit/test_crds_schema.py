@@ -163,6 +163,15 @@ def test_spec_and_status_carry_the_design_field_names() -> None:
         "claimTimeout",
         "maxUnclaimedHold",  # issue 11: a Manual hold re-holds for nobody at most this long
         "reminders",  # issue 15: StartingSoon / EndingSoon Events
+        "limits",  # issue 15: fair share per namespace
+    }
+    limits = pool["spec"]["properties"]["policy"]["properties"]["limits"]["items"]
+    assert set(limits["properties"]) == {
+        "namespaceSelector", "maxNodes", "maxCores", "maxGPUs", "maxNodeHoursPerWeek",
+        "maxDuration", "maxAdvance", "allowedHours",
+    }
+    assert set(limits["properties"]["allowedHours"]["items"]["properties"]) == {
+        "days", "from", "to", "timeZone",
     }
     assert set(pool["status"]["properties"]) == {
         "observedGeneration",
@@ -173,6 +182,7 @@ def test_spec_and_status_carry_the_design_field_names() -> None:
         "summary",
         "capacity",
         "reservations",
+        "usage",  # issue 15: per namespace, what policy.limits count
         "message",
     }
     assert set(pool["status"]["properties"]["capacity"]["properties"]) == {"core", "gpu", "node"}

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import zoneinfo
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal, Self
 
@@ -143,6 +144,9 @@ class Reason(StrEnum):
     WAITING_FOR_START = "WaitingForStart"
     WAITING_FOR_CLAIM = "WaitingForClaim"
     CLAIM_EXPIRED = "ClaimExpired"
+    # Fair share (policy.limits): Pending while over a limit, Failed when alone over one.
+    QUOTA_EXCEEDED = "QuotaExceeded"
+    OUTSIDE_ALLOWED_HOURS = "OutsideAllowedHours"
     REPLANNED = "Replanned"
     # Ready / Scheduled / ResourcesDegraded.
     GRANTED = "Granted"
@@ -475,6 +479,168 @@ class ReminderPolicy(WireModel):
         return self
 
 
+#: Days of the week as allowedHours names them (Monday first, as ISO 8601 counts them).
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+#: A time of day on the wall clock, and the same with 24:00 (the end of the day) allowed.
+TIME_OF_DAY = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+TIME_OF_DAY_OR_END = r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$"
+#: An IANA time zone name as written ('UTC', 'Europe/Berlin', 'Etc/GMT+5'); whether the
+#: zone exists is judged by the models (zoneinfo) and the operator, not by the API server.
+TIME_ZONE_NAME = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$"
+MAX_LIMITS = 32
+MAX_ALLOWED_HOURS = 16
+MAX_NODE_HOURS = 1_000_000_000
+MAX_USAGE_ENTRIES = 512
+
+
+def _is_time_zone(value: str) -> str:
+    """The zone must exist in the tz database the operator reads (zoneinfo)."""
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{value[:64]!r} is not a time zone the operator knows (write an "
+                         "IANA name such as 'Europe/Berlin' or 'UTC')") from None
+    return value
+
+
+class AllowedHours(WireModel):
+    """A stretch of wall-clock time, on some days of the week, in which windows may lie."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "self.from.matches(" + _cel_string(TIME_OF_DAY) + ")",
+                    "allowedHours.from must be a time of day HH:MM, 00:00 to 23:59",
+                    field_path=".from",
+                ),
+                _cel(
+                    "self.to.matches(" + _cel_string(TIME_OF_DAY_OR_END) + ")",
+                    "allowedHours.to must be a time of day HH:MM, 00:00 to 24:00",
+                    field_path=".to",
+                ),
+                _cel(
+                    "self.from != self.to",
+                    "allowedHours.from and allowedHours.to must differ (the whole day is "
+                    "from 00:00 to 24:00)",
+                    field_path=".to",
+                ),
+                _cel(
+                    "size(self.timeZone) > 0",
+                    "allowedHours.timeZone must name a time zone, e.g. UTC or Europe/Berlin",
+                    field_path=".timeZone",
+                ),
+                _cel(
+                    "size(self.timeZone) == 0 || self.timeZone.matches("
+                    + _cel_string(TIME_ZONE_NAME) + ")",
+                    "allowedHours.timeZone must be an IANA time zone name, e.g. UTC or "
+                    "Europe/Berlin",
+                    field_path=".timeZone",
+                ),
+            ]
+        }
+    )
+
+    days: Annotated[list[Literal["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]],
+                    Field(min_length=1, max_length=7)] | None = Field(
+        default=None,
+        description="Days on which the stretch begins (Mon..Sun; absent: every day). A "
+        "stretch whose 'to' is not after its 'from' runs past midnight into the next day.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    from_: Annotated[str, StringConstraints(max_length=5)] = Field(
+        alias="from",
+        description="Wall-clock time the stretch begins, HH:MM (00:00 to 23:59).",
+    )
+    to: Annotated[str, StringConstraints(max_length=5)] = Field(
+        description="Wall-clock time the stretch ends, HH:MM (24:00: midnight at the end of "
+        "the day); one not after 'from' is on the next day.",
+    )
+    time_zone: Annotated[str, StringConstraints(max_length=64), AfterValidator(_is_time_zone)] = (
+        Field(
+            default="UTC",
+            description="IANA time zone of the wall clock ('Europe/Berlin'); daylight-saving "
+            "changes are followed.",
+        )
+    )
+
+    @model_validator(mode="after")
+    def _times_of_day(self) -> Self:
+        if not self.time_zone or re.match(TIME_ZONE_NAME, self.time_zone) is None:
+            raise ValueError("allowedHours.timeZone must be an IANA time zone name, e.g. UTC "
+                             "or Europe/Berlin")
+        if re.match(TIME_OF_DAY, self.from_) is None:
+            raise ValueError("allowedHours.from must be a time of day HH:MM, 00:00 to 23:59")
+        if re.match(TIME_OF_DAY_OR_END, self.to) is None:
+            raise ValueError("allowedHours.to must be a time of day HH:MM, 00:00 to 24:00")
+        if self.from_ == self.to:
+            raise ValueError("allowedHours.from and allowedHours.to must differ (the whole "
+                             "day is from 00:00 to 24:00)")
+        return self
+
+
+class NamespaceLimit(WireModel):
+    """Fair share: what the reservations of each selected namespace may hold and book."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "!has(self.maxDuration) || self.maxDuration.matches('[1-9]')",
+                    "limits[].maxDuration must be longer than zero",
+                    field_path=".maxDuration",
+                ),
+            ]
+        }
+    )
+
+    namespace_selector: LabelSelector | None = Field(
+        default=None,
+        description="The namespaces this limit applies to (absent: every namespace). Usage is "
+        "counted per namespace.",
+    )
+    max_nodes: Annotated[int, Field(ge=0, le=MAX_COUNT)] | None = Field(
+        default=None, description="Nodes a namespace's windows may hold at any one time."
+    )
+    max_cores: Annotated[int, Field(ge=0, le=MAX_COUNT)] | None = Field(
+        default=None, description="Cores a namespace's windows may hold at any one time."
+    )
+    max_gpus: Annotated[int, Field(ge=0, le=MAX_COUNT)] | None = Field(
+        default=None, alias="maxGPUs",
+        description="GPUs a namespace's windows may hold at any one time.",
+    )
+    max_node_hours_per_week: Annotated[int, Field(ge=0, le=MAX_NODE_HOURS)] | None = Field(
+        default=None,
+        description="Node-hours a namespace's windows (held, booked and ended) may add up to "
+        "in any 7 days (a rolling week).",
+    )
+    max_duration: Duration | None = Field(
+        default=None,
+        description="The longest window of one reservation (policy.maxDuration still applies: "
+        "the shorter one wins).",
+    )
+    max_advance: Duration | None = Field(
+        default=None,
+        description="How far ahead of now a window may start; a later one waits until it is "
+        "this close.",
+    )
+    allowed_hours: Annotated[list[AllowedHours], Field(max_length=MAX_ALLOWED_HOURS)] | None = (
+        Field(
+            default=None,
+            description="Windows must lie within these stretches of wall-clock time (any of "
+            "them, back-to-back stretches joined); absent: any time.",
+        )
+    )
+
+    @model_validator(mode="after")
+    def _durations_parse(self) -> Self:
+        if self.max_duration is not None and parse_duration(self.max_duration) <= 0:
+            raise ValueError("limits[].maxDuration must be longer than zero")
+        if self.max_advance is not None:
+            parse_duration(self.max_advance)
+        return self
+
+
 class PoolPolicy(WireModel):
     """Limits and defaults a pool applies to its reservations."""
 
@@ -526,6 +692,12 @@ class PoolPolicy(WireModel):
         description="Events StartingSoon and EndingSoon before a reservation's window starts "
         "and ends.",
         json_schema_extra={"default": ReminderPolicy().to_wire()},
+    )
+    limits: Annotated[list[NamespaceLimit], Field(max_length=MAX_LIMITS)] | None = Field(
+        default=None,
+        description="Per-namespace limits (fair share): a reservation over one waits Pending "
+        "(QuotaExceeded, OutsideAllowedHours) until it fits, or fails (QuotaExceeded) when it "
+        "alone exceeds one.",
     )
 
     @model_validator(mode="after")
@@ -642,6 +814,23 @@ class PhaseCounts(StatusModel):
     failed: int | None = Field(default=None, alias="Failed")
 
 
+class NamespaceUsage(StatusModel):
+    """What one namespace's reservations hold and book on a pool (the figures limits count)."""
+
+    namespace: str = Field(max_length=MAX_NAME_LENGTH)
+    nodes: int | None = Field(default=None, description="Nodes held now (Active windows).")
+    cores: int | None = Field(default=None, description="Cores held now.")
+    gpus: int | None = Field(default=None, description="GPUs held now.")
+    node_hours_used: float | None = Field(
+        default=None,
+        description="Node-hours of the last 7 days, up to now (held and ended windows).",
+    )
+    node_hours_booked: float | None = Field(
+        default=None, description="Node-hours from now on (the rest of held windows, and "
+        "booked ones).",
+    )
+
+
 class ResourcePoolStatus(StatusModel):
     """Written only by the operator, through the status subresource."""
 
@@ -657,6 +846,15 @@ class ResourcePoolStatus(StatusModel):
     summary: str | None = Field(default=None, description="The engine's dumps() of the pool.")
     capacity: PoolCapacity | None = None
     reservations: PhaseCounts | None = None
+    usage: (
+        Annotated[list[NamespaceUsage], Field(max_length=MAX_USAGE_ENTRIES)] | None
+    ) = Field(
+        default=None,
+        description="Per namespace that holds or booked anything, or used the pool in the "
+        "last 7 days: what policy.limits count.",
+        json_schema_extra={"x-kubernetes-list-type": "map",
+                           "x-kubernetes-list-map-keys": ["namespace"]},
+    )
     message: str | None = Field(default=None, max_length=MAX_MESSAGE_LENGTH)
 
 

@@ -37,6 +37,7 @@ from respool.api import (
     parse_time,
     parse_time_or_none,
 )
+from respool.controller import limits as fair_share
 from respool.controller.selectors import NamespaceLabelsUnknown
 from respool.pool import (
     Booking,
@@ -216,10 +217,13 @@ class Policy:
     max_duration: float | None = None
     claim_timeout: float = DEFAULT_CLAIM_TIMEOUT
     max_unclaimed_hold: float = DEFAULT_MAX_UNCLAIMED_HOLD
+    limits: tuple[fair_share.Limit, ...] = ()
 
     @classmethod
     def from_model(cls, policy: PoolPolicy) -> Policy:
         return cls(
+            limits=tuple(fair_share.Limit.from_model(limit, index)
+                         for index, limit in enumerate(policy.limits or [])),
             default_duration=parse_duration(policy.default_duration),
             max_duration=parse_duration(policy.max_duration) if policy.max_duration else None,
             claim_timeout=parse_duration(policy.claim_timeout),
@@ -239,6 +243,11 @@ class PoolContext:
     deleting: bool = False  # the pool has a deletionTimestamp: nothing new is booked on it
     policy: Policy = field(default_factory=Policy)
     namespace_allowed: Callable[[str], bool] = lambda _namespace: True
+    # policy.limits: a namespace's labels (for the limits' namespaceSelectors), the namespace
+    # of a booking (the reservation's UID), and the windows that ended in the last week.
+    namespace_labels: Callable[[str], Mapping[str, str]] = lambda _namespace: {}
+    namespace_of: Callable[[str], str | None] = lambda _uid: None
+    ledger: fair_share.UsageLedger | None = None
 
 
 @dataclass
@@ -565,7 +574,10 @@ class _Decider:
 
     def _release(self) -> None:
         if self.planner is not None:
-            self.planner.release(self.rsv.uid)
+            released = self.planner.release(self.rsv.uid)
+            if released is not None and self.pool.ledger is not None:
+                # What of it was held still counts toward maxNodeHoursPerWeek for a week.
+                self.pool.ledger.record(self.rsv.uid, self.rsv.namespace, released, self.now)
 
     def _clear_hold(self) -> None:
         self.status["preReservationId"] = None
@@ -827,6 +839,11 @@ class _Decider:
     def _plan(self, spec: ParsedSpec, request: Any, length: float, count_retry: bool) -> Outcome:
         assert self.planner is not None
         planner, uid, now = self.planner, self.rsv.uid, self.now
+        limits = self._applicable_limits()
+        if limits is None:
+            # A limit selects namespaces by label and this one's are not known yet: decide
+            # nothing (a window held stays held) until they are (or NAMESPACE_RETRY).
+            return self._postpone(NAMESPACE_RETRY)
         self._release()
         self._clear_hold()
         if self._max_wait_passed(spec):
@@ -847,6 +864,16 @@ class _Decider:
                 f"the window would end at {format_time(end)}, after the pool's expiration "
                 f"{format_time(expiration)}",
             )
+        if limits:
+            # Over a limit whatever it is granted (the least any grant holds, its length):
+            # it can never be granted, and waiting for capacity would not change that.
+            least = fair_share.Use(start, end, max(request.nnodes, 1),
+                                   request.nslots * request.slot_size,
+                                   request.nslots * request.gpu_per_slot)
+            alone = fair_share.judge_alone(limits, least)
+            if alone is not None:
+                return self.fail(Reason.QUOTA_EXCEEDED.value,
+                                 f"over a limit of pool {spec.pool!r}: {alone.message}")
         deadline = self._max_wait_deadline(spec)
         latest = self._latest_start(length)
         deadline = latest if deadline is None else min(deadline, latest)
@@ -861,6 +888,10 @@ class _Decider:
         if booking is None and spec.next_available:
             booking = planner.reserve_earliest(uid, request, length, start, spec.mode,
                                                deadline=deadline)
+        if booking is not None and limits:
+            held_back = self._over_limit(spec, booking, limits)
+            if held_back is not None:
+                return held_back
         if booking is not None:
             self.rsv.planned_key = spec.plan_key
             self.status["nextAvailable"] = {
@@ -897,6 +928,48 @@ class _Decider:
                          f"waiting for capacity on pool {spec.pool!r}: {why}; "
                          f"attempt {retries} of {spec.max_retry + 1}",
                          next_available=next_available)
+
+    # -- policy.limits (fair share) ----------------------------------------------------------
+
+    def _applicable_limits(self) -> tuple[fair_share.Limit, ...] | None:
+        """The pool's limits that select this reservation's namespace; None when one selects
+        by label and the namespace's labels are not known yet."""
+        limits = self.pool.policy.limits
+        if not limits:
+            return ()
+        try:
+            return fair_share.applicable(limits, self.pool.namespace_labels(self.rsv.namespace))
+        except NamespaceLabelsUnknown:
+            return None
+
+    def _limit_verdict(self, limits: tuple[fair_share.Limit, ...],
+                       window: fair_share.Use) -> fair_share.Verdict | None:
+        assert self.planner is not None
+        others = fair_share.namespace_uses(self.planner.bookings(), self.pool.namespace_of,
+                                           self.pool.ledger, self.rsv.namespace, self.rsv.uid,
+                                           self.now)
+        return fair_share.judge(limits, window, others, self.now)
+
+    def _over_limit(self, spec: ParsedSpec, booking: Booking,
+                    limits: tuple[fair_share.Limit, ...]) -> Outcome | None:
+        """The window just booked would take the namespace over a limit: give it back and
+        wait (Pending, QuotaExceeded or OutsideAllowedHours; no retry is counted: the answer
+        is about the namespace, not the capacity this reservation could use), or fail when it
+        alone exceeds one. None when it keeps every limit."""
+        assert self.planner is not None
+        verdict = self._limit_verdict(limits, fair_share.booking_use(booking))
+        if verdict is None:
+            return None
+        self.planner.release(self.rsv.uid)  # booked a moment ago, never held: not recorded
+        where = f"pool {spec.pool!r}, namespace {self.rsv.namespace!r}"
+        if verdict.alone:
+            return self.fail(Reason.QUOTA_EXCEEDED.value,
+                             f"over a limit of {where}: {verdict.message}")
+        self.wake(verdict.retry_at)
+        self.wake(self._max_wait_deadline(spec))
+        return self.wait(verdict.reason, f"over a limit of {where}: {verdict.message}",
+                         next_available={"available": False, "availStart": None,
+                                         "availEnd": None})
 
     def _hold(self, spec: ParsedSpec, booking: Booking) -> Outcome:
         """A booking was just made: Active if it starts now and is claimed, else Scheduled."""
@@ -1018,6 +1091,14 @@ class _Decider:
             moved = None
         if moved is None:
             return None
+        if self.pool.policy.limits:
+            limits = self._applicable_limits()
+            if limits is None or (limits and self._limit_verdict(
+                    limits, fair_share.booking_use(moved)) is not None):
+                # The earlier window would take the namespace over a limit: keep the one held.
+                planner.release(uid)
+                planner.restore(uid, booking.R, booking.start, booking.end, booking.mode)
+                return None
         self.event("Moved", f"capacity freed: window moved from {format_time(booking.start)} "
                             f"to {format_time(moved.start)}")
         self.status["nextAvailable"] = {
@@ -1118,6 +1199,24 @@ class _Decider:
                           message, gen, now)
             self.event(Reason.EXTENSION_DENIED.value, message, warning=True)
             return None
+        longer = booking.end is None or wanted_end > booking.end
+        if longer and self.pool.policy.limits:
+            limits = self._applicable_limits()
+            refusal: str | None = None
+            if limits is None:
+                refusal = "the namespace's labels are not known yet (policy.limits select by them)"
+            elif limits:
+                R = booking.R
+                verdict = self._limit_verdict(limits, fair_share.Use(
+                    booking.start, wanted_end, R.count("node"), R.count("core"),
+                    R.count("gpu")))
+                refusal = None if verdict is None else verdict.message
+            if refusal is not None:
+                message = f"cannot move the end to {format_time(wanted_end)}: {refusal}"
+                set_condition(self.conditions, EXTENDED, False, Reason.EXTENSION_DENIED.value,
+                              message, gen, now)
+                self.event(Reason.EXTENSION_DENIED.value, message, warning=True)
+                return None
         try:
             self.planner.extend(self.rsv.uid, wanted_end)
         except (InsufficientResources, ValueError) as exc:
@@ -1220,11 +1319,16 @@ def decide(rsv: Reservation, pool: PoolContext, planner: Planner | None, now: fl
     )
 
 
-def release(rsv: Reservation, planner: Planner | None) -> Booking | None:
-    """Free whatever the reservation holds (it is being deleted)."""
+def release(rsv: Reservation, planner: Planner | None,
+            ledger: fair_share.UsageLedger | None = None, now: float = 0.0) -> Booking | None:
+    """Free whatever the reservation holds (it is being deleted); what of it was held is
+    recorded in `ledger` (it counts toward maxNodeHoursPerWeek for a week)."""
     if planner is None:
         return None
-    return planner.release(rsv.uid)
+    released = planner.release(rsv.uid)
+    if released is not None and ledger is not None:
+        ledger.record(rsv.uid, rsv.namespace, released, now)
+    return released
 
 
 def restore(rsv: Reservation, planner: Planner) -> str | None:
