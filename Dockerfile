@@ -11,7 +11,8 @@
 # Nothing here needs a container engine to be reviewed: the Helm chart and manifests/ run this
 # image with a read-only root filesystem, so the image writes nothing outside /tmp.
 
-# Any base with python3 >= 3.11 (and its venv module) on PATH and groupadd/useradd: the official
+# Any base with python3 >= 3.11 (and its venv module), openssl (the admission webhook makes its
+# certificate with it) and groupadd/useradd on PATH: the official
 # slim image by default (pin it by digest in release builds: python:3.11-slim-bookworm@sha256:...),
 # or, where no registry can be reached, one made from Debian's packages (scripts/image.sh).
 ARG BASE=python:3.11-slim-bookworm
@@ -51,20 +52,44 @@ COPY operator /src/operator
 RUN --mount=type=secret,id=ca-certificates,required=false . /src/trust-build-ca.sh \
     && uv sync --locked --no-editable
 
-FROM ${BASE}
+# The runtime: the base with the venv and the user, less what only building or other programs
+# need, flattened into one layer (files deleted in a layer above the base's would still count
+# in the image's size). Removed: ensurepip and the pip/setuptools/wheel it installs from (Debian's
+# python3-venv brings them for the build stage), distutils and lib2to3 (gone from Python 3.12
+# and 3.13, so nothing in the locked closure, which supports those, imports them), pydoc's help
+# topics, IDLE, tkinter and the regression-test package. The operator's own closure is untouched.
+FROM ${BASE} AS runtime
+COPY --from=build /opt/respool /opt/respool
+# A fixed numeric non-root user (65532, as distroless "nonroot"), so runAsNonRoot can verify it.
+RUN set -eu \
+    && stdlib="$(python3 -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')" \
+    && purelib="$(python3 -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" \
+    && rm -rf "$stdlib/ensurepip" "$stdlib/distutils" "$stdlib/lib2to3" "$stdlib/pydoc_data" \
+              "$stdlib/idlelib" "$stdlib/tkinter" "$stdlib/turtledemo" "$stdlib/test" \
+              /usr/share/python-wheels "$purelib"/pip "$purelib"/pip-* "$purelib"/setuptools \
+              "$purelib"/setuptools-* "$purelib"/pkg_resources "$purelib"/_distutils_hack \
+              "$purelib"/distutils-precedence.pth "$purelib"/wheel "$purelib"/wheel-* \
+              /usr/local/bin/pip /usr/local/bin/pip3* /usr/local/bin/idle* /usr/local/bin/pydoc* \
+              /usr/local/bin/2to3* /usr/local/bin/wheel \
+    && groupadd --system --gid 65532 respool \
+    && useradd --system --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \
+       --shell /usr/sbin/nologin respool \
+    && { command -v openssl >/dev/null \
+         || { echo "the base needs the openssl command (the webhook's certificate)" >&2; exit 1; }; } \
+    && PYTHONDONTWRITEBYTECODE=1 /opt/respool/bin/respool run --help >/dev/null
+
+FROM scratch
+COPY --from=runtime / /
 LABEL org.opencontainers.image.title="respool" \
       org.opencontainers.image.description="Kubernetes operator: reservable shared hardware (ResourcePool, ResourceReservation)" \
       org.opencontainers.image.source="https://github.com/respool/respool" \
       org.opencontainers.image.licenses="Apache-2.0"
+# One layer from scratch keeps none of the base's configuration: PATH and LANG are set here.
 # The byte code was compiled in the build stage; the root filesystem is read-only at run time.
-ENV PATH=/opt/respool/bin:$PATH \
+ENV PATH=/opt/respool/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    LANG=C.UTF-8 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
-COPY --from=build /opt/respool /opt/respool
-# A fixed numeric non-root user (65532, as distroless "nonroot"), so runAsNonRoot can verify it.
-RUN groupadd --system --gid 65532 respool \
-    && useradd --system --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \
-       --shell /usr/sbin/nologin respool
 USER 65532:65532
 WORKDIR /tmp
 # 8080: liveness (/healthz), 9090: Prometheus metrics (loopback unless the chart exposes them).
