@@ -13,6 +13,7 @@ from respool.controller.webhook_certs import (
     BACKDATE,
     VALIDITY,
     CertificateError,
+    check_can_make,
     ensure_certificates,
     make_certificates,
 )
@@ -98,3 +99,22 @@ def test_without_openssl_the_error_says_what_to_do(tmp_path: Path,
 def test_names_that_are_not_host_names_are_refused(name: str) -> None:
     with pytest.raises(ValueError, match="not a host name"):
         make_certificates(["ok.example", name])
+
+
+def test_respool_run_says_before_starting_that_it_cannot_make_a_certificate(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from respool.cli.main import main
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--webhook-port", "9443"])
+    assert str(exit_info.value.code).startswith("respool run: making the webhook's certificate "
+                                                "needs the openssl command")
+    # A provided certificate needs no openssl.
+    ensure_dir = tmp_path / "mounted"
+    ensure_dir.mkdir()
+    (ensure_dir / "tls.crt").write_text("x")
+    (ensure_dir / "tls.key").write_text("x")
+    check_can_make(ensure_dir)
+    with pytest.raises(CertificateError):
+        check_can_make(None)

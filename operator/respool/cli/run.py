@@ -205,6 +205,7 @@ def run(args: argparse.Namespace) -> int:
         from pathlib import Path
 
         from respool.controller.webhook import WebhookOptions
+        from respool.controller.webhook_certs import CertificateError, check_can_make
 
         if not 0 < args.webhook_port < 65536:
             raise SystemExit(f"respool run: --webhook-port {args.webhook_port} is not a port")
@@ -214,9 +215,14 @@ def run(args: argparse.Namespace) -> int:
             if not namespace or not name:
                 raise SystemExit("respool run: --webhook-service must be NAMESPACE/NAME")
             service = (namespace, name)
+        cert_dir = Path(args.webhook_cert_dir) if args.webhook_cert_dir else None
+        try:
+            check_can_make(cert_dir)
+        except CertificateError as exc:
+            raise SystemExit(f"respool run: {exc}") from None
         handlers.OPTIONS.webhook = WebhookOptions(
             port=args.webhook_port, address=args.webhook_address, host=args.webhook_host,
-            cert_dir=Path(args.webhook_cert_dir) if args.webhook_cert_dir else None)
+            cert_dir=cert_dir)
         handlers.OPTIONS.webhook_service = service
         handlers.register_webhook()
     handlers.OPTIONS.namespaces = list(args.namespace)

@@ -37,6 +37,12 @@ CA_NAME = "respool webhook CA"
 SERVING_NAME = "respool webhook"
 
 
+NO_OPENSSL = (
+    "making the webhook's certificate needs the openssl command (Debian and Ubuntu: the openssl "
+    "package); or give respool a certificate: --webhook-cert-dir DIR holding tls.crt, tls.key "
+    "and ca.crt")
+
+
 class CertificateError(RuntimeError):
     """The certificate could not be made (no ``openssl`` command, or it failed)."""
 
@@ -49,11 +55,24 @@ class CertFiles:
     generated: bool
 
 
+def provided(directory: Path | None) -> bool:
+    """Whether ``directory`` holds a certificate and key to use as they are."""
+    return (directory is not None and (directory / "tls.crt").is_file()
+            and (directory / "tls.key").is_file())
+
+
+def check_can_make(directory: Path | None) -> None:
+    """Raises `CertificateError` when no certificate is provided and none can be made here:
+    `respool run` says so before it starts, instead of failing in its start-up handler."""
+    if not provided(directory) and shutil.which("openssl") is None:
+        raise CertificateError(NO_OPENSSL)
+
+
 def ensure_certificates(directory: Path, names: Iterable[str]) -> CertFiles:
     """The files in ``directory``, made there first when ``tls.crt``/``tls.key`` are absent."""
     directory.mkdir(parents=True, exist_ok=True)
     cert, key, ca = directory / "tls.crt", directory / "tls.key", directory / "ca.crt"
-    if cert.is_file() and key.is_file():
+    if provided(directory):
         return CertFiles(cert, key, ca if ca.is_file() else cert, generated=False)
     ca_pem, cert_pem, key_pem = make_certificates(sorted(set(names)))
     key.touch(mode=0o600)
@@ -72,10 +91,7 @@ def make_certificates(names: list[str], *,
         raise ValueError("the webhook certificate needs at least one host name or address")
     openssl = shutil.which("openssl")
     if openssl is None:
-        raise CertificateError(
-            "making the webhook's certificate needs the openssl command (Debian and Ubuntu: "
-            "the openssl package); or give respool a certificate: --webhook-cert-dir DIR "
-            "holding tls.crt, tls.key and ca.crt")
+        raise CertificateError(NO_OPENSSL)
     now = now or datetime.datetime.now(datetime.UTC)
     start, end = _asn1_time(now - BACKDATE), _asn1_time(now + VALIDITY)
     with tempfile.TemporaryDirectory(prefix="respool-webhook-ca-") as scratch:
