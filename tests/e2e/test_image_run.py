@@ -397,15 +397,20 @@ _UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
 
 
 def _image_size(image: str) -> tuple[int, str]:
-    """(bytes, the figure `buildah images` shows) of a locally built image. Container storage
-    counts an image as its layers' uncompressed archives plus its configuration and manifest;
-    the layers of a local build are stored uncompressed, so the manifest's layer sizes are
+    """(bytes, the figure `buildah images` shows) of a locally built image, counted as
+    container storage counts it: the uncompressed archives of the image's layers plus the
+    image's stored data items (its configuration, its manifest under two keys, signatures).
+    The layers of a local build are stored uncompressed, so the manifest's layer sizes are
     those archives' sizes (files, their tar headers and padding, directories, links)."""
     inspected = json.loads(_buildah("inspect", "--type", "image", image))
     manifest = json.loads(inspected["Manifest"])
     assert all(layer["mediaType"].endswith(".tar") for layer in manifest["layers"]), manifest
-    size = (sum(layer["size"] for layer in manifest["layers"]) + manifest["config"]["size"]
-            + len(inspected["Manifest"].encode()))
+    store = json.loads(_buildah("info"))["store"]
+    records = json.loads((Path(store["GraphRoot"]) / f"{store['GraphDriverName']}-images"
+                          / "images.json").read_text())
+    (record,) = [r for r in records if r["id"] == inspected["FromImageID"]]
+    size = (sum(layer["size"] for layer in manifest["layers"])
+            + sum(record.get("big-data-sizes", {}).values()))
     (listed,) = json.loads(_buildah("images", "--json", image))
     return size, str(listed["size"])
 
