@@ -7,17 +7,19 @@ Standard library only (a test enforces it). See docs/engine.md.
 from .hostlist import Hostlist, hostlist_size
 from .idset import IDset
 from .jobspec import ResourceCount, ResourceRequest, jobspec_from_shorthand, parse_jobspec
-from .planner import Booking, Planner
+from .planner import Block, Booking, Planner, Preemption, queue_key
 from .resource_pool import InfeasibleRequest, InsufficientResources, ResourcePool
 from .rv1 import ResourceSet
 
 __all__ = [
+    "Block",
     "Booking",
     "Hostlist",
     "IDset",
     "InfeasibleRequest",
     "InsufficientResources",
     "Planner",
+    "Preemption",
     "ResourceCount",
     "ResourcePool",
     "ResourceRequest",
@@ -25,4 +27,5 @@ __all__ = [
     "hostlist_size",
     "jobspec_from_shorthand",
     "parse_jobspec",
+    "queue_key",
 ]

@@ -18,8 +18,9 @@ from __future__ import annotations
 import heapq
 import math
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
+from itertools import combinations
 from typing import Any
 
 from .idset import IDset
@@ -38,20 +39,67 @@ from .resource_pool import (
 from .rv1 import ResourceSet, Rv1
 
 MODES = ("exclusive", "shared")
+MAINTENANCE_MODES = ("Drain", "Evict")
+#: Most subsets of displaceable bookings ``plan_preemption`` tries while proving that no
+#: smaller set would do; past it the answer is irredundant (no booking in it could stay) but
+#: not proven smallest.
+PREEMPTION_SEARCH_BUDGET = 256
+# Maintenance blocks live beside the bookings under keys no booking id can take (booking ids
+# are checked non-empty strings; none starts with a NUL).
+_BLOCK_KEY = "\0maintenance:"
 
 
 @dataclass(frozen=True)
 class Booking:
-    """A granted resource set held for ``[start, end)`` (``end=None``: open-ended)."""
+    """A granted resource set held for ``[start, end)`` (``end=None``: open-ended).
+
+    ``priority`` decides who may displace whom (``plan_preemption``); ``preemptible`` says
+    whether the booking may still be displaced once it has started."""
 
     id: str
     start: float
     end: float | None
     mode: str
     R: ResourcePool
+    priority: int = 0
+    preemptible: bool = False
 
     def covers(self, t: float) -> bool:
         return self.start <= t and (self.end is None or t < self.end)
+
+
+@dataclass(frozen=True)
+class Block:
+    """A maintenance window: ``ranks`` (every core and GPU on them) are out of use for
+    ``[start, end)``. Blocks always win: nothing new is granted into one, whatever its
+    priority, and no preemption displaces one. ``mode`` (``Drain``/``Evict``) tells the life
+    cycle what to do with holders already there; the engine treats both alike."""
+
+    name: str
+    start: float
+    end: float
+    ranks: IDset
+    mode: str = "Drain"
+    reason: str = ""
+
+    def overlaps(self, start: float, end: float | None) -> bool:
+        return self.start < (math.inf if end is None else end) and start < self.end
+
+
+@dataclass(frozen=True)
+class Preemption:
+    """What ``plan_preemption`` found: the bookings to displace (sorted ids; empty when the
+    request fits as things are) and whether the set is proven smallest (``exact``) or only
+    irredundant (the search budget ran out on a large pool)."""
+
+    victims: tuple[str, ...]
+    exact: bool = True
+
+
+def queue_key(priority: int, requested_at: float, name: str = "") -> tuple[int, float, str]:
+    """The order waiting requests are decided in: higher priority first, then the earlier
+    request, then the name (a total order, so every replica decides alike)."""
+    return -priority, requested_at, name
 
 
 def _start_of(entry: tuple[float, str, float | None]) -> float:
@@ -123,6 +171,150 @@ class _TimeIndex:
         return found
 
 
+class _Displacement:
+    """Counts what a request could use while some bookings are displaced, incrementally.
+
+    It mirrors ``Planner._fits``: every eligible rank contributes what the request could
+    take from it (one node, or as many slots as its free cores and GPUs hold; a
+    node-exclusive request only idle ranks), and the request fits when they add up to what
+    it wants. The contributions with every relevant booking in place are summed once;
+    displacing a booking (or putting it back) recomputes only the ranks it touches, so a
+    step costs the size of its grant, not of the pool. The planner checks the answer it
+    settles on with ``_fits`` itself."""
+
+    def __init__(self, planner: Planner, request: ResourceRequest, eligible: int,
+                 keys: list[str], candidates: list[str]) -> None:
+        pool = planner.pool
+        self.grants = planner._grants
+        self.core_total, self.gpu_total = pool._core_total, pool._gpu_total
+        size, gpu = request.slot_size, request.gpu_per_slot
+        self.size, self.gpu = size, gpu
+        self.node_mode = request.node_count is not None
+        if self.node_mode:
+            per_node = request.slot_count.min
+            self.need_cores, self.need_gpus = per_node * size, per_node * gpu
+            self.want = max(request.nnodes, 1)
+        else:
+            self.need_cores, self.need_gpus = size, gpu
+            self.want = request.slot_count.min
+        self.exclusive = request.exclusive
+        # Bookings that stay put only matter as what they hold per rank (``fixed``); for the
+        # candidates, which eligible ranks each holds something on and who holds each rank.
+        self.indices: dict[str, list[int]] = {}
+        holders: dict[int, list[str]] = {}
+        fixed: dict[int, tuple[int, int]] = {}
+        touched = 0
+        masks = planner._masks
+        movable = set(candidates)
+        for key in keys:
+            useful = masks[key] & eligible
+            if not useful:
+                continue
+            touched |= useful
+            if key in movable:
+                found = list(iter_bits(useful))
+                self.indices[key] = found
+                for index in found:
+                    holders.setdefault(index, []).append(key)
+            else:
+                for index, (cores, gpus) in self.grants[key].items():
+                    if not (cores or gpus):
+                        continue
+                    held = fixed.get(index)
+                    fixed[index] = (cores, gpus) if held is None else (held[0] | cores,
+                                                                        held[1] | gpus)
+        self.holders = holders
+        self.fixed = fixed
+        total = 0
+        untouched = eligible & ~touched
+        buckets = pool._ensure_total_buckets()
+        for bucket in pool._total_keys:
+            members = (buckets[bucket] & untouched).bit_count()
+            if members:
+                total += members * self._share(-bucket[0], -bucket[1], True)
+        self.share: dict[int, int] = {}
+        if not self.exclusive:  # a touched rank gives a node-exclusive request nothing
+            for index in iter_bits(touched):
+                value = self._share(*self._free(index, holders.get(index, ()), ()), False)
+                self.share[index] = value
+                total += value
+        else:
+            for index in holders:
+                self.share[index] = 0
+        self.base_total = total
+        self.total = total  # with ``removed`` displaced
+        self.removed: set[str] = set()
+        self.base_share = dict(self.share)
+
+    def _free(
+        self, index: int, keys_here: Collection[str], removed: Collection[str]
+    ) -> tuple[int, int]:
+        cores, gpus = self.fixed.get(index, (0, 0))
+        for key in keys_here:
+            if key not in removed:
+                held = self.grants[key][index]
+                cores |= held[0]
+                gpus |= held[1]
+        return ((self.core_total[index] & ~cores).bit_count(),
+                (self.gpu_total[index] & ~gpus).bit_count())
+
+    def _share(self, free_cores: int, free_gpus: int, idle: bool) -> int:
+        if self.exclusive and not idle:
+            return 0
+        if free_cores < self.need_cores or free_gpus < self.need_gpus:
+            return 0
+        if self.node_mode:
+            return 1
+        per_rank = free_cores // self.size
+        if self.gpu:
+            per_rank = min(per_rank, free_gpus // self.gpu)
+        return per_rank
+
+    def _rank_share(self, index: int, removed: Collection[str]) -> int:
+        keys_here = self.holders[index]
+        idle = index not in self.fixed and all(key in removed for key in keys_here)
+        if self.exclusive and not idle:
+            return 0
+        return self._share(*self._free(index, keys_here, removed), idle)
+
+    @property
+    def fits(self) -> bool:
+        return self.total >= self.want
+
+    def displace(self, key: str) -> None:
+        self.removed.add(key)
+        for index in self.indices.get(key, ()):
+            value = self._rank_share(index, self.removed)
+            self.total += value - self.share[index]
+            self.share[index] = value
+
+    def fits_with_back(self, key: str) -> bool:
+        """Whether it would still fit with ``key`` put back (nothing changes)."""
+        trial = self.removed - {key}
+        total = self.total
+        for index in self.indices.get(key, ()):
+            total += self._rank_share(index, trial) - self.share[index]
+        return total >= self.want
+
+    def put_back(self, key: str) -> None:
+        self.removed.discard(key)
+        for index in self.indices.get(key, ()):
+            value = self._rank_share(index, self.removed)
+            self.total += value - self.share[index]
+            self.share[index] = value
+
+    def fits_without(self, removed: Collection[str]) -> bool:
+        """Whether it fits with exactly ``removed`` displaced (from the base state)."""
+        total = self.base_total
+        seen: set[int] = set()
+        for key in removed:
+            for index in self.indices.get(key, ()):
+                if index not in seen:
+                    seen.add(index)
+                    total += self._rank_share(index, removed) - self.base_share[index]
+        return total >= self.want
+
+
 def _check_window(start: object, end: object) -> tuple[float, float | None]:
     begin = _check_time(start, "start")
     if end is None:
@@ -162,6 +354,11 @@ class Planner:
         self._masks: dict[str, int] = {}  # booking id -> mask of the rank indices it holds
         self._index = _TimeIndex()
         self._generation = 0
+        self._blocks: dict[str, Block] = {}  # block key -> maintenance window
+        self._block_index = _TimeIndex()
+        # booking id -> ids of the bookings that displaced it (no cascades: a displaced
+        # booking never displaces its displacer, whatever priorities say by then).
+        self._displaced_by: dict[str, set[str]] = {}
 
     def copy(self) -> Planner:
         """An independent planner with the same pool (topology, down ranks, expiration) and
@@ -174,6 +371,9 @@ class Planner:
         other._masks = dict(self._masks)
         other._index = self._index.copy()
         other._generation = self._generation
+        other._blocks = dict(self._blocks)
+        other._block_index = self._block_index.copy()
+        other._displaced_by = {key: set(value) for key, value in self._displaced_by.items()}
         return other
 
     # -- properties ------------------------------------------------------------------
@@ -211,12 +411,15 @@ class Planner:
     ) -> list[str]:
         """Ids of bookings overlapping ``[start, end)`` that ``mode`` cannot share with."""
         bookings = self._bookings
-        return [
+        relevant = [
             booking_id
             for booking_id in self._index.overlapping(start, end)
             if booking_id != exclude
             and not (mode == "shared" and bookings[booking_id].mode == "shared")
         ]
+        if self._blocks:
+            relevant.extend(self._block_index.overlapping(start, end))
+        return relevant
 
     def _blocked(self, booking_ids: list[str]) -> dict[int, tuple[int, int]]:
         """Per rank index, the union of what ``booking_ids`` hold."""
@@ -384,8 +587,10 @@ class Planner:
         mode: str,
         R: ResourcePool,
         grant: Grant,
+        priority: int = 0,
+        preemptible: bool = False,
     ) -> Booking:
-        booking = Booking(booking_id, start, end, mode, R)
+        booking = Booking(booking_id, start, end, mode, R, int(priority), bool(preemptible))
         self._bookings[booking_id] = booking
         self._grants[booking_id] = grant
         self._masks[booking_id] = mask_from_indices(
@@ -407,7 +612,14 @@ class Planner:
         return booking_id, begin, finish, _check_mode(mode)
 
     def reserve(
-        self, booking_id: str, request: object, start: float, end: float | None, mode: str
+        self,
+        booking_id: str,
+        request: object,
+        start: float,
+        end: float | None,
+        mode: str,
+        priority: int = 0,
+        preemptible: bool = False,
     ) -> Booking:
         """Book ``request`` for exactly ``[start, end)``; a failed call changes nothing."""
         booking_id, begin, finish, mode = self._check_new_booking(booking_id, start, end, mode)
@@ -425,7 +637,7 @@ class Planner:
         granted = self.pool._child(grant, nslots)
         granted._starttime = begin
         granted._expiration = finish or 0.0
-        return self._book(booking_id, begin, finish, mode, granted, grant)
+        return self._book(booking_id, begin, finish, mode, granted, grant, priority, preemptible)
 
     def earliest(
         self,
@@ -481,6 +693,13 @@ class Planner:
                 return None
             candidate = next_start
 
+    def _end_of(self, key: str) -> float | None:
+        """The end of a booking or of a maintenance block."""
+        booking = self._bookings.get(key)
+        if booking is not None:
+            return booking.end
+        return self._blocks[key].end
+
     def _next_possible_start(
         self, request: ResourceRequest, eligible: int, blocking: list[str]
     ) -> float | None:
@@ -494,9 +713,9 @@ class Planner:
         candidate before it would fail. ``None``: it does not fit even when all finite
         ones have ended (the open-ended ones never do).
         """
-        bookings = self._bookings
-        open_ended = [b for b in blocking if bookings[b].end is None]
-        finite = sorted((end, b) for b in blocking if (end := bookings[b].end) is not None)
+        end_of = self._end_of
+        open_ended = [b for b in blocking if end_of(b) is None]
+        finite = sorted((end, b) for b in blocking if (end := end_of(b)) is not None)
         if not finite:
             return None
         ends = [end for end, _ in finite]
@@ -525,6 +744,8 @@ class Planner:
         after: float,
         mode: str,
         deadline: float | None = None,
+        priority: int = 0,
+        preemptible: bool = False,
     ) -> Booking | None:
         booking_id = _check_id(booking_id)
         if booking_id in self._bookings:
@@ -535,7 +756,7 @@ class Planner:
         if start is None:
             return None
         end = None if duration is None else start + float(duration)
-        return self.reserve(booking_id, req, start, end, mode)
+        return self.reserve(booking_id, req, start, end, mode, priority, preemptible)
 
     def move_earlier(
         self,
@@ -560,26 +781,40 @@ class Planner:
             return None
         self.release(booking_id)
         try:
-            return self.reserve(booking_id, req, start, start + float(duration), mode)
+            return self.reserve(booking_id, req, start, start + float(duration), mode,
+                                booking.priority, booking.preemptible)
         except (InsufficientResources, InfeasibleRequest, ValueError):
             # Not expected (the same question was just answered), but never lose the hold.
-            self.restore(booking_id, booking.R, booking.start, booking.end, booking.mode)
+            self.restore(booking_id, booking.R, booking.start, booking.end, booking.mode,
+                         booking.priority, booking.preemptible)
             raise
 
     def _conflicts(
-        self, grant: Grant, start: float, end: float | None, mode: str, exclude: str | None
+        self,
+        grant: Grant,
+        start: float,
+        end: float | None,
+        mode: str,
+        exclude: str | None,
+        blocks: bool = False,
     ) -> list[str]:
+        """Bookings (and with ``blocks``, maintenance blocks, named ``maintenance 'x'``) that
+        ``grant`` would clash with in ``[start, end)``."""
         clashes: list[str] = []
-        for other_id in self._index.overlapping(start, end):
+        others = self._index.overlapping(start, end)
+        if blocks:
+            others += self._block_index.overlapping(start, end)
+        for other_id in others:
             if other_id == exclude:
                 continue
-            if mode == "shared" and self._bookings[other_id].mode == "shared":
+            block = self._blocks.get(other_id)
+            if block is None and mode == "shared" and self._bookings[other_id].mode == "shared":
                 continue
             other = self._grants[other_id]
             for index, (cores, gpus) in grant.items():
                 held = other.get(index)
                 if held is not None and (cores & held[0] or gpus & held[1]):
-                    clashes.append(other_id)
+                    clashes.append(other_id if block is None else f"maintenance {block.name!r}")
                     break
         return sorted(clashes)
 
@@ -598,7 +833,7 @@ class Planner:
                 )
             assert booking.end is not None
             clashes = self._conflicts(
-                self._grants[booking_id], booking.end, finish, booking.mode, booking_id
+                self._grants[booking_id], booking.end, finish, booking.mode, booking_id, True
             )
             if clashes:
                 raise InsufficientResources(
@@ -625,9 +860,17 @@ class Planner:
         return booking
 
     def restore(
-        self, booking_id: str, R: object, start: float, end: float | None, mode: str
+        self,
+        booking_id: str,
+        R: object,
+        start: float,
+        end: float | None,
+        mode: str,
+        priority: int = 0,
+        preemptible: bool = False,
     ) -> Booking:
-        """Register an existing grant (after a restart); refuses conflicts."""
+        """Register an existing grant (after a restart); refuses conflicts with bookings
+        (maintenance declared since it was granted is the life cycle's to judge)."""
         booking_id, begin, finish, mode = self._check_new_booking(booking_id, start, end, mode)
         grant, source = self.pool._grant_from(R, f"booking {booking_id!r}")
         clashes = self._conflicts(grant, begin, finish, mode, None)
@@ -636,7 +879,223 @@ class Planner:
                 f"booking {booking_id!r} conflicts with booking(s) {', '.join(clashes)}"
             )
         granted = source.copy() if source is R else source
-        return self._book(booking_id, begin, finish, mode, granted, grant)
+        return self._book(booking_id, begin, finish, mode, granted, grant, priority, preemptible)
+
+    def set_priority(self, booking_id: str, priority: int, preemptible: bool) -> Booking:
+        """Change who may displace a booking (its reservation's priority class or
+        ``preemptible`` changed); the hold itself is untouched."""
+        booking = self._bookings.get(booking_id)
+        if booking is None:
+            raise ValueError(f"unknown booking {booking_id!r}")
+        changed = replace(booking, priority=int(priority), preemptible=bool(preemptible))
+        if changed != booking:
+            self._bookings[booking_id] = changed
+            self._generation += 1
+        return changed
+
+    # -- maintenance -------------------------------------------------------------------
+
+    def set_maintenance(self, blocks: Iterable[Block]) -> list[str]:
+        """Make ``blocks`` the pool's maintenance windows (replacing any before); returns the
+        ids of bookings that hold something on a block's ranks in its time, for the life
+        cycle to re-plan or cut back. Ranks a block names that the pool does not have are
+        ignored; names must be unique."""
+        new: dict[str, Block] = {}
+        for block in blocks:
+            if not isinstance(block, Block):
+                raise ValueError(f"expected a Block, got {block!r}")
+            _check_window(block.start, block.end)
+            if block.mode not in MAINTENANCE_MODES:
+                raise ValueError(f"maintenance mode must be 'Drain' or 'Evict', got {block.mode!r}")
+            key = _BLOCK_KEY + block.name
+            if key in new:
+                raise ValueError(f"maintenance window {block.name!r} is named twice")
+            new[key] = block
+        if new == self._blocks:
+            return self._under_maintenance()
+        for key, block in self._blocks.items():
+            self._block_index.remove(key, block.start, block.end)
+            del self._grants[key]
+            del self._masks[key]
+        pool = self.pool
+        for key, block in new.items():
+            mask = pool._ranks_mask(block.ranks)
+            self._grants[key] = {
+                index: (pool._core_total[index], pool._gpu_total[index])
+                for index in iter_bits(mask)
+            }
+            self._masks[key] = mask
+            self._block_index.add(key, block.start, block.end)
+        self._blocks = new
+        self._generation += 1
+        return self._under_maintenance()
+
+    def maintenance(self) -> list[Block]:
+        """The maintenance windows, by start then name."""
+        return [self._blocks[key] for _, key in self._block_index.starts]
+
+    def _under_maintenance(self) -> list[str]:
+        found: set[str] = set()
+        for key, block in self._blocks.items():
+            mask = self._masks[key]
+            for booking_id in self._index.overlapping(block.start, block.end):
+                if self._masks[booking_id] & mask:
+                    found.add(booking_id)
+        return sorted(found)
+
+    def maintenance_over(self, booking_id: str) -> list[Block]:
+        """The maintenance windows a booking holds something in (by start, then name)."""
+        booking = self._bookings.get(booking_id)
+        if booking is None or not self._blocks:
+            return []
+        mask = self._masks[booking_id]
+        keys = self._block_index.overlapping(booking.start, booking.end)
+        found = [self._blocks[key] for key in keys if self._masks[key] & mask]
+        return sorted(found, key=lambda block: (block.start, block.name))
+
+    def maintenance_in_way(
+        self, request: object, start: float, end: float | None, mode: str
+    ) -> list[Block]:
+        """The maintenance windows that keep ``request`` out of ``[start, end)``: empty when
+        it fits as things are, or would not fit even without maintenance (then bookings or
+        down ranks are in the way); else the blocks over ranks it could use, by start."""
+        begin, finish = _check_window(start, end)
+        mode = _check_mode(mode)
+        req = self.pool._coerce_request(request)
+        if not self._blocks or req.is_discrete or self._past_expiration(finish):
+            return []
+        eligible = self.pool._constraint_mask(req.constraint) & self.pool._up
+        relevant = self._relevant(begin, finish, mode)
+        if self._fits(req, eligible, relevant):
+            return []
+        bookings_only = [key for key in relevant if key not in self._blocks]
+        if not self._fits(req, eligible, bookings_only):
+            return []
+        found = [self._blocks[key] for key in relevant
+                 if key in self._blocks and self._masks[key] & eligible]
+        return sorted(found, key=lambda block: (block.start, block.name))
+
+    # -- preemption ---------------------------------------------------------------------
+
+    def displaced_by(self, booking_id: str) -> set[str]:
+        """Who has displaced this booking (memory only; the life cycle also records it)."""
+        return set(self._displaced_by.get(booking_id, ()))
+
+    def plan_preemption(
+        self,
+        booking_id: str,
+        request: object,
+        start: float,
+        end: float | None,
+        mode: str,
+        priority: int,
+        now: float,
+        protected: Collection[str] = (),
+        budget: int = PREEMPTION_SEARCH_BUDGET,
+    ) -> Preemption | None:
+        """The smallest set of bookings to displace so that ``request`` (of ``priority``, for
+        the booking ``booking_id``, whose own hold is not counted) fits ``[start, end)``.
+
+        A booking may be displaced only if its priority is strictly lower, it is not one
+        that displaced ``booking_id`` before (no cascades) nor in ``protected``, and it has
+        not started by ``now`` unless it is ``preemptible``. Maintenance blocks are never
+        displaced. ``None``: it does not fit even with every displaceable booking gone;
+        empty victims: it fits as things are. A query: nothing changes.
+
+        The set is found by removing candidates (lowest priority first, then those freeing
+        the most of what the request can use) until it fits - a bisection over the prefix,
+        fitting being monotone - then putting back each one it fits without; then every
+        smaller set is tried while at most ``budget`` fitting tests prove none fits
+        (``exact``)."""
+        begin, finish = _check_window(start, end)
+        mode = _check_mode(mode)
+        req = self.pool._coerce_request(request)
+        if req.is_discrete or self._past_expiration(finish):
+            return None
+        pool = self.pool
+        eligible = pool._constraint_mask(req.constraint) & pool._up
+        if not eligible:
+            return None
+        relevant = self._relevant(begin, finish, mode, booking_id)
+        if self._fits(req, eligible, relevant):
+            return Preemption(())
+        shielded = set(protected) | self._displaced_by.get(booking_id, set())
+        bookings, masks = self._bookings, self._masks
+        scored: list[tuple[int, int, float, str]] = []
+        for key in relevant:
+            booking = bookings.get(key)
+            if (
+                booking is None  # a maintenance block
+                or booking.priority >= priority
+                or key in shielded
+                or (booking.start <= now and not booking.preemptible)
+            ):
+                continue  # stays where it is
+            useful = masks[key] & eligible
+            if not useful:
+                continue  # holds nothing the request could use: displacing it cannot help
+            grant = self._grants[key]
+            freed = sum(grant[index][0].bit_count() + grant[index][1].bit_count()
+                        for index in iter_bits(useful))
+            scored.append((booking.priority, -freed, -booking.start, key))
+        if not scored:
+            return None
+        scored.sort()
+        candidates = [item[3] for item in scored]
+        search = _Displacement(self, req, eligible, relevant, candidates)
+        # Displace candidates in order until it fits, then put back each one it still fits
+        # without (latest first): an irredundant set.
+        chosen: list[str] = []
+        for key in candidates:
+            search.displace(key)
+            chosen.append(key)
+            if search.fits:
+                break
+        if not search.fits:
+            return None
+        for key in reversed(list(chosen)):
+            if search.fits_with_back(key):
+                search.put_back(key)
+                chosen.remove(key)
+        fits_without = search.fits_without
+        exact = True
+        tests = 0
+        for size in range(1, len(chosen)):
+            if math.comb(len(candidates), size) > budget - tests:
+                exact = False
+                break
+            for combo in combinations(candidates, size):
+                tests += 1
+                if fits_without(set(combo)):
+                    chosen, exact = list(combo), True
+                    break
+            else:
+                continue
+            break
+        # The incremental count mirrors _fits; the answer is checked with _fits itself.
+        removed = set(chosen)
+        if not self._fits(req, eligible, [key for key in relevant if key not in removed]):
+            raise AssertionError(f"preemption plan {sorted(removed)} does not fit")  # a bug
+        return Preemption(tuple(sorted(chosen)), exact)
+
+    def preempt(self, displacer: str, victims: Iterable[str], at: float, now: float) -> list[str]:
+        """Make room for ``displacer`` from ``at`` on: each victim that has started by ``now``
+        is cut back to end at ``at`` (released if that leaves nothing), every other one is
+        released. Records who displaced whom (``displaced_by``). Returns the ids released."""
+        moment = _check_time(at, "at")
+        released: list[str] = []
+        for victim in victims:
+            booking = self._bookings.get(victim)
+            if booking is None:
+                continue
+            self._displaced_by.setdefault(victim, set()).add(displacer)
+            if booking.start <= now and booking.start < moment:
+                if booking.end is None or booking.end > moment:
+                    self.extend(victim, moment)
+            else:
+                self.release(victim)
+                released.append(victim)
+        return released
 
     # -- queries -----------------------------------------------------------------------
 
@@ -766,7 +1225,8 @@ class Planner:
         eligible = self.pool._constraint_mask(req.constraint) & self.pool._up
         if self.pool._feasibility_error(req, eligible) is not None:
             return 0.0
-        ends = sorted({entry[0] for entry in self._index.starts if entry[0] > begin})
+        ends = sorted({entry[0] for entry in self._index.starts + self._block_index.starts
+                       if entry[0] > begin})
         expiration = self.pool.expiration
         if expiration:
             if expiration <= begin:
@@ -823,4 +1283,15 @@ class Planner:
         return best
 
 
-__all__ = ["MODES", "Booking", "InfeasibleRequest", "InsufficientResources", "Planner"]
+__all__ = [
+    "MAINTENANCE_MODES",
+    "MODES",
+    "PREEMPTION_SEARCH_BUDGET",
+    "Block",
+    "Booking",
+    "InfeasibleRequest",
+    "InsufficientResources",
+    "Planner",
+    "Preemption",
+    "queue_key",
+]
