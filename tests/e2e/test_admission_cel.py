@@ -241,7 +241,14 @@ RESERVATION_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("max-wait-beyond-go", _set(GOOD_RESERVATION_SPEC, "maxWait", "2562048h"), "spec.maxWait"),
     ("start-year-0000", _set(GOOD_RESERVATION_SPEC, "startTime", "0000-12-01T08:00:00Z"),
      "spec.startTime in body should match"),
+    # issue 14
+    ("priority-class-name", _set(GOOD_RESERVATION_SPEC, "priorityClassName", "High_Prio"),
+     "spec.priorityClassName in body should match"),
+    ("preemptible-bool", _set(GOOD_RESERVATION_SPEC, "preemptible", "yes"),
+     "spec.preemptible"),
 ]
+
+MAINTENANCE = {"name": "firmware", "start": "2030-12-05T02:00:00Z", "duration": "4h"}
 
 POOL_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("r-version", _set(GOOD_POOL_SPEC, "resources.version", 2), 'supported values: "1"'),
@@ -368,6 +375,38 @@ POOL_CASES: list[tuple[str, dict[str, Any], str]] = [
         ),
         "Too many",
     ),
+    # issue 14: maintenance windows and priority caps
+    ("maintenance-ranks-xor-hostlist",
+     _set(GOOD_POOL_SPEC, "maintenance", [{**MAINTENANCE, "ranks": "0", "hostlist": "node0"}]),
+     "give ranks or hostlist, not both"),
+    ("maintenance-end-xor-duration",
+     _set(GOOD_POOL_SPEC, "maintenance", [{**MAINTENANCE, "end": "2030-12-05T06:00:00Z"}]),
+     "give end or duration, exactly one"),
+    ("maintenance-needs-end-or-duration",
+     _set(GOOD_POOL_SPEC, "maintenance", [{"name": "fw", "start": "2030-12-05T02:00:00Z"}]),
+     "give end or duration, exactly one"),
+    ("maintenance-end-after-start",
+     _set(GOOD_POOL_SPEC, "maintenance",
+          [{"name": "fw", "start": "2030-12-05T02:00:00Z", "end": "2030-12-05T01:00:00Z"}]),
+     "end must be after start"),
+    ("maintenance-duration-positive",
+     _set(GOOD_POOL_SPEC, "maintenance", [{**MAINTENANCE, "duration": "0s"}]),
+     "duration must be longer than zero"),
+    ("maintenance-mode-enum",
+     _set(GOOD_POOL_SPEC, "maintenance", [{**MAINTENANCE, "mode": "Reboot"}]),
+     'supported values: "Drain", "Evict"'),
+    ("maintenance-ranks-idset",
+     _set(GOOD_POOL_SPEC, "maintenance", [{**MAINTENANCE, "ranks": "a-b"}]),
+     "ranks in body should match"),
+    ("maintenance-names-unique",
+     _set(GOOD_POOL_SPEC, "maintenance", [MAINTENANCE, MAINTENANCE]),
+     "Duplicate value"),
+    ("max-priority-value",
+     _set(GOOD_POOL_SPEC, "policy.maxPriority", [{"value": 3000000000}]),
+     "policy.maxPriority[0].value"),
+    ("preemption-grace-period",
+     _set(GOOD_POOL_SPEC, "policy.preemptionGracePeriod", "soon"),
+     "policy.preemptionGracePeriod"),
 ]
 
 

@@ -128,7 +128,30 @@ FULL_POOL_SPEC: dict[str, Any] = {
                 ],
             },
         ],
+        "maxPriority": [
+            {"value": 100},
+            {
+                "namespaceSelector": {
+                    "matchLabels": {"tier": "release"},
+                    "matchExpressions": [{"key": "team", "operator": "In", "values": ["ci"]}],
+                },
+                "value": 1000000,
+            },
+        ],
+        "preemptionGracePeriod": "2m",
     },
+    "maintenance": [
+        {
+            "name": "firmware",
+            "ranks": "0-1",
+            "start": "2030-12-05T02:00:00Z",
+            "end": "2030-12-05T06:00:00Z",
+            "reason": "BIOS update",
+            "mode": "Evict",
+        },
+        {"name": "rack-power", "hostlist": "cn12", "start": "2030-12-06T00:00:00Z",
+         "duration": "1h", "mode": "Drain"},
+    ],
 }
 
 FULL_POOL_STATUS: dict[str, Any] = {
@@ -159,6 +182,17 @@ FULL_POOL_STATUS: dict[str, Any] = {
         {"namespace": "team-a", "nodes": 1, "cores": 8, "gpus": 1, "nodeHoursUsed": 12.5,
          "nodeHoursBooked": 3.0},
     ],
+    "maintenance": [
+        {
+            "name": "firmware",
+            "ranks": "0-1",
+            "start": "2030-12-05T02:00:00Z",
+            "end": "2030-12-05T06:00:00Z",
+            "mode": "Evict",
+            "reason": "BIOS update",
+            "inProgress": False,
+        }
+    ],
     "message": "3 ranks (1 down), 10 of 24 cores free",
 }
 
@@ -182,6 +216,8 @@ FULL_RESERVATION_SPEC: dict[str, Any] = {
     "claimPolicy": "Manual",
     "claimed": True,
     "config": {"image": "x", "nested": {"list": [1, "two", {"three": 3.5}], "flag": False}},
+    "priorityClassName": "release-blocking",
+    "preemptible": True,
 }
 
 # The fields FULL_RESERVATION_SPEC cannot hold beside its own (spec.resources excludes
@@ -222,6 +258,7 @@ FULL_RESERVATION_STATUS: dict[str, Any] = {
     "queuePosition": 3,
     "startNoLaterThan": "2030-06-01T02:00:00Z",
     "unclaimedSince": "2030-06-01T02:00:00Z",
+    "priority": 1000,
     "allocated": {
         "ranks": "0-1",
         "nodelist": "cn[10-11]",

@@ -93,6 +93,7 @@ def test_kubectl_apply_k_installs_everything(kubectl: Any) -> None:
             ("list", "nodes"),
             ("patch", "nodes"),  # enforcement: Taint (its own taint and label only)
             ("watch", "namespaces"),
+            ("watch", "priorityclasses.scheduling.k8s.io"),  # spec.priorityClassName
             ("list", "customresourcedefinitions.apiextensions.k8s.io"),
             # ResourceReservationSchedules create and clean up their own reservations.
             ("create", "resourcereservations.respool.io"),
@@ -111,6 +112,7 @@ def test_kubectl_apply_k_installs_everything(kubectl: Any) -> None:
             ("create", "nodes"),
             ("create", "pods"),
             ("patch", "customresourcedefinitions.apiextensions.k8s.io"),
+            ("create", "priorityclasses.scheduling.k8s.io"),
         ]
 
         def can(verb: str, resource: str) -> str:

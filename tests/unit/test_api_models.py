@@ -62,6 +62,7 @@ RESERVATION_SPEC: dict[str, Any] = {
     "claimPolicy": "Auto",
     "claimed": False,
     "config": {},
+    "preemptible": False,  # issue 14: defaulted like the fields above
 }
 
 

@@ -156,8 +156,21 @@ def test_spec_and_status_carry_the_design_field_names() -> None:
         "expiration",
         "namespaceSelector",
         "policy",
+        "maintenance",  # issue 14: maintenance windows
+    }
+    assert set(pool["spec"]["properties"]["maintenance"]["items"]["properties"]) == {
+        "name",
+        "ranks",
+        "hostlist",
+        "start",
+        "duration",
+        "end",
+        "reason",
+        "mode",
     }
     assert set(pool["spec"]["properties"]["policy"]["properties"]) == {
+        "maxPriority",  # issue 14: priority caps per namespace
+        "preemptionGracePeriod",  # issue 14
         "defaultDuration",
         "maxDuration",
         "claimTimeout",
@@ -183,6 +196,7 @@ def test_spec_and_status_carry_the_design_field_names() -> None:
         "capacity",
         "reservations",
         "usage",  # issue 15: per namespace, what policy.limits count
+        "maintenance",  # issue 14: the windows not yet ended
         "message",
     }
     assert set(pool["status"]["properties"]["capacity"]["properties"]) == {"core", "gpu", "node"}
@@ -202,6 +216,8 @@ def test_spec_and_status_carry_the_design_field_names() -> None:
         "claimPolicy",
         "claimed",
         "config",
+        "priorityClassName",  # issue 14
+        "preemptible",
     }
     assert set(rsv["spec"]["properties"]["request"]["properties"]) == {
         "nodes",
@@ -225,6 +241,7 @@ def test_spec_and_status_carry_the_design_field_names() -> None:
         "unclaimedSince",  # issue 11: when a Manual hold started going unclaimed
         "queuePosition",  # issue 16: where a waiting reservation stands
         "startNoLaterThan",
+        "priority",  # issue 14: the priority it is decided with
         "conditions",
         "observedGeneration",
         "message",

@@ -116,6 +116,15 @@ class Enforcement(StrEnum):
     TAINT = "Taint"
 
 
+class MaintenanceMode(StrEnum):
+    """``ResourcePool.spec.maintenance[].mode``. Drain: nothing new is granted into the window
+    and Active holders end at its start. Evict: the same, and Active holders that overlap it
+    are cut back at once (status.endTime moves to its start when it is declared)."""
+
+    DRAIN = "Drain"
+    EVICT = "Evict"
+
+
 class ConditionType(StrEnum):
     """Condition types on both kinds. Ready/Reconciling/Stalled follow kstatus."""
 
@@ -124,6 +133,10 @@ class ConditionType(StrEnum):
     RECONCILING = "Reconciling"
     STALLED = "Stalled"
     RESOURCES_DEGRADED = "ResourcesDegraded"
+    # A Scheduled window was taken by a reservation of higher priority and planned anew.
+    REPLANNED = "Replanned"
+    # An Active preemptible holder will end (Failed/Preempted) when the grace period is over.
+    PREEMPTION_PENDING = "PreemptionPending"
 
 
 class Reason(StrEnum):
@@ -139,6 +152,8 @@ class Reason(StrEnum):
     INVALID_SPEC = "InvalidSpec"
     RESOURCES_LOST = "ResourcesLost"
     POOL_EXPIRED = "PoolExpired"
+    PREEMPTED = "Preempted"
+    MAINTENANCE = "Maintenance"
     # Reconciling (work in progress).
     WAITING_FOR_CAPACITY = "WaitingForCapacity"
     WAITING_FOR_START = "WaitingForStart"
@@ -211,6 +226,7 @@ NonEmptyIdSet = Annotated[
 # triple the cost of validating a 16,384-entry R. These are the idsets nothing else parses
 # before they are used.
 ParsedIdSet = Annotated[IdSet, AfterValidator(_parses_as_idset)]
+NonEmptyParsedIdSet = Annotated[NonEmptyIdSet, AfterValidator(_parses_as_idset)]
 HostList = Annotated[
     str,
     StringConstraints(pattern=patterns.HOSTLIST, max_length=MAX_HOSTLIST_LENGTH),
@@ -641,6 +657,27 @@ class NamespaceLimit(WireModel):
         return self
 
 
+#: Most entries in policy.maxPriority and in spec.maintenance.
+MAX_PRIORITY_RULES = 32
+MAX_MAINTENANCE_WINDOWS = 64
+#: The range of a PriorityClass's value (the system classes reach 2,000,001,000).
+MIN_PRIORITY = -2147483648
+MAX_PRIORITY = 2000001000
+DEFAULT_PREEMPTION_GRACE_PERIOD = "30s"
+
+
+class MaxPriority(WireModel):
+    """One cap of ``policy.maxPriority``: the namespaces it selects may use priorities up to
+    ``value``."""
+
+    namespace_selector: LabelSelector | None = Field(
+        default=None, description="Namespaces this cap applies to (absent: all)."
+    )
+    value: Annotated[int, Field(ge=MIN_PRIORITY, le=MAX_PRIORITY)] = Field(
+        description="The highest priority value these namespaces may use."
+    )
+
+
 class PoolPolicy(WireModel):
     """Limits and defaults a pool applies to its reservations."""
 
@@ -699,6 +736,22 @@ class PoolPolicy(WireModel):
         "(QuotaExceeded, OutsideAllowedHours) until it fits, or fails (QuotaExceeded) when it "
         "alone exceeds one.",
     )
+    max_priority: Annotated[list[MaxPriority], Field(max_length=MAX_PRIORITY_RULES)] | None = (
+        Field(
+            default=None,
+            description="Caps on the priority a namespace's reservations may use (absent: no "
+            "cap). A namespace may use at most the highest value among the entries that "
+            "select it (an entry without namespaceSelector selects every namespace); a "
+            "namespace no entry selects is capped at 0. A higher PriorityClass value is "
+            "lowered to the cap, and status says so.",
+        )
+    )
+    preemption_grace_period: Duration | None = Field(
+        default=None,
+        description="How long an Active preemptible reservation keeps its resources after "
+        "it is told it is preempted (PreemptionPending condition, Warning Event) before it "
+        f"ends Failed/Preempted (absent: {DEFAULT_PREEMPTION_GRACE_PERIOD}).",
+    )
 
     @model_validator(mode="after")
     def _durations_in_order(self) -> Self:
@@ -716,7 +769,94 @@ class PoolPolicy(WireModel):
         parse_duration(self.claim_timeout)
         if self.max_unclaimed_hold is not None:
             parse_duration(self.max_unclaimed_hold)
+        if self.preemption_grace_period is not None:
+            parse_duration(self.preemption_grace_period)
         return self
+
+
+class MaintenanceWindow(WireModel):
+    """A window in which ranks are out of use for everyone (``spec.maintenance[]``): nothing
+    is granted into it whatever the priority, Active holders end at its start, and every
+    reservation it keeps out says so by name."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "!(has(self.ranks) && has(self.hostlist))",
+                    "give ranks or hostlist, not both (neither: every rank)",
+                ),
+                _cel(
+                    "has(self.end) != has(self.duration)",
+                    "give end or duration, exactly one",
+                ),
+                _cel(
+                    "!has(self.end) || !(" + _time_ok("self.start") + " && "
+                    + _time_ok("self.end") + ") || timestamp(self.end) > timestamp(self.start)",
+                    "end must be after start",
+                    field_path=".end",
+                ),
+                _cel(
+                    "!has(self.duration) || self.duration.matches('[1-9]')",
+                    "duration must be longer than zero",
+                    field_path=".duration",
+                ),
+                _cel(
+                    "!has(self.duration) || !(" + _time_ok("self.start") + " && "
+                    + _duration_ok("self.duration") + f") || timestamp(self.start) <= "
+                    f"timestamp('{LAST_TIME}') - duration(self.duration)",
+                    f"start plus duration must not end after {LAST_TIME}",
+                    field_path=".duration",
+                ),
+            ]
+        }
+    )
+
+    name: Annotated[
+        str, StringConstraints(pattern=patterns.DNS_LABEL, min_length=1, max_length=MAX_NAME_LENGTH)
+    ] = Field(description="Names the window in status, Events and messages.")
+    ranks: NonEmptyParsedIdSet | None = Field(
+        default=None, description="The ranks it takes out (an RFC 22 idset); or hostlist."
+    )
+    hostlist: HostList | None = Field(
+        default=None,
+        description="The hosts it takes out (an RFC 29 hostlist); or ranks. Neither: every rank.",
+    )
+    start: Timestamp = Field(description="When it starts (RFC 3339).")
+    end: Timestamp | None = Field(default=None, description="When it ends; or give duration.")
+    duration: Duration | None = Field(default=None, description="How long; or give end.")
+    reason: str | None = Field(
+        default=None, max_length=256, description="Why, for people (shown with its name)."
+    )
+    mode: MaintenanceMode = Field(
+        default=MaintenanceMode.DRAIN,
+        description="Drain: nothing new is granted into it and Active holders end at its "
+        "start. Evict: the same, and overlapping Active holders are cut back at once.",
+    )
+
+    @model_validator(mode="after")
+    def _window(self) -> Self:
+        if self.ranks is not None and self.hostlist is not None:
+            raise ValueError("give ranks or hostlist, not both (neither: every rank)")
+        if (self.end is None) == (self.duration is None):
+            raise ValueError("give end or duration, exactly one")
+        start = parse_time(self.start)
+        if self.end is not None and parse_time(self.end) <= start:
+            raise ValueError("end must be after start")
+        if self.duration is not None:
+            length = parse_duration(self.duration)
+            if length <= 0:
+                raise ValueError("duration must be longer than zero")
+            if start + length > parse_time(LAST_TIME):
+                raise ValueError(f"start plus duration must not end after {LAST_TIME}")
+        return self
+
+    def window(self) -> tuple[float, float]:
+        """Its ``[start, end)`` in epoch seconds."""
+        start = parse_time(self.start)
+        if self.end is not None:
+            return start, parse_time(self.end)
+        return start, start + parse_duration(self.duration or "0s")
 
 
 class ResourcePoolSpec(WireModel):
@@ -763,6 +903,23 @@ class ResourcePoolSpec(WireModel):
         # it stands, before the nested defaults would fill it in.
         json_schema_extra={"default": PoolPolicy().to_wire()},
     )
+    maintenance: (
+        Annotated[list[MaintenanceWindow], Field(max_length=MAX_MAINTENANCE_WINDOWS)] | None
+    ) = Field(
+        default=None,
+        description="Maintenance windows: always win over reservations, whatever their "
+        "priority.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+
+    @model_validator(mode="after")
+    def _maintenance_names_unique(self) -> Self:
+        seen: set[str] = set()
+        for window in self.maintenance or []:
+            if window.name in seen:
+                raise ValueError(f"maintenance window {window.name!r} is named twice")
+            seen.add(window.name)
+        return self
 
     @model_validator(mode="after")
     def _times_parse(self) -> Self:
@@ -814,6 +971,18 @@ class PhaseCounts(StatusModel):
     failed: int | None = Field(default=None, alias="Failed")
 
 
+class MaintenanceStatus(StatusModel):
+    """A maintenance window as the operator applies it."""
+
+    name: str | None = None
+    ranks: str | None = Field(default=None, description="The ranks it covers (an idset).")
+    start: str | None = Field(default=None, description="RFC 3339.")
+    end: str | None = Field(default=None, description="RFC 3339.")
+    mode: MaintenanceMode | None = None
+    reason: str | None = Field(default=None, max_length=256)
+    in_progress: bool | None = Field(default=None, description="Has it started?")
+
+
 class NamespaceUsage(StatusModel):
     """What one namespace's reservations hold and book on a pool (the figures limits count)."""
 
@@ -855,6 +1024,9 @@ class ResourcePoolStatus(StatusModel):
         json_schema_extra={"x-kubernetes-list-type": "map",
                            "x-kubernetes-list-map-keys": ["namespace"]},
     )
+    maintenance: (
+        Annotated[list[MaintenanceStatus], Field(max_length=MAX_MAINTENANCE_WINDOWS)] | None
+    ) = Field(default=None, description="The maintenance windows that have not ended, by start.")
     message: str | None = Field(default=None, max_length=MAX_MESSAGE_LENGTH)
 
 
@@ -1154,6 +1326,20 @@ class ResourceReservationSpec(WireModel):
     config: dict[str, Any] | None = Field(
         default=None, description="Free-form; echoed to status.config once claimed."
     )
+    priority_class_name: Annotated[
+        str, StringConstraints(pattern=patterns.DNS_SUBDOMAIN, min_length=1, max_length=253)
+    ] | None = Field(
+        default=None,
+        description="A scheduling.k8s.io/v1 PriorityClass; its value is this reservation's "
+        "priority (absent: the globalDefault class, else 0). Waiting reservations are decided "
+        "in priority order; a higher one may displace lower ones (see preemptible).",
+    )
+    preemptible: bool = Field(
+        default=False,
+        description="Once Active, may a reservation of higher priority end it (after the "
+        "pool's policy.preemptionGracePeriod, as Failed/Preempted)? Scheduled windows of "
+        "lower priority are always re-planned when needed.",
+    )
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -1320,6 +1506,11 @@ class ResourceReservationStatus(StatusModel):
         description="Pending, waiting for capacity: the start the planner projects if nothing "
         "changes but time (every held window runs to its end, nothing new is booked, the "
         "queue is served in order), RFC 3339; absent where the planner cannot bound it.",
+    )
+    priority: int | None = Field(
+        default=None,
+        description="The priority it is decided with: its PriorityClass's value, capped by the "
+        "pool's policy.maxPriority.",
     )
     conditions: Conditions | None = None
     observed_generation: int | None = None

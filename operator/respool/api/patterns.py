@@ -59,6 +59,8 @@ RFC3339_OUT_OF_RANGE = r"^(9999-12-31[Tt].*-|0001-01-01[Tt].*\+)"
 
 # A DNS-1123 label: pool names become part of reservation IDs and metric labels.
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# A DNS subdomain (RFC 1123), as Kubernetes object names such as a PriorityClass's are.
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 # Flux property names (RFC 20): no ! & ' " ^ ` | ( ) and no white space; a leading ^ in a
 # constraint negates the property (RFC 31).
