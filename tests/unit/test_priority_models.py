@@ -29,7 +29,7 @@ def test_reservation_priority_fields_default_and_parse() -> None:
     spec = ResourceReservationSpec.model_validate(
         {"pool": "p", "priorityClassName": "release.blocking", "preemptible": True})
     assert spec.to_wire()["priorityClassName"] == "release.blocking"
-    with pytest.raises(pydantic.ValidationError, match="priority_class_name|priorityClassName"):
+    with pytest.raises(pydantic.ValidationError, match=r"priority_class_name|priorityClassName"):
         ResourceReservationSpec.model_validate({"pool": "p", "priorityClassName": "No_Caps"})
 
 
