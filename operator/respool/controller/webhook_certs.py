@@ -103,8 +103,13 @@ def make_certificates(names: list[str], *,
         (work / "serial").write_text(f"{secrets.randbits(127) | 1 << 120:032X}\n")
 
         def run(*args: str) -> None:
-            result = subprocess.run([openssl, *args], capture_output=True, text=True,
-                                    timeout=60, check=False)
+            try:
+                result = subprocess.run([openssl, *args], capture_output=True, text=True,
+                                        timeout=60, check=False)
+            except subprocess.TimeoutExpired as exc:
+                raise CertificateError(
+                    f"openssl {args[0]} did not finish in 60 s making the webhook's "
+                    "certificate") from exc
             if result.returncode != 0:
                 raise CertificateError(
                     f"openssl {args[0]} failed making the webhook's certificate: "
