@@ -57,11 +57,19 @@ RUN --mount=type=secret,id=ca-certificates,required=false . /src/trust-build-ca.
 # in the image's size). Removed: ensurepip and the pip/setuptools/wheel it installs from (Debian's
 # python3-venv brings them for the build stage), distutils and lib2to3 (gone from Python 3.12
 # and 3.13, so nothing in the locked closure, which supports those, imports them), pydoc's help
-# topics, IDLE, tkinter and the regression-test package. The operator's own closure is untouched.
+# topics, IDLE, tkinter and the regression-test package. Where Debian's packages brought them,
+# they are purged with dpkg, so that the package database (what image scanners read) lists
+# only what is there. The operator's own closure is untouched.
 FROM ${BASE} AS runtime
 COPY --from=build /opt/respool /opt/respool
 # A fixed numeric non-root user (65532, as distroless "nonroot"), so runAsNonRoot can verify it.
 RUN set -eu \
+    && if command -v dpkg-query >/dev/null; then \
+         packages="$(dpkg-query -W -f '${db:Status-Abbrev} ${Package}\n' python3-venv \
+             python3.11-venv python3-pip-whl python3-setuptools-whl python3-distutils \
+             python3-lib2to3 2>/dev/null | awk '$1 == "ii" { print $2 }')"; \
+         [ -z "$packages" ] || dpkg --purge $packages >/dev/null; \
+       fi \
     && stdlib="$(python3 -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')" \
     && purelib="$(python3 -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" \
     && rm -rf "$stdlib/ensurepip" "$stdlib/distutils" "$stdlib/lib2to3" "$stdlib/pydoc_data" \
