@@ -67,6 +67,8 @@ PROMISED: dict[str, tuple[set[str], str | None]] = {
     "too-big": ({"Failed"}, "Infeasible"),
     "not-my-lab": ({"Pending"}, "PoolNotFound"),
     "llm-finetune": ({"Active"}, None),
+    "lab-pair": ({"Active"}, None),
+    "lab-three": ({"Failed"}, "QuotaExceeded"),
 }
 
 

@@ -385,7 +385,7 @@ def test_flux_reconciles_respool_and_kstatus_keeps_the_promise(
             for name, document in reservations.items():
                 kubectl("delete", "rsv", name, "-n", document["metadata"]["namespace"],
                         "--wait=false", check=False)
-            for pool in ("rack-a", "gpu-lab"):
+            for pool in ("rack-a", "gpu-lab", "shared-lab"):
                 kubectl("delete", "rpool", f"{pool}-{suffix}", "--wait=false", check=False)
             # What the base made, but the CRDs (other tests of this session use them) and the
             # namespace, as test_install_kustomize leaves it.

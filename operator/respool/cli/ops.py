@@ -354,6 +354,25 @@ def _bookings(api: KubeAPI, pool: str, namespace: str) -> tuple[list[Booking], s
     return bookings, note
 
 
+def _limit_text(limit: dict[str, Any]) -> str:
+    """One policy.limits entry on one line, in its own field names."""
+    selector = limit.get("namespaceSelector")
+    if selector:
+        terms = [f"{k}={v}" for k, v in (selector.get("matchLabels") or {}).items()]
+        terms += [f"{e.get('key')} {e.get('operator')} {','.join(e.get('values') or [])}".rstrip()
+                  for e in selector.get("matchExpressions") or []]
+        parts = ["namespaces " + (", ".join(terms) or "<all>")]
+    else:
+        parts = ["every namespace"]
+    for key in ("maxNodes", "maxCores", "maxGPUs", "maxNodeHoursPerWeek", "maxDuration", "maxAdvance"):
+        if key in limit:
+            parts.append(f"{key} {limit[key]}")
+    for hours in limit.get("allowedHours") or []:
+        days = ",".join(hours.get("days") or []) or "every day"
+        parts.append(f"allowedHours {hours.get('from')}-{hours.get('to')} {days} {hours.get('timeZone', 'UTC')}")
+    return "; ".join(parts)
+
+
 def _describe_pool(api: KubeAPI, args: argparse.Namespace) -> str:
     pool = api.get_pool(args.name)
     now = time.time()
@@ -376,11 +395,23 @@ def _describe_pool(api: KubeAPI, args: argparse.Namespace) -> str:
         f"Down:          {status.get('down') or spec.get('down') or '<none>'}",
         f"Allocated now: {status.get('allocated') or '<none>'}",
         f"Expiration:    {spec.get('expiration') or '<none>'}",
-        "Policy:        " + ", ".join(f"{k} {v}" for k, v in policy.items()) if policy else "Policy:        <defaults>",
+        "Policy:        " + ", ".join(f"{k} {v}" for k, v in policy.items() if k != "limits")
+        if policy else "Policy:        <defaults>",
         "Reservations:  " + (", ".join(f"{k} {v}" for k, v in counts.items() if v) or "<none>"),
     ]
     if status.get("message"):
         lines.append(f"Message:       {status['message']}")
+    limits = policy.get("limits") or []
+    if limits:
+        lines += ["", "Limits (per namespace):"]
+        lines += [f"  [{index}] {_limit_text(limit)}" for index, limit in enumerate(limits)]
+    usage = status.get("usage") or []
+    if usage:
+        rows = [[str(entry.get("namespace")), str(entry.get("nodes", 0)), str(entry.get("cores", 0)),
+                 str(entry.get("gpus", 0)), f"{entry.get('nodeHoursUsed', 0):g}",
+                 f"{entry.get('nodeHoursBooked', 0):g}"] for entry in usage]
+        lines += ["", "Usage per namespace (held now; node-hours of the last 7 days, and from now on):",
+                  table(["NAMESPACE", "NODES", "CORES", "GPUS", "NODE-H USED", "NODE-H BOOKED"], rows)]
     capacity = status.get("capacity") or {}
     if capacity:
         rows = []

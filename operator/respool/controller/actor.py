@@ -175,7 +175,7 @@ class PoolActor:
     def namespace_changed(self, namespace: str) -> None:
         """The namespace's labels were learnt or changed: with a namespaceSelector, its
         reservations that do not hold a grant are judged again."""
-        if self.model.selector is None:
+        if not self.model.reads_labels:
             return
         waiting = [uid for uid, record in self.records.items()
                    if record.namespace == namespace and record.phase != ACTIVE]
@@ -358,7 +358,7 @@ class PoolActor:
             gone, self.gone = self.gone, {}
             self._schedule_pool_status()  # its counts no longer include them
             for record in gone.values():
-                released = lifecycle.release(record, self.planner)
+                released = lifecycle.release(record, self.planner, self.model.ledger, now)
                 if released is not None:
                     self.capacity_changed = True
                     self._post_rsv(record, "Normal", "Released",
@@ -445,7 +445,7 @@ class PoolActor:
             if (not self.model.guarded and self.planner is not None
                     and record.phase not in HOLDING_PHASES):
                 continue  # decided once our finalizer is on the pool (it marks all dirty)
-            if (self.model.selector is not None and record.phase != ACTIVE
+            if (self.model.reads_labels and record.phase != ACTIVE
                     and record.namespace not in self.port.facts.namespace_labels):
                 await self.port.facts.ensure_namespace(record.namespace)
             planner = self.planner
@@ -486,7 +486,8 @@ class PoolActor:
 
     async def _delete(self, record: Reservation) -> None:
         """Release what a deleted reservation holds (its finalizer goes next)."""
-        released = lifecycle.release(record, self.planner)
+        released = lifecycle.release(record, self.planner, self.model.ledger,
+                                     float(math.floor(self.clock())))
         if released is not None:
             self.capacity_changed = True
             self._post_rsv(record, "Normal", "Released",
@@ -784,7 +785,8 @@ class PoolActor:
             return
         if await self.pool_keeper.write_status(raw, self.records.values(), self.planner,
                                                problem=self.model.problem,
-                                               deleting=self.model.deleting):
+                                               deleting=self.model.deleting,
+                                               ledger=self.model.ledger):
             self.kick()
 
     async def _handle_pool_deletion(self) -> None:

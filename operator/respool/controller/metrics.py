@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -46,8 +47,37 @@ RESTORED = Counter(
 )
 
 
+NAMESPACE_USAGE = Gauge(
+    "respool_namespace_usage",
+    "What one namespace's reservations hold on a pool (status.usage, what policy.limits "
+    "count): resource nodes, cores, gpus (held now), node_hours_used (the last 7 days), "
+    "node_hours_booked (from now on).",
+    ["pool", "namespace", "resource"],
+)
+_USAGE_FIELDS = {"nodes": "nodes", "cores": "cores", "gpus": "gpus",
+                 "nodeHoursUsed": "node_hours_used", "nodeHoursBooked": "node_hours_booked"}
+_usage_namespaces: dict[str, set[str]] = {}
+
+
+def set_usage(pool: str, usage: list[dict[str, Any]]) -> None:
+    """Set the pool's per-namespace usage gauges; namespaces no longer listed are dropped."""
+    seen = set()
+    for entry in usage:
+        namespace = str(entry.get("namespace"))
+        seen.add(namespace)
+        for key, resource in _USAGE_FIELDS.items():
+            NAMESPACE_USAGE.labels(pool, namespace, resource).set(float(entry.get(key) or 0))
+    for namespace in _usage_namespaces.get(pool, set()) - seen:
+        for resource in _USAGE_FIELDS.values():
+            with contextlib.suppress(KeyError):
+                NAMESPACE_USAGE.remove(pool, namespace, resource)
+    _usage_namespaces[pool] = seen
+
+
 def forget_pool(pool: str) -> None:
     """Drop the label sets of a deleted pool so that stale series disappear."""
+    set_usage(pool, [])
+    _usage_namespaces.pop(pool, None)
     for phase in ("Pending", "Scheduled", "Active", "Expired", "Failed"):
         with contextlib.suppress(KeyError):
             RESERVATIONS.remove(pool, phase)

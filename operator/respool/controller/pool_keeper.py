@@ -20,9 +20,13 @@ from respool.controller import metrics, pool_status
 from respool.controller.finalizers import add_finalizer, remove_finalizer
 from respool.controller.kubeapi import ApiError, pool_path
 from respool.controller.lifecycle import FINALIZER, Reservation
+from respool.controller.limits import UsageLedger
 from respool.controller.pool_model import PoolEvent
 from respool.controller.ports import PoolPort
 from respool.pool import Planner
+
+#: How often the pool's status.usage is looked at again while anything counts in it.
+USAGE_REFRESH = 60.0
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +83,11 @@ class PoolKeeper:
             return True
         return False
 
+    def schedule_at(self, when: float) -> None:
+        """Ask for a status write at `when` at the latest."""
+        if self.due is None or when < self.due:
+            self.due = when
+
     def take_due(self) -> bool:
         """Is a status write due now? (It is then no longer pending.)"""
         if self.due is None or self.port.clock() < self.due:
@@ -87,10 +96,16 @@ class PoolKeeper:
         return True
 
     async def write_status(self, raw: dict[str, Any], records: Iterable[Reservation],
-                           planner: Planner | None, *, problem: str, deleting: bool) -> bool:
+                           planner: Planner | None, *, problem: str, deleting: bool,
+                           ledger: UsageLedger | None = None) -> bool:
         """Write the summary unless it says what was last written. True when it failed and
         was scheduled again sooner than anything before (the actor's loop must wake)."""
-        status = self.summary(raw, records, planner, problem=problem, deleting=deleting)
+        status = self.summary(raw, records, planner, problem=problem, deleting=deleting,
+                              ledger=ledger)
+        if status.get("usage"):
+            # Node-hours used and booked change as time passes, without any event: look
+            # again a minute on (written only if the figures, to 0.1 node-hours, changed).
+            self.schedule_at(self.port.clock() + USAGE_REFRESH)
         comparable = pool_status.without_times(status)
         if self._last is not None and comparable == self._last:
             return False
@@ -122,10 +137,12 @@ class PoolKeeper:
         return False
 
     def summary(self, raw: dict[str, Any], records: Iterable[Reservation],
-                planner: Planner | None, *, problem: str, deleting: bool) -> dict[str, Any]:
+                planner: Planner | None, *, problem: str, deleting: bool,
+                ledger: UsageLedger | None = None) -> dict[str, Any]:
         status = pool_status.summary(
             raw, records, planner, problem=problem, deleting=deleting,
-            conditions=self._conditions, now=self.port.clock())
+            conditions=self._conditions, now=self.port.clock(), ledger=ledger)
+        metrics.set_usage(self.name, status.get("usage") or [])
         for phase, count in status["reservations"].items():
             metrics.RESERVATIONS.labels(self.name, phase).set(count)
         for resource, values in (status.get("capacity") or {}).items():

@@ -28,6 +28,7 @@ from respool.controller.lifecycle import (
     PoolContext,
     Reservation,
 )
+from respool.controller.limits import UsageLedger
 from respool.controller.ports import ClusterFacts
 from respool.controller.selectors import selector_matches
 from respool.pool import Booking, Hostlist, IDset, Planner
@@ -76,6 +77,10 @@ class PoolModel:
         #: on a pool that is gone (found by the simulation).
         self.guarded = False
         self.selector: dict[str, Any] | None = None
+        #: policy.limits select namespaces by label: their labels are needed as for selector.
+        self.limits_select = False
+        #: Windows of the last week that ended (policy.limits count their node-hours).
+        self.ledger = UsageLedger()
         self.track_nodes = False
         self._node_ranks: dict[str, int] = {}
         self._R_key: str | None = None
@@ -86,6 +91,15 @@ class PoolModel:
         problem, the generation seen) says nothing about the new one."""
         self._generation_seen = None
         self.problem = ""
+
+    @property
+    def reads_labels(self) -> bool:
+        """Do decisions on this pool read namespaces' labels (its namespaceSelector, or a
+        limit's)? Then they are fetched before deciding, and a change of them re-decides."""
+        return self.selector is not None or self.limits_select
+
+    def namespace_labels(self, namespace: str) -> Mapping[str, str]:
+        return self.facts.namespace_labels.get(namespace, {})
 
     def namespace_allowed(self, namespace: str) -> bool:
         if self.selector is None:
@@ -144,10 +158,17 @@ class PoolModel:
             self._R_key = R_key
             self._node_ranks = node_ranks(R)
         assert self.planner is not None
+        def namespace_of(uid: str) -> str | None:
+            record = records.get(uid)
+            return None if record is None else record.namespace
+
         self.context = PoolContext(
             name=self.name, exists=True, ready=True, policy=policy,
-            namespace_allowed=self.namespace_allowed, deleting=deleting)
+            namespace_allowed=self.namespace_allowed, deleting=deleting,
+            namespace_labels=self.namespace_labels, namespace_of=namespace_of,
+            ledger=self.ledger)
         self.selector = spec_raw.get("namespaceSelector")
+        self.limits_select = any(limit.selector for limit in policy.limits)
         self.problem = ""
         if self.planner.expiration != expiration:
             self.planner.set_expiration(expiration)

@@ -6,8 +6,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from respool.api import ConditionType, Reason
+from respool.api.models import MAX_USAGE_ENTRIES
 from respool.controller import lifecycle
 from respool.controller.lifecycle import ACTIVE, Reservation
+from respool.controller.limits import UsageLedger, usage_summary
 from respool.pool import IDset, Planner
 
 PHASES = ("Pending", "Scheduled", "Active", "Expired", "Failed")
@@ -15,7 +17,7 @@ PHASES = ("Pending", "Scheduled", "Active", "Expired", "Failed")
 
 def summary(raw: dict[str, Any], records: Iterable[Reservation], planner: Planner | None, *,
             problem: str, deleting: bool, conditions: list[dict[str, Any]],
-            now: float) -> dict[str, Any]:
+            now: float, ledger: UsageLedger | None = None) -> dict[str, Any]:
     """The status of pool `raw`: counts per phase, capacity, and kstatus conditions (updated
     from `conditions`, the ones last written, so that unchanged ones keep their times)."""
     metadata = raw.get("metadata") or {}
@@ -41,6 +43,14 @@ def summary(raw: dict[str, Any], records: Iterable[Reservation], planner: Planne
             summary=planner.pool.dumps(),
             capacity=planner.capacity(now),
         )
+        if ledger is not None:
+            ledger.prune(now)
+        namespaces = {record.uid: record.namespace for record in records}
+        usage = usage_summary(planner.bookings(), namespaces.get, ledger, now)
+        if usage:
+            # Per namespace, what policy.limits count (sorted by name; a pool used by more
+            # namespaces than a status may list shows the first ones).
+            status["usage"] = usage[:MAX_USAGE_ENTRIES]
     if problem:
         message = problem
         set_pool_conditions(conditions, False, (Reason.INVALID_RESOURCES.value, message),
