@@ -452,6 +452,35 @@ def test_webhook_enabled_serves_behind_a_service_to_the_leader_only(control_plan
     assert _cluster_roles(objects)["rp-respool"]["rules"] == default_rules + WEBHOOK_RULES
 
 
+def test_webhook_certificate_secret_is_mounted_not_granted(control_plane: Any) -> None:
+    """webhook.certificateSecret: the Secret is a read-only volume the operator reads as its
+    --webhook-cert-dir; the ClusterRole stays exactly the webhook's (nothing on Secrets)."""
+    objects = render(control_plane.bin_dir, "--set", "webhook.enabled=true",
+                     "--set", "webhook.certificateSecret=respool-webhook-tls", namespace="ops")
+    deployment = by_kind(objects)["Deployment"]
+    container = _container(deployment)
+    args = build_parser(container["args"]).parse_args(container["args"])
+    assert args.webhook_cert_dir == "/etc/respool/webhook-tls"
+    assert {"name": "webhook-tls", "mountPath": "/etc/respool/webhook-tls",
+            "readOnly": True} in container["volumeMounts"]
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["webhook-tls"]["secret"] == {"secretName": "respool-webhook-tls",
+                                                "defaultMode": 0o440}
+    default_rules = _cluster_roles(render(control_plane.bin_dir))["rp-respool"]["rules"]
+    assert _cluster_roles(objects)["rp-respool"]["rules"] == default_rules + WEBHOOK_RULES
+    assert not [d for d in objects if d["kind"] in ("Role", "ClusterRole")
+                for r in d["rules"] if "secrets" in r.get("resources", [])]
+    # Without it (the default), no volume and no --webhook-cert-dir: the operator makes one.
+    plain = by_kind(render(control_plane.bin_dir, "--set", "webhook.enabled=true"))
+    assert not [a for a in _container(plain["Deployment"])["args"] if "cert-dir" in a]
+    assert [v["name"] for v in plain["Deployment"]["spec"]["template"]["spec"]["volumes"]] == [
+        "tmp"]
+    # And a certificateSecret without the webhook mounts nothing.
+    off = by_kind(render(control_plane.bin_dir, "--set", "webhook.certificateSecret=x"))
+    assert [v["name"] for v in off["Deployment"]["spec"]["template"]["spec"]["volumes"]] == [
+        "tmp"]
+
+
 def test_webhook_component_of_the_kustomize_base_matches_the_chart(
     control_plane: Any, kubectl: Any, namespace: str, tmp_path: Path
 ) -> None:

@@ -78,14 +78,16 @@ def image_rootfs(built_image: str) -> Iterator[tuple[Path, dict[str, Any]]]:
         subprocess.run(["buildah", "rm", container], capture_output=True, timeout=60)
 
 
-def _rendered_container(kube_env: dict[str, str], bin_dir: Path, release: str,
-                        namespace: str, values: list[str]) -> dict[str, Any]:
+def _rendered_pod(kube_env: dict[str, str], bin_dir: Path, release: str,
+                  namespace: str, values: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the container, the Pod spec) of the Deployment that `helm template` renders."""
     rendered = subprocess.run(
         [str(bin_dir / "helm"), "template", release, str(CHART), "--namespace", namespace,
          *values], capture_output=True, text=True, env=kube_env, timeout=120, check=True).stdout
     (deployment,) = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Deployment"]
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    return dict(container)
+    spec = deployment["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    return dict(container), dict(spec)
 
 
 def _resolve_env(container: dict[str, Any], pod_name: str, namespace: str) -> dict[str, str]:
@@ -136,18 +138,23 @@ def _inside(root: Path, path: str) -> Path:
     return resolved
 
 
-# The kubelet's part: a private mount namespace whose root is the image, read-only.
+# The kubelet's part: a private mount namespace whose root is the image, read-only, and the
+# volumes (pairs of a host directory and its mount point inside the image), read-only too.
 _RUN_AS_KUBELET = r"""
 set -eu
-root="$1" secrets="$2" mountpoint="$3" user="$4"; shift 4
+root="$1" user="$2" count="$3"; shift 3
 mount --make-rprivate /
 mount --bind "$root" "$root"
 mount -o remount,bind,ro "$root"
 mount -t proc proc "$root/proc"
 mount --rbind /dev "$root/dev"
 mount -t tmpfs -o mode=1777,size=64m tmpfs "$root/tmp"
-mount --bind "$secrets" "$mountpoint"
-mount -o remount,bind,ro "$mountpoint"
+while [ "$count" -gt 0 ]; do
+    mount --bind "$1" "$2"
+    mount -o remount,bind,ro "$2"
+    shift 2
+    count=$((count - 1))
+done
 exec chroot --userspec="$user" "$root" "$@"
 """
 
@@ -212,8 +219,8 @@ class ChartRelease:
         """Start the Deployment's container from the image, as rendered with `values`."""
         assert self.process is None or self.process.process.poll() is not None
         self.rollouts += 1
-        container = _rendered_container(self.kube_env, self.control_plane.bin_dir, self.release,
-                                        self.namespace, values)
+        container, pod_spec = _rendered_pod(self.kube_env, self.control_plane.bin_dir,
+                                            self.release, self.namespace, values)
         # The ServiceAccount volume: a fresh token for the chart's identity, CA, namespace.
         host, port, ca = _server_of(self.control_plane)
         token = self.kubectl("create", "token", self.account, "-n", self.namespace,
@@ -228,6 +235,7 @@ class ChartRelease:
             item.chmod(0o644)
         mountpoint = _inside(self.rootfs, SERVICE_ACCOUNT_DIR)
         mountpoint.mkdir(parents=True, exist_ok=True)
+        mounts = [(secrets_dir, mountpoint), *self._secret_volumes(container, pod_spec)]
         # What runs: the image's ENTRYPOINT with the Deployment's args, as the image's USER, in
         # the image's WORKDIR, with the image's Env, the Deployment's env and the API address.
         config = self.image_config
@@ -240,7 +248,8 @@ class ChartRelease:
         argv = [*config["Entrypoint"], *container["args"]]
         workdir = config.get("WorkingDir") or "/"
         command = ["unshare", "--mount", "--fork", "bash", "-c", _RUN_AS_KUBELET, "kubelet",
-                   str(self.rootfs), str(secrets_dir), str(mountpoint), self.user,
+                   str(self.rootfs), self.user, str(len(mounts)),
+                   *(str(path) for pair in mounts for path in pair),
                    "/usr/bin/env", "-i", "-C", workdir,
                    *(f"{k}={v}" for k, v in env.items()), *argv]
         process = ImageProcess(command, self.work / f"operator-{self.rollouts}.log")
@@ -258,6 +267,34 @@ class ChartRelease:
 
         wait_for("the image's liveness endpoint", live, timeout=120)
         return process
+
+    def _secret_volumes(self, container: dict[str, Any],
+                        pod_spec: dict[str, Any]) -> list[tuple[Path, Path]]:
+        """The container's Secret volumes as the kubelet makes them: the Secret's keys as files
+        (mode `defaultMode`, group `fsGroup`), to be mounted read-only at `mountPath`."""
+        volumes = {v["name"]: v for v in pod_spec.get("volumes") or []}
+        group = (pod_spec.get("securityContext") or {}).get("fsGroup")
+        mounts = []
+        for mount in container.get("volumeMounts") or []:
+            secret = volumes[mount["name"]].get("secret")
+            if secret is None:
+                continue  # emptyDir /tmp: the tmpfs
+            assert mount.get("readOnly") is True, mount
+            found = json.loads(self.kubectl("get", "secret", secret["secretName"], "-n",
+                                            self.namespace, "-o", "json").stdout)
+            directory = self.work / f"secret-{mount['name']}-{self.rollouts}"
+            directory.mkdir()
+            directory.chmod(0o755)
+            for key, value in found["data"].items():
+                path = directory / key
+                path.write_bytes(base64.b64decode(value))
+                path.chmod(secret.get("defaultMode", 0o644))
+                if group is not None:
+                    os.chown(path, 0, int(group))
+            inside = _inside(self.rootfs, mount["mountPath"])
+            inside.mkdir(parents=True, exist_ok=True)
+            mounts.append((directory, inside))
+        return mounts
 
     def logs(self) -> str:
         return "".join(path.read_text(errors="replace")
@@ -384,6 +421,60 @@ def test_the_image_serves_the_webhook_with_a_certificate_it_makes(
         assert operator.process.poll() is None
         assert "generated certificate" in chart_release.logs(), chart_release.logs()[-4000:]
         _assert_clean(chart_release.logs())
+    finally:
+        for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
+            kubectl("delete", kind, "respool.io", "--ignore-not-found", check=False)
+
+
+def test_the_image_serves_the_webhook_with_the_certificate_secret_it_is_given(
+    chart_release: ChartRelease, kubectl: Any, tmp_path: Path,
+) -> None:
+    """webhook.certificateSecret (e.g. cert-manager's): the kubelet mounts the Secret, the image
+    serves exactly that certificate and registers exactly its ca.crt as the CA bundle, with the
+    chart's RBAC, which has no rule on Secrets."""
+    from respool.controller.webhook_certs import make_certificates
+
+    port = _free_port()
+    values = chart_release.values("--set", "webhook.enabled=true",
+                                  "--set", f"webhook.port={port}",
+                                  "--set", "webhook.certificateSecret=webhook-tls")
+    chart_release.install(values)
+    service = f"{chart_release.account}-webhook"
+    names = [f"{service}.{chart_release.namespace}.svc",
+             f"{service}.{chart_release.namespace}.svc.cluster.local"]
+    ca_pem, cert_pem, key_pem = make_certificates(names)
+    for name, pem in (("ca.crt", ca_pem), ("tls.crt", cert_pem), ("tls.key", key_pem)):
+        (tmp_path / name).write_bytes(pem)
+    kubectl("create", "secret", "generic", "webhook-tls", "--type=kubernetes.io/tls",
+            "-n", chart_release.namespace, f"--from-file={tmp_path / 'ca.crt'}",
+            f"--from-file={tmp_path / 'tls.crt'}", f"--from-file={tmp_path / 'tls.key'}")
+
+    def registered() -> dict[str, Any] | None:
+        found = kubectl("get", "mutatingwebhookconfiguration", "respool.io", "-o", "json",
+                        check=False)
+        if found.returncode != 0:
+            return None
+        for hook in json.loads(found.stdout).get("webhooks") or []:
+            config = hook.get("clientConfig") or {}
+            if config.get("caBundle") and (config.get("service") or {}).get("name") == service:
+                return dict(config)
+        return None
+
+    try:
+        operator = chart_release.start(values)
+        config = wait_for("the image's webhook registered with the Secret's CA", registered,
+                          timeout=120)
+        assert base64.b64decode(config["caBundle"]) == ca_pem
+        context = ssl.create_default_context(cadata=ca_pem.decode())
+        for name in names:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+                    context.wrap_socket(raw, server_hostname=name) as tls:
+                served = tls.getpeercert(binary_form=True)
+                assert served == ssl.PEM_cert_to_DER_cert(cert_pem.decode())
+        assert operator.process.poll() is None
+        log = chart_release.logs()
+        assert "provided certificate in /etc/respool/webhook-tls" in log, log[-4000:]
+        _assert_clean(log)
     finally:
         for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
             kubectl("delete", kind, "respool.io", "--ignore-not-found", check=False)
