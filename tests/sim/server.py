@@ -17,6 +17,7 @@ crashed meanwhile - which is how a deposed leader's late write lands.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -31,13 +32,18 @@ GROUP_PATH = "/apis/respool.io/v1alpha1"
 def _copy(value: Any) -> Any:
     """A deep copy of JSON data: dicts and lists copied, everything else (str, numbers, bool,
     None) immutable and shared. Twice as fast as a JSON round trip, many times faster than
-    copy.deepcopy (the simulation copies every object it stores, logs and hands out)."""
+    copy.deepcopy, as fast as a marshal round trip (what users write and patch values are
+    copied; what the server hands out is shared, see `SimServer.share`)."""
     kind = type(value)
     if kind is dict:
         return {key: _copy(item) for key, item in value.items()}
     if kind is list or kind is tuple:
         return [_copy(item) for item in value]
     return value
+
+
+class SharedObjectChanged(AssertionError):
+    """The operator changed an object the simulated server shares with it."""
 
 
 @dataclass
@@ -84,7 +90,8 @@ class SimServer:
     rng: random.Random
     faults: Faults = field(default_factory=Faults)
     version: int = 0
-    objects: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    #: kind -> key -> the stored object (never changed in place: each write stores a new one)
+    store: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     log: list[WatchEvent] = field(default_factory=list)
     uids: int = 0
     #: Called after every mutation (the invariants are checked there).
@@ -96,6 +103,28 @@ class SimServer:
     #: Requests sent but not yet applied (they land even if their sender is gone).
     inflight: set[asyncio.Task[None]] = field(default_factory=set)
     _waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    #: Stored objects are handed to the operator as they are, not copied (a copy of every
+    #: answer, listing and watch event took a tenth of the simulation's time). That is sound
+    #: only while the operator never changes what it is given; with `verify_shared` the
+    #: server fingerprints each object it hands out and `check_shared()` says if one changed
+    #: (tests/sim/test_simulation.py runs schedules so).
+    verify_shared: bool = False
+    _fingerprints: dict[int, tuple[Any, str]] = field(default_factory=dict)
+
+    def share(self, value: Any) -> Any:
+        """`value` (a stored object, or a list of them) to hand to the operator."""
+        if self.verify_shared:
+            for obj in value if isinstance(value, list) else [value]:
+                if id(obj) not in self._fingerprints:
+                    self._fingerprints[id(obj)] = (obj, json.dumps(obj, sort_keys=True))
+        return value
+
+    def check_shared(self) -> None:
+        for obj, text in self._fingerprints.values():
+            if json.dumps(obj, sort_keys=True) != text:
+                raise SharedObjectChanged(
+                    f"the operator changed an object the server handed it: was {text}, "
+                    f"is {json.dumps(obj, sort_keys=True)}")
 
     async def wait_change(self) -> None:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -124,10 +153,18 @@ class SimServer:
             self.on_write(Write(self.version, kind, key, writer, before, after, status_write))
 
     def get_object(self, kind: str, key: str) -> dict[str, Any] | None:
-        return self.objects.get((kind, key))
+        return self.store.get(kind, {}).get(key)
+
+    def _put(self, kind: str, key: str, obj: dict[str, Any]) -> None:
+        self.store.setdefault(kind, {})[key] = obj
+
+    def keys(self, kind: str) -> list[str]:
+        """The keys of one kind's objects, sorted (the order every listing uses)."""
+        return sorted(self.store.get(kind, ()))
 
     def items(self, kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
-        found = [obj for (k, _key), obj in sorted(self.objects.items()) if k == kind]
+        objects = self.store.get(kind, {})
+        found = [objects[key] for key in sorted(objects)]
         if namespace is not None:
             found = [o for o in found if o["metadata"].get("namespace") == namespace]
         return found
@@ -135,20 +172,20 @@ class SimServer:
     # -- what users (and kubelets) do --------------------------------------------------------
 
     def create(self, kind: str, key: str, body: dict[str, Any]) -> dict[str, Any]:
-        assert (kind, key) not in self.objects, key
+        assert self.get_object(kind, key) is None, key
         self.uids += 1
         obj = _copy(body)
         metadata = obj.setdefault("metadata", {})
         metadata.update(uid=f"{kind[:3]}-{self.uids:04d}-0000-4000-8000-{self.uids:012d}",
                         generation=1, creationTimestamp=format_time(self.clock()),
                         resourceVersion=self._bump())
-        self.objects[(kind, key)] = obj
+        self._put(kind, key, obj)
         self._emit(kind, "ADDED", obj)
         self._record(kind, key, "user", None, obj)
         return obj
 
     def update_spec(self, kind: str, key: str, change: Callable[[dict[str, Any]], None]) -> bool:
-        before = self.objects.get((kind, key))
+        before = self.get_object(kind, key)
         if before is None:
             return False
         obj = _copy(before)
@@ -158,39 +195,39 @@ class SimServer:
             return False
         obj["metadata"]["generation"] += 1
         obj["metadata"]["resourceVersion"] = self._bump()
-        self.objects[(kind, key)] = obj
+        self._put(kind, key, obj)
         self._emit(kind, "MODIFIED", obj)
         self._record(kind, key, "user", before, obj)
         return True
 
     def update_meta(self, kind: str, key: str, change: Callable[[dict[str, Any]], None]) -> None:
         """Labels, Node conditions: no generation change."""
-        before = self.objects.get((kind, key))
+        before = self.get_object(kind, key)
         if before is None:
             return
         obj = _copy(before)
         change(obj)
         obj["metadata"]["resourceVersion"] = self._bump()
-        self.objects[(kind, key)] = obj
+        self._put(kind, key, obj)
         self._emit(kind, "MODIFIED", obj)
         self._record(kind, key, "user", before, obj)
 
     def delete(self, kind: str, key: str) -> None:
-        before = self.objects.get((kind, key))
+        before = self.get_object(kind, key)
         if before is None or before["metadata"].get("deletionTimestamp"):
             return
         if before["metadata"].get("finalizers"):
             obj = {**before, "metadata": {**before["metadata"],
                                           "deletionTimestamp": format_time(self.clock()),
                                           "resourceVersion": self._bump()}}
-            self.objects[(kind, key)] = obj
+            self._put(kind, key, obj)
             self._emit(kind, "MODIFIED", obj)
             self._record(kind, key, "user", before, obj)
         else:
             self._remove(kind, key, "user")
 
     def _remove(self, kind: str, key: str, writer: str) -> None:
-        before = self.objects.pop((kind, key))
+        before = self.store[kind].pop(key)
         obj = {**before, "metadata": {**before["metadata"], "resourceVersion": self._bump()}}
         self._emit(kind, "DELETED", obj)
         self._record(kind, key, writer, before, None)
@@ -200,7 +237,7 @@ class SimServer:
     def apply_json_patch(self, path: str, ops: list[dict[str, Any]],
                          writer: str) -> dict[str, Any]:
         kind, key, status = parse_path(path)
-        obj = self.objects.get((kind, key))
+        obj = self.get_object(kind, key)
         if obj is None:
             raise ApiError(404, f"{kind} {key} not found", "NotFound")
         new = obj  # each op below copies only the containers on its path
@@ -219,16 +256,16 @@ class SimServer:
         if new is obj or new == obj:
             if status and self.on_same_status is not None:
                 self.on_same_status(kind, key, writer)
-            return _copy(obj)  # a no-op write: no new version, no event
+            return self.share(obj)  # a no-op write: no new version, no event
         before = obj  # replaced, never changed again
         new = {**new, "metadata": {**new["metadata"], "resourceVersion": self._bump()}}
-        self.objects[(kind, key)] = new
+        self._put(kind, key, new)
         if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
             self._remove(kind, key, writer)
-            return _copy(new)
+            return self.share(new)
         self._emit(kind, "MODIFIED", new)
         self._record(kind, key, writer, before, new, status_write=status)
-        return _copy(new)
+        return self.share(new)
 
     def read(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
         if path.startswith("/api/v1/namespaces") and path.count("/") == 3:
@@ -237,20 +274,20 @@ class SimServer:
             if selector.startswith("metadata.name="):
                 name = selector.split("=", 1)[1]
                 items = [i for i in items if i["metadata"]["name"] == name]
-            return {"items": _copy(items),
+            return {"items": self.share(items),
                     "metadata": {"resourceVersion": str(self.version)}}
         if path == "/api/v1/nodes":
-            return {"items": _copy(self.items("node")),
+            return {"items": self.share(self.items("node")),
                     "metadata": {"resourceVersion": str(self.version)}}
         kind, key, _status = parse_path(path)
         if key == "" or key.endswith("/"):
             namespace = key[:-1] if key else None
-            return {"items": _copy(self.items(kind, namespace)),
+            return {"items": self.share(self.items(kind, namespace)),
                     "metadata": {"resourceVersion": str(self.version)}}
-        obj = self.objects.get((kind, key))
+        obj = self.get_object(kind, key)
         if obj is None:
             raise ApiError(404, f"{kind} {key} not found", "NotFound")
-        return _copy(obj)
+        return self.share(obj)
 
 
 def parse_path(path: str) -> tuple[str, str, bool]:
@@ -440,5 +477,4 @@ async def sim_watch(api: SimApi, path: str, version: str, **_: Any,
         else:
             await asyncio.sleep(rng.choice((0.0, 0.001, 0.01)))
         start = event.version
-        # (The log's copy: the reservation watch's consumer never changes what it is given.)
-        yield {"type": event.type, "object": event.obj}
+        yield {"type": event.type, "object": server.share(event.obj)}

@@ -77,6 +77,11 @@ class Schedule:
     names: itertools.count[int] = field(default_factory=lambda: itertools.count())
     pool_ranks: dict[str, int] = field(default_factory=dict)
     _parsed_holds: dict[str, tuple[str, list[Any]]] = field(default_factory=dict)
+    #: Reservations counted as holders now: key -> (pool, what `_cores_held` says).
+    _counted: dict[str, tuple[str, list[Any]]] = field(default_factory=dict)
+    #: (pool, rank, core) -> key -> (start, end, mode, name) of each counted holder.
+    _core_index: defaultdict[tuple[str, int, int], dict[str, tuple[float, float, str, str]]] \
+        = field(default_factory=lambda: defaultdict(dict))
 
     # -- the operator ------------------------------------------------------------------------
 
@@ -115,6 +120,8 @@ class Schedule:
         rng, server, ctl = incarnation.api.rng, self.server, incarnation.ctl
         await asyncio.sleep(rng.choice((0.0, 0.01, 0.5, 2.0)))
         version = server.version
+        # Copies: the operator keeps the pool object kopf gives it and changes it (it notes
+        # that its finalizer is gone), as it may - kopf's objects are its own.
         pools = _copy(server.items("pool"))
         ctl.prune([p["metadata"]["name"] for p in pools])
         for pool in pools:
@@ -177,14 +184,22 @@ class Schedule:
                 what += " " + after["status"]["allocated"].get("summary", "")
         self.trace.append(f"{self.clock.now:.3f} v{write.version} {write.writer} {write.kind} "
                           f"{write.key} {what}".rstrip())
-        if write.kind == "reservation" and write.status_write:
-            self._check_status_write(write)
-        self._check_holds()
+        if write.kind == "reservation":
+            if write.status_write:
+                self._check_status_write(write)
+            self._recount(write.key)
+        elif write.kind == "pool" and write.after is None:
+            self._pool_gone(write.key)
 
     def on_same_status(self, kind: str, key: str, writer: str) -> None:
         """The current leader wrote what the object already says: it stands behind it."""
-        if kind == "reservation" and not self._writer_deposed(writer):
-            self.tainted.pop(key, None)
+        if kind == "reservation" and not self._writer_deposed(writer) and \
+                self.tainted.pop(key, None) is not None:
+            try:
+                self._recount(key)
+            except Violation as exc:
+                if self.violation is None:
+                    self.violation = exc
 
     def _writer_deposed(self, writer: str) -> bool:
         number = int(writer[2:])
@@ -255,6 +270,47 @@ class Schedule:
         except Violation as exc:
             if self.violation is None:
                 self.violation = exc
+
+    # The hold invariant after every write, incrementally: what one write can change is
+    # whether *its* reservation counts as a holder (its phase, deletion, whether a deposed
+    # leader's status stands on it) and where it holds, and whether a pool is gone. So each
+    # write re-counts only its own reservation against an index of what the others hold -
+    # the verdicts of a full rescan after every write (which `check_quiet` still does, with
+    # the deposed leaders' statuses counted too), without its cost.
+
+    def _counts(self, key: str, obj: dict[str, Any] | None) -> bool:
+        if obj is None or key in self.tainted or obj["metadata"].get("deletionTimestamp"):
+            return False
+        return (obj.get("status") or {}).get("phase") in HOLDING
+
+    def _recount(self, key: str) -> None:
+        held = self._counted.pop(key, None)
+        if held is not None:
+            for core, _window in held[1]:
+                del self._core_index[core][key]
+        obj = self.server.get_object("reservation", key)
+        if obj is None or not self._counts(key, obj):
+            return
+        pool = obj["spec"]["pool"]
+        if self.server.get_object("pool", pool) is None:
+            raise Violation(f"{key} holds {obj['status']['allocated'].get('summary')} on pool "
+                            f"{pool}, which is gone")
+        cores = self._cores_held(obj)
+        for core, (s1, e1, m1, n1) in cores:
+            for s2, e2, m2, n2 in self._core_index[core].values():
+                if s1 < e2 and s2 < e1 and "exclusive" in (m1, m2):
+                    raise Violation(f"core {core} held by {n2} ({m2}, [{s2}, {e2})) and by "
+                                    f"{n1} ({m1}, [{s1}, {e1}))")
+        for core, window in cores:
+            self._core_index[core][key] = window
+        self._counted[key] = (pool, cores)
+
+    def _pool_gone(self, pool: str) -> None:
+        for key, (held_pool, _cores) in sorted(self._counted.items()):
+            if held_pool == pool:
+                obj = self.server.get_object("reservation", key)
+                summary = obj["status"]["allocated"].get("summary") if obj else None
+                raise Violation(f"{key} holds {summary} on pool {pool}, which is gone")
 
     def _holders(self, strict: bool) -> list[dict[str, Any]]:
         found = []
@@ -391,7 +447,7 @@ class Schedule:
             "metadata": {"name": name, "namespace": namespace}, "spec": spec})
 
     def _some(self, kind: str) -> str | None:
-        keys = [k for (k_kind, k) in sorted(self.server.objects) if k_kind == kind]
+        keys = self.server.keys(kind)
         return self.rng.choice(keys) if keys else None
 
     async def act(self) -> None:
@@ -533,11 +589,14 @@ async def _main(schedule: Schedule, steps: int) -> None:
     await schedule.stop_operator()
 
 
-def run_schedule(seed: int, steps: int | None = None) -> list[str]:
-    """Run one schedule; raises Violation (with the trace attached) if an invariant breaks."""
+def run_schedule(seed: int, steps: int | None = None, verify_shared: bool = False,
+                 ) -> list[str]:
+    """Run one schedule; raises Violation (with the trace attached) if an invariant breaks.
+    `verify_shared`: check that the operator changed nothing the server shared with it
+    (`SharedObjectChanged` if it did)."""
     rng = random.Random(seed)
     clock = vloop.VirtualClock()
-    server = SimServer(clock=clock.wall, rng=rng)
+    server = SimServer(clock=clock.wall, rng=rng, verify_shared=verify_shared)
     schedule = Schedule(seed, rng, clock, server)
     server.on_write = schedule.on_write
     server.on_same_status = schedule.on_same_status
@@ -554,6 +613,7 @@ def run_schedule(seed: int, steps: int | None = None) -> list[str]:
         raise
     finally:
         logging.disable(logging.NOTSET)
+    server.check_shared()
     return schedule.trace
 
 

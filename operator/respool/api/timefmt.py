@@ -16,6 +16,7 @@ agrees on rounding:
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -45,6 +46,11 @@ def parse_duration(text: str) -> float:
     """
     if not isinstance(text, str):
         raise ValueError(f"duration must be a string like '1h30m', got {type(text).__name__}")
+    return _parse_duration(text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_duration(text: str) -> float:
     s = text.strip()
     if s == "0":
         return 0.0
@@ -117,6 +123,14 @@ def parse_time(text: str) -> float:
         raise ValueError(
             f"time must be an RFC 3339 string like '2026-12-01T08:00:00Z', got {type(text).__name__}"
         )
+    return _parse_time(text)
+
+
+# The controller reads the same few timestamps of each status again and again (every decision
+# and reminder pass); both conversions are pure, so recent answers are kept. (Exceptions are
+# not cached: a bad text raises every time.)
+@functools.lru_cache(maxsize=4096)
+def _parse_time(text: str) -> float:
     match = _RFC3339.match(text.strip())
     if match is None:
         raise ValueError(
@@ -160,6 +174,11 @@ def parse_time_or_none(value: object) -> float | None:
 
 def format_time(epoch: float) -> str:
     """RFC 3339 in UTC with a ``Z``; microseconds only when the time has a fraction."""
+    return _format_time(epoch)
+
+
+@functools.lru_cache(maxsize=4096)
+def _format_time(epoch: float) -> str:
     if epoch != epoch or epoch in (float("inf"), float("-inf")):
         raise ValueError(f"cannot format time {epoch!r}: it must be a finite number")
     micros = round(epoch * _MICROS_PER_SECOND)
