@@ -204,6 +204,63 @@ def test_pool_finalizer_waits_for_a_grant_in_flight(
     assert rk.pool(pool)["metadata"].get("deletionTimestamp")
 
 
+def test_a_pool_finalizer_retry_is_not_lost_behind_a_slow_status_write(
+        rk: Any, namespace: str, control_plane: Any, _operator_slot: Any, crds: list[str],
+        pools: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by the simulation (seed 2757): adding our finalizer to a new pool failed (the
+    API server answered 503, injected here) and was to be retried 2 s later; the pool's
+    status write made in the same pass was answered later than that (held here). The retry
+    found that pass still running and was dropped; nothing asked again once the write was
+    answered, so the pool never got its finalizer and its waiter was never decided."""
+    from respool.controller.actor import RETRY_AFTER_WRITE_FAILURE
+    from respool.controller.controller import Controller
+    from respool.controller.kubeapi import ApiError, KubeApi, pool_path
+
+    _operator_slot.stop_current()
+    pool = make_pool(rk, "race-guard", ranks=1, cores=1)
+    pools.append(pool)
+    rk.create(namespace, "waiter", {"pool": pool, "duration": "1h"})
+    info = _login(control_plane, monkeypatch)
+
+    async def scenario() -> None:
+        ctl = Controller(KubeApi(info))
+        original = ctl.api.json_patch
+        refused, release = asyncio.Event(), asyncio.Event()
+
+        async def faulty(path: str, ops: list[Any]) -> dict[str, Any]:
+            if path == pool_path(pool) and not refused.is_set():
+                refused.set()
+                raise ApiError(503, "the server is currently unable to handle the request")
+            answer: dict[str, Any] = await original(path, ops)
+            if path == pool_path(pool, status=True):
+                await release.wait()  # applied; its answer is late
+            return answer
+
+        ctl.api.json_patch = faulty  # type: ignore[method-assign]
+        actor = ctl._actor(pool)
+        try:
+            actor.pool_event(rk.pool(pool))
+            actor.restore()
+            actor.reservation_event(rk.get(namespace, "waiter"), deleted=False)
+            actor.start()
+            await asyncio.wait_for(refused.wait(), 30)
+            # The finalizer's retry comes due while the status write is still unanswered.
+            await asyncio.sleep(RETRY_AFTER_WRITE_FAILURE + 1)
+            assert actor._pool_status_task is not None, "the status write was answered"
+            release.set()
+            for _ in range(300):
+                if (rk.get(namespace, "waiter").get("status") or {}).get("phase"):
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            await ctl.stop()
+
+    asyncio.run(scenario())
+    assert "respool.io/finalizer" in (rk.pool(pool)["metadata"].get("finalizers") or []), \
+        "the pool never got its finalizer"
+    assert rk.get(namespace, "waiter")["status"]["phase"] == "Active"
+
+
 def _pool_events(rk: Any, pool: str, reason: str) -> list[Any]:
     return [e for e in rk.events("default", pool) if e.reason == reason]
 

@@ -298,8 +298,9 @@ class PoolActor:
         if self.dirty or self.gone or self.pool_dirty:
             return 0.0
         candidates = list(self.wake_at.values())
-        if self.pool_keeper.due is not None and self._pool_status_task is None:
-            candidates.append(self.pool_keeper.due)
+        pool_pass = self.pool_keeper.next_pass()
+        if pool_pass is not None and self._pool_status_task is None:
+            candidates.append(pool_pass)
         if not candidates:
             return None
         # A deadline is due in the step of the whole second it falls in (decisions take the
@@ -402,11 +403,14 @@ class PoolActor:
         if not task.cancelled() and task.exception() is not None:
             logger.error("pool %s: writing its status failed", self.name,
                          exc_info=task.exception())
-        due = self.pool_keeper.due
+        due = self.pool_keeper.next_pass()
         if due is not None:
-            # The loop did not count it while this one ran. Kick it when it is due, not now:
-            # kicking at once made a busy loop of step -> status task -> kick until the due
-            # time came (found by the simulation, where time never moved on).
+            # The loop did not count it while this one ran: a status write due, or a finalizer
+            # edit to retry (a retry that came due while a slow status write was still being
+            # answered was lost, and the pool never got its finalizer: simulation seed 2757).
+            # Kick it when it is due, not now: kicking at once made a busy loop of step ->
+            # status task -> kick until the due time came (found by the simulation, where
+            # time never moved on).
             delay = due - self.clock()
             if delay <= 0:
                 self.kick()
@@ -790,18 +794,12 @@ class PoolActor:
             self.kick()
 
     async def _handle_pool_deletion(self) -> None:
-        raw = self.pool_raw
-        if raw is None:
-            return
-        if not self.model.deleting:
-            step = await self.pool_keeper.guard(raw)
-        else:
-            step = await self.pool_keeper.release(raw, self._holders())
+        raw, deleting = self.pool_raw, self.model.deleting
+        holders = self._holders() if raw is not None and deleting else 0
+        step = await self.pool_keeper.keep_finalizer(raw, deleting=deleting, holders=holders)
         if step.guarded:
             self.pool_dirty = True  # guarded now: waiters may be booked
             self.kick()
-        if step.retry_in is not None:
-            asyncio.get_running_loop().call_later(step.retry_in, self.kick)
         for event in step.events:
             self._post_pool(event.type, event.reason, event.message)
         if step.write_status_now:

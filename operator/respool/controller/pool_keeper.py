@@ -37,8 +37,6 @@ class FinalizerStep:
 
     #: Our finalizer is on the pool now: waiters may be booked (the pool model is re-applied).
     guarded: bool = False
-    #: An edit failed: look again after this many seconds even if nothing else happens.
-    retry_in: float | None = None
     events: list[PoolEvent] = field(default_factory=list)
     #: Write the pool's status at once (it now says why deletion is blocked).
     write_status_now: bool = False
@@ -56,6 +54,8 @@ class PoolKeeper:
         self.written_at = 0.0
         #: We put our finalizer on this object (its watch event may not have said so yet).
         self.finalizer_added = False
+        #: A finalizer edit failed: the next pass is due then, even if nothing else happens.
+        self.finalizer_retry_at: float | None = None
         self._last: dict[str, Any] | None = None
         self._conditions: list[dict[str, Any]] = []
         self._blocked_reported = False
@@ -87,6 +87,11 @@ class PoolKeeper:
         """Ask for a status write at `when` at the latest."""
         if self.due is None or when < self.due:
             self.due = when
+
+    def next_pass(self) -> float | None:
+        """When the pool object next needs a pass (status due, a finalizer edit to retry)."""
+        times = [t for t in (self.due, self.finalizer_retry_at) if t is not None]
+        return min(times) if times else None
 
     def take_due(self) -> bool:
         """Is a status write due now? (It is then no longer pending.)"""
@@ -152,7 +157,22 @@ class PoolKeeper:
 
     # -- our finalizer -------------------------------------------------------------------
 
-    async def guard(self, raw: dict[str, Any]) -> FinalizerStep:
+    async def keep_finalizer(self, raw: dict[str, Any] | None, *, deleting: bool,
+                             holders: int) -> FinalizerStep:
+        """Our finalizer on the pool, level-based: put on while it is not being deleted, taken
+        off once nothing holds anything on it (`holders`: what is committed, booked, or being
+        written). A failed edit is retried at `finalizer_retry_at` (by the next pass)."""
+        self.finalizer_retry_at = None
+        if raw is None:
+            return FinalizerStep()
+        if deleting:
+            return await self._release(raw, holders)
+        return await self._guard(raw)
+
+    def _retry_later(self) -> None:
+        self.finalizer_retry_at = self.port.clock() + self.retry_after
+
+    async def _guard(self, raw: dict[str, Any]) -> FinalizerStep:
         """Put our finalizer on a pool not being deleted (nothing new is booked before)."""
         step = FinalizerStep()
         metadata = raw.get("metadata") or {}
@@ -166,12 +186,12 @@ class PoolKeeper:
             logger.warning("pool %s: could not add the finalizer: %s", self.name, exc)
             # Nothing new is booked until it is on: try again soon, even if nothing else wakes
             # the loop (found by the simulation: waiters stayed undecided).
-            step.retry_in = self.retry_after
+            self._retry_later()
         return step
 
-    async def release(self, raw: dict[str, Any], holders: int) -> FinalizerStep:
-        """A pool being deleted: remove our finalizer once nothing holds anything on it
-        (`holders`: what is committed, booked, or being written), else say it is blocked."""
+    async def _release(self, raw: dict[str, Any], holders: int) -> FinalizerStep:
+        """A pool being deleted: remove our finalizer once nothing holds anything on it, else
+        say it is blocked."""
         step = FinalizerStep()
         metadata = raw.get("metadata") or {}
         finalizers = list(metadata.get("finalizers") or [])
@@ -191,10 +211,10 @@ class PoolKeeper:
                                       metadata.get("uid") or "", finalizers):
                 metadata["finalizers"] = [f for f in finalizers if f != FINALIZER]
             else:  # conflicts outlasted the retries
-                step.retry_in = self.retry_after
+                self._retry_later()
         except ApiError as exc:
             logger.warning("pool %s: could not remove the finalizer: %s", self.name, exc)
             # Try again even if nothing else wakes the loop (found by the simulation: a
             # deleted pool that nothing held stayed, its finalizer never removed).
-            step.retry_in = self.retry_after
+            self._retry_later()
         return step
