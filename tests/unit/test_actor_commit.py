@@ -1,104 +1,17 @@
 """The pool actor's commit, rollback and unknown-outcome paths, with a fake port and a virtual
-clock (tests/sim's in-process API server; each write's answer scripted by the test)."""
+clock (tests/sim's in-process API server; each write's answer scripted by the test:
+tests/unit/actor_world.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import random
-from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
+from actor_world import POOL, World, writes_done
 
-from respool.controller.actor import PoolActor
-from respool.controller.events import InvolvedObject
-from respool.controller.kubeapi import ApiError
+from respool.controller.actor import RETRY_AFTER_WRITE_FAILURE, PoolActor
 from respool.controller.ports import ClusterFacts, PoolPort
-from sim import vloop
-from sim.server import SimServer
-
-POOL = "rack"
-R = {"version": 1, "execution": {"R_lite": [{"rank": "0", "children": {"core": "0"}}],
-                                  "nodelist": ["n0"]}}
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.reasons: list[str] = []
-
-    def post(self, obj: InvolvedObject, type_: str, reason: str, message: str) -> None:
-        self.reasons.append(reason)
-
-
-class ScriptedApi:
-    """The simulated server, with the next status writes' fates chosen by the test:
-    "ok", "refuse" (403, not applied), "lost" (applied, answer lost: status 0),
-    "unavailable" (503, not applied)."""
-
-    def __init__(self, server: SimServer) -> None:
-        self.server = server
-        self.script: list[str] = []
-        self.status_writes = 0
-
-    async def get(self, path: str) -> dict[str, Any]:
-        return self.server.read(path)
-
-    async def request(self, method: str, path: str, *, params: Any = None,
-                      **_: Any) -> dict[str, Any]:
-        return self.server.read(path, dict(params or {}))
-
-    async def json_patch(self, path: str, ops: list[Any]) -> dict[str, Any]:
-        await asyncio.sleep(0.01)
-        fate = self.script.pop(0) if path.endswith("/status") and "resourcereservations" in \
-            path and self.script else "ok"
-        if path.endswith("/status") and "resourcereservations" in path:
-            self.status_writes += 1
-        if fate == "refuse":
-            raise ApiError(403, "forbidden", "Forbidden")
-        if fate == "unavailable":
-            raise ApiError(503, "unavailable")
-        answer = self.server.apply_json_patch(path, ops, "op0")
-        if fate == "lost":
-            raise ApiError(0, "connection reset")
-        return answer
-
-
-class World:
-    def __init__(self) -> None:
-        self.clock = vloop.VirtualClock()
-        self.server = SimServer(clock=self.clock.wall, rng=random.Random(0))
-        self.api = ScriptedApi(self.server)
-        self.sink = Sink()
-        self.server.create("pool", POOL, {"metadata": {"name": POOL, "finalizers": [
-            "respool.io/finalizer"]}, "spec": {"resources": R}})
-
-    def run(self, scenario: Callable[[World], Coroutine[Any, Any, None]]) -> None:
-        vloop.run(self.clock, scenario(self))
-
-    def actor(self) -> PoolActor:
-        port = PoolPort(api=self.api, events=self.sink, facts=ClusterFacts(self.api),
-                        clock=self.clock.wall, monotonic=self.clock.monotonic)
-        actor = PoolActor(POOL, port)
-        actor.pool_event(self.server.read(f"/apis/respool.io/v1alpha1/resourcepools/{POOL}"))
-        actor.restore()
-        return actor
-
-    def reserve(self, actor: PoolActor, name: str, **spec: Any) -> str:
-        obj = self.server.create("reservation", f"team/{name}", {
-            "metadata": {"name": name, "namespace": "team"},
-            "spec": {"pool": POOL, "duration": "1h", "nextAvailable": False, **spec}})
-        actor.reservation_event(obj, deleted=False)
-        return str(obj["metadata"]["uid"])
-
-    def status(self, name: str) -> dict[str, Any]:
-        obj = self.server.get_object("reservation", f"team/{name}")
-        assert obj is not None
-        return dict(obj.get("status") or {})
-
-
-async def _writes_done(actor: PoolActor) -> None:
-    while actor._inflight:
-        await asyncio.gather(*list(actor._inflight.values()))
 
 
 def test_a_grant_is_committed_then_announced() -> None:
@@ -108,7 +21,7 @@ def test_a_grant_is_committed_then_announced() -> None:
         await actor.step()
         assert actor.planner is not None and actor.planner.get(uid) is not None
         assert "Granted" not in world.sink.reasons, "announced before the commit"
-        await _writes_done(actor)
+        await writes_done(actor)
         assert world.status("a")["phase"] == "Active"
         assert actor.records[uid].phase == "Active"
         assert "Granted" in world.sink.reasons
@@ -122,18 +35,18 @@ def test_a_refused_grant_is_rolled_back_and_retried_later_not_at_once() -> None:
         world.api.script = ["refuse"]
         uid = world.reserve(actor, "a")
         await actor.step()
-        await _writes_done(actor)
+        await writes_done(actor)
         assert actor.planner is not None and actor.planner.get(uid) is None, "not rolled back"
         assert not world.status("a") and actor.records[uid].phase is None
         assert actor.wake_at[uid] == pytest.approx(world.clock.wall() + 30, abs=0.1)
         # The core is free for another meanwhile; the refused one waits its turn.
         other = world.reserve(actor, "b")
         await actor.step()
-        await _writes_done(actor)
+        await writes_done(actor)
         assert world.status("b")["phase"] == "Active" and actor.planner.get(other) is not None
         world.clock.now += 31
         await actor.step()
-        await _writes_done(actor)
+        await writes_done(actor)
         assert world.status("a")["phase"] == "Pending"
 
     World().run(scenario)
@@ -178,7 +91,7 @@ def test_a_lost_answer_then_a_refused_repeat_commits_what_landed() -> None:
         assert actor.records[uid].phase == "Active" and actor.planner is not None
         assert actor.planner.get(uid) is not None
         await actor.step()
-        await _writes_done(actor)
+        await writes_done(actor)
         assert world.status("a")["reservationId"] == landed_id
         assert actor.records[uid].status["reservationId"] == landed_id
 
@@ -194,11 +107,11 @@ def test_a_write_conflicting_with_a_spec_edit_is_rolled_back_and_decided_again()
         world.server.update_spec("reservation", "team/a",
                                  lambda spec: spec.update(config={"x": 1}))
         await actor.step()
-        await _writes_done(actor)
+        await writes_done(actor)
         assert actor.planner is not None and actor.planner.get(uid) is None
         assert actor.records[uid].generation == 2 and uid in actor.dirty
         await actor.step()
-        await _writes_done(actor)
+        await writes_done(actor)
         status = world.status("a")
         assert status["phase"] == "Active" and status["observedGeneration"] == 2
 
@@ -212,15 +125,15 @@ def test_a_refused_release_is_restored_exactly() -> None:
         actor = world.actor()
         holder = world.reserve(actor, "holder", duration="5s")
         await actor.step()
-        await _writes_done(actor)
+        await writes_done(actor)
         waiter = world.reserve(actor, "waiter", maxRetry=50)
         await actor.step()
-        await _writes_done(actor)
+        await writes_done(actor)
         assert world.status("waiter")["phase"] == "Pending"
         world.api.script = ["refuse"]  # the expiry's write is refused
         world.clock.now += 6
         await actor.step()
-        await _writes_done(actor)
+        await writes_done(actor)
         assert actor.planner is not None
         held = actor.planner.get(holder)
         assert held is not None, "the refused release was not restored"
@@ -230,9 +143,9 @@ def test_a_refused_release_is_restored_exactly() -> None:
         assert granted is None or (held.end is not None and granted.start >= held.end)
         world.clock.now += 31
         await actor.step()
-        await _writes_done(actor)
+        await writes_done(actor)
         await actor.step()
-        await _writes_done(actor)
+        await writes_done(actor)
         assert world.status("holder")["phase"] == "Expired"
         assert world.status("waiter")["phase"] == "Active"
 
@@ -261,7 +174,7 @@ def test_a_lost_answer_then_a_spec_edit_commits_what_landed() -> None:
         assert actor.records[uid].phase == "Active"
         assert actor.records[uid].status["reservationId"] == granted["reservationId"]
         await actor.step()
-        await _writes_done(actor)
+        await writes_done(actor)
         status = world.status("a")
         assert status["observedGeneration"] == 2
         assert status["reservationId"] == granted["reservationId"]
@@ -278,7 +191,7 @@ def test_a_mode_change_to_shared_is_committed_before_a_neighbour_uses_it() -> No
         start = "2030-03-17T18:00:00Z"  # later than the virtual now: Scheduled
         world.reserve(actor, "a", startTime=start)
         await actor.step()
-        await _writes_done(actor)
+        await writes_done(actor)
         assert world.status("a")["allocated"]["mode"] == "exclusive"
         world.server.update_spec("reservation", "team/a",
                                  lambda spec: spec.update(mode="shared"))
@@ -298,7 +211,7 @@ def test_a_mode_change_to_shared_is_committed_before_a_neighbour_uses_it() -> No
 
         world.api.json_patch = recording  # type: ignore[method-assign]
         await actor.step()
-        await _writes_done(actor)
+        await writes_done(actor)
         assert world.status("a")["allocated"]["mode"] == "shared"
         assert world.status("b")["phase"] == "Scheduled"
         assert order.index("a") < order.index("b"), order
@@ -324,7 +237,7 @@ def test_a_new_booking_is_not_repeated_once_its_pool_is_deleting() -> None:
         assert world.api.status_writes == 1, "the booking was sent again"
         assert actor.planner is not None and actor.planner.get(uid) is None
         await actor.step()
-        await _writes_done(actor)
+        await writes_done(actor)
         status = world.status("a")
         assert status["phase"] == "Pending", status
         assert next(c for c in status["conditions"] if c["type"] == "Stalled")[
@@ -352,5 +265,171 @@ def test_a_refused_write_is_retried_even_with_no_planner() -> None:
         await asyncio.sleep(40)
         assert world.status("a")["phase"] == "Pending"
         await actor.stop()
+
+    World().run(scenario)
+
+
+def test_a_grant_for_a_reservation_deleted_meanwhile_is_rolled_back_and_forgotten() -> None:
+    """The write answers 404: the object is gone. Its booking is released at once (the core
+    goes to the next one) and the record forgotten, not retried."""
+    async def scenario(world: World) -> None:
+        actor = world.actor()
+        uid = world.reserve(actor, "a")
+        await actor.step()
+        assert uid in actor._inflight
+        world.server.delete("reservation", "team/a")  # no finalizer yet: gone at once
+        await writes_done(actor)
+        assert actor.planner is not None and actor.planner.get(uid) is None
+        assert uid not in actor.records and uid not in actor.wake_at
+        other = world.reserve(actor, "b")
+        await actor.step()
+        await writes_done(actor)
+        assert world.status("b")["phase"] == "Active" and actor.planner.get(other) is not None
+
+    World().run(scenario)
+
+
+def test_an_unexplained_conflict_is_rolled_back_and_retried_soon() -> None:
+    """409 with the object unchanged (same generation): nothing explains it, so it is not a
+    refusal of what was written - rolled back and retried in 2 s, not in 30."""
+    async def scenario(world: World) -> None:
+        actor = world.actor()
+        world.api.script = ["conflict"]
+        uid = world.reserve(actor, "a")
+        await actor.step()
+        await writes_done(actor)
+        assert actor.planner is not None and actor.planner.get(uid) is None
+        assert not world.status("a")
+        assert actor.wake_at[uid] == pytest.approx(
+            world.clock.wall() + RETRY_AFTER_WRITE_FAILURE, abs=0.1)
+        world.clock.now += RETRY_AFTER_WRITE_FAILURE + 1
+        await actor.step()
+        await writes_done(actor)
+        assert world.status("a")["phase"] == "Active" and actor.planner.get(uid) is not None
+
+    World().run(scenario)
+
+
+def test_an_unknown_outcome_that_did_not_land_then_a_refusal_is_rolled_back() -> None:
+    """503 (not applied; the actor cannot know that), then the repeat is refused: the object
+    is read back, shows no grant, so the booking is rolled back - the core is not kept for a
+    grant nobody can see."""
+    async def scenario(world: World) -> None:
+        actor = world.actor()
+        world.api.script = ["unavailable", "refuse"]
+        uid = world.reserve(actor, "a")
+        await actor.step()
+        task = actor._inflight[uid]
+        reads = world.api.reads
+        await task
+        assert world.api.status_writes == 2 and world.api.reads > reads, "not read back"
+        assert actor.planner is not None and actor.planner.get(uid) is None
+        assert not world.status("a") and actor.records[uid].phase is None
+        assert actor.wake_at[uid] == pytest.approx(world.clock.wall() + 30, abs=0.1)
+
+    World().run(scenario)
+
+
+def test_a_lost_answer_is_judged_only_by_reading_the_object_back() -> None:
+    """The grant landed, its answer was lost, the repeat was refused, and the object cannot be
+    read for a while: the booking is held and the read repeated until it answers (a guess
+    either way is wrong), then what landed is committed."""
+    async def scenario(world: World) -> None:
+        actor = world.actor()
+        world.api.script = ["lost", "refuse"]
+        uid = world.reserve(actor, "a")
+        await actor.step()
+        task = actor._inflight[uid]
+        await asyncio.sleep(0.05)  # landed, answer lost; the repeat comes after a pause
+        world.api.unreadable = 3
+        reads = world.api.reads
+        while not task.done():
+            assert actor.planner is not None and actor.planner.get(uid) is not None
+            await asyncio.sleep(0.1)
+        assert world.api.unreadable == 0 and world.api.reads >= reads + 4
+        assert actor.records[uid].phase == "Active"
+        assert actor.records[uid].status["reservationId"] == world.status("a")["reservationId"]
+
+    World().run(scenario)
+
+
+def test_a_write_that_fails_without_an_answer_is_rolled_back_and_retried_soon() -> None:
+    """An error that is no API answer at all (a bug, a client error): rolled back, retried in
+    2 s; the pool goes on."""
+    async def scenario(world: World) -> None:
+        actor = world.actor()
+        world.api.script = ["crash"]
+        uid = world.reserve(actor, "a")
+        await actor.step()
+        await writes_done(actor)
+        assert actor.planner is not None and actor.planner.get(uid) is None
+        assert actor.wake_at[uid] == pytest.approx(
+            world.clock.wall() + RETRY_AFTER_WRITE_FAILURE, abs=0.1)
+        world.clock.now += RETRY_AFTER_WRITE_FAILURE + 1
+        await actor.step()
+        await writes_done(actor)
+        assert world.status("a")["phase"] == "Active"
+
+    World().run(scenario)
+
+
+def test_a_refused_extension_keeps_the_grant_as_it_was() -> None:
+    """Raising the end of an Active grant is written in the background; refused, the booking
+    is restored with its old end (the same cores, the same ID), and the edit decided again
+    later."""
+    async def scenario(world: World) -> None:
+        actor = world.actor()
+        uid = world.reserve(actor, "a", duration="1h")
+        await actor.step()
+        await writes_done(actor)
+        granted = world.status("a")
+        assert actor.planner is not None
+        before = actor.planner.get(uid)
+        assert before is not None and granted["phase"] == "Active"
+        world.server.update_spec("reservation", "team/a",
+                                 lambda spec: spec.update(duration="2h"))
+        actor.reservation_event(world.server.read(
+            "/apis/respool.io/v1alpha1/namespaces/team/resourcereservations/a"), deleted=False)
+        world.api.script = ["refuse"]
+        await actor.step()
+        assert actor.planner.get(uid).end == before.end + 3600, "not extended"  # type: ignore[union-attr]
+        await writes_done(actor)
+        after = actor.planner.get(uid)
+        assert after is not None and (after.start, after.end, after.R.dumps()) == (
+            before.start, before.end, before.R.dumps())
+        assert world.status("a") == granted
+        world.clock.now += 31
+        await actor.step()
+        await writes_done(actor)
+        status = world.status("a")
+        assert status["observedGeneration"] == 2
+        assert status["reservationId"] == granted["reservationId"]
+        assert actor.planner.get(uid).end == before.end + 3600  # type: ignore[union-attr]
+
+    World().run(scenario)
+
+
+def test_a_grant_decided_before_its_pool_was_seen_deleting_is_never_sent() -> None:
+    """Seeds 300 and 978: a grant decided just before the pool's deletion was known, and not
+    yet sent, would keep the pool alive. It is withdrawn (rolled back, nothing written) and
+    the reservation decided again: Pending, PoolDeleting."""
+    async def scenario(world: World) -> None:
+        actor = world.actor()
+        await actor._handle_pool_deletion()
+        uid = world.reserve(actor, "a")
+        await actor.step()
+        assert uid in actor._inflight  # decided; its write has not started yet
+        world.server.delete("pool", POOL)  # our finalizer holds it: a deletionTimestamp
+        actor.pool_event(world.pool())
+        await writes_done(actor)
+        assert world.api.status_writes == 0, "the grant was sent"
+        assert actor.planner is not None and actor.planner.get(uid) is None
+        assert uid in actor.dirty
+        await actor.step()
+        await writes_done(actor)
+        status = world.status("a")
+        assert status["phase"] == "Pending", status
+        assert next(c for c in status["conditions"] if c["type"] == "Stalled")[
+            "reason"] == "PoolDeleting"
 
     World().run(scenario)
