@@ -433,3 +433,53 @@ def test_a_grant_decided_before_its_pool_was_seen_deleting_is_never_sent() -> No
             "reason"] == "PoolDeleting"
 
     World().run(scenario)
+
+
+RSV_PATH = "/apis/respool.io/v1alpha1/namespaces/team/resourcereservations/a"
+
+
+def test_a_foreign_status_seen_while_writing_is_overwritten_once_answered() -> None:
+    """A deposed leader's late write lands while our grant's write is out (its answer is
+    slow): the watch event is judged once ours is answered - newer than our answer and not
+    what we wrote, so ours is written again."""
+    async def scenario(world: World) -> None:
+        actor = world.actor()
+        world.api.script = ["slow"]
+        uid = world.reserve(actor, "a")
+        await actor.step()
+        task = actor._inflight[uid]
+        await asyncio.sleep(1)  # ours has landed; its answer is on its way
+        ours = world.status("a")
+        assert ours["phase"] == "Active"
+        late = {**ours, "reservationId": "rack-someone-else-1"}
+        world.server.apply_json_patch(f"{RSV_PATH}/status",
+                                      [{"op": "add", "path": "/status", "value": late}], "old")
+        actor.reservation_event(world.server.read(RSV_PATH), deleted=False)
+        assert world.api.status_writes == 1
+        await task
+        assert uid in actor.dirty and actor.records[uid].foreign_status
+        await actor.step()
+        await writes_done(actor)
+        assert world.api.status_writes == 2
+        assert world.status("a")["reservationId"] == ours["reservationId"]
+
+    World().run(scenario)
+
+
+def test_our_own_write_seen_while_writing_is_not_written_again() -> None:
+    """The watch event of our own write, seen before the write's answer: nothing foreign."""
+    async def scenario(world: World) -> None:
+        actor = world.actor()
+        world.api.script = ["slow"]
+        uid = world.reserve(actor, "a")
+        await actor.step()
+        task = actor._inflight[uid]
+        await asyncio.sleep(1)
+        actor.reservation_event(world.server.read(RSV_PATH), deleted=False)
+        await task
+        assert not actor.records[uid].foreign_status
+        await actor.step()
+        await writes_done(actor)
+        assert world.api.status_writes == 1
+
+    World().run(scenario)
