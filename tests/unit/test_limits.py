@@ -244,6 +244,25 @@ def test_the_ledger_keeps_what_was_held_for_a_week() -> None:
     assert len(ledger) == 0
 
 
+def test_an_ended_window_counts_unless_the_planner_holds_it_again() -> None:
+    planner = Planner(R)
+    ledger = UsageLedger()
+    request = planner.parse(_jobspec(nodes=1))
+    first = planner.reserve("u1", request, T0, T0 + 2 * H, "exclusive")
+    planner.release("u1")
+    ledger.record("u1", "team", first, T0 + 2 * H)
+    owner = {"u1": "team"}.get
+    # Its own earlier window counts when u1 books anew (a missed claim re-planned it) ...
+    planner.reserve("u1", request, T0 + 5 * H, T0 + 6 * H, "exclusive")
+    uses = fair_share.namespace_uses(planner.bookings(), owner, ledger, "team", "u1", T0 + 3 * H)
+    assert [(u.start, u.end) for u in uses] == [(T0, T0 + 2 * H)]
+    # ... but not twice when the very window is back in the planner (a rolled-back release).
+    planner.release("u1")
+    planner.restore("u1", first.R, first.start, first.end, "exclusive")
+    assert fair_share.namespace_uses(planner.bookings(), owner, ledger, "team", "other",
+                                     T0 + 3 * H) == [fair_share.booking_use(first)]
+
+
 # -- the life cycle ----------------------------------------------------------------------------
 
 R = {
@@ -466,9 +485,9 @@ def _namespace_peaks(pool: Pool) -> dict[str, tuple[tuple[int, int, int], float]
     for booking in pool.planner.bookings():
         namespace = pool.records[booking.id].namespace
         per.setdefault(namespace, []).append(fair_share.booking_use(booking))
-    booked = {b.id for b in pool.planner.bookings()}
+    held = {b.id: b.start for b in pool.planner.bookings()}
     for uid, namespace, ended in pool.ledger.items():
-        if uid not in booked:
+        if held.get(uid) != ended.start:
             per.setdefault(namespace, []).append(ended)
     result = {}
     for namespace, uses in per.items():

@@ -458,12 +458,14 @@ def _week_frees_at(others: Sequence[Use], window: Use, most: float,
 
 
 class UsageLedger:
-    """Windows of the last 7 days that ended (expired, deleted, failed, cut short), by
-    reservation UID: they still count toward ``maxNodeHoursPerWeek`` after the planner let
-    them go. Kept in memory by the pool's actor (an operator restart forgets it)."""
+    """Windows of the last 7 days that ended (expired, deleted, failed, cut short, lost to a
+    missed claim), by reservation UID and start: they still count toward
+    ``maxNodeHoursPerWeek`` after the planner let them go. An entry whose window is in the
+    planner again (a failed status write rolled the release back) is not counted twice. Kept
+    in memory by the pool's actor (an operator restart forgets it)."""
 
     def __init__(self) -> None:
-        self._ended: dict[str, tuple[str, Use]] = {}
+        self._ended: dict[tuple[str, float], tuple[str, Use]] = {}
 
     def __len__(self) -> int:
         return len(self._ended)
@@ -473,33 +475,33 @@ class UsageLedger:
         if booking.start >= now:
             return
         use = booking_use(booking)
-        self._ended[uid] = (namespace, Use(use.start, min(use.end, now), use.nodes,
-                                           use.cores, use.gpus))
+        self._ended[(uid, booking.start)] = (
+            namespace, Use(use.start, min(use.end, now), use.nodes, use.cores, use.gpus))
 
     def prune(self, now: float) -> None:
-        old = [uid for uid, (_, use) in self._ended.items() if use.end <= now - WEEK]
-        for uid in old:
-            del self._ended[uid]
+        old = [key for key, (_, use) in self._ended.items() if use.end <= now - WEEK]
+        for key in old:
+            del self._ended[key]
 
     def items(self) -> list[tuple[str, str, Use]]:
-        return [(uid, namespace, use) for uid, (namespace, use) in self._ended.items()]
+        return [(uid, namespace, use) for (uid, _), (namespace, use) in self._ended.items()]
 
 
 def namespace_uses(bookings: Iterable[Booking], namespace_of: Callable[[str], str | None],
                    ledger: UsageLedger | None, namespace: str, exclude: str,
                    now: float) -> list[Use]:
-    """The windows of `namespace` other than reservation `exclude`'s: held and booked ones
-    from the planner, ended ones (of the last week) from the ledger."""
+    """The windows of `namespace` but the one reservation `exclude` holds or booked: held and
+    booked ones from the planner, ended ones (of the last week, `exclude`'s earlier windows
+    among them) from the ledger."""
     uses: list[Use] = []
-    booked: set[str] = set()
+    held: dict[str, float] = {}
     for booking in bookings:
-        booked.add(booking.id)
+        held[booking.id] = booking.start
         if booking.id != exclude and namespace_of(booking.id) == namespace:
             uses.append(booking_use(booking))
     if ledger is not None:
         for uid, owner, use in ledger.items():
-            if owner == namespace and uid != exclude and uid not in booked \
-                    and use.end > now - WEEK:
+            if owner == namespace and held.get(uid) != use.start and use.end > now - WEEK:
                 uses.append(use)
     return uses
 
@@ -509,15 +511,15 @@ def usage_summary(bookings: Iterable[Booking], namespace_of: Callable[[str], str
     """`status.usage` of a pool: per namespace, what it holds now and its node-hours of the
     last 7 days (held and ended) and from now on (held and booked)."""
     per: dict[str, list[Use]] = {}
-    booked: set[str] = set()
+    held: dict[str, float] = {}
     for booking in bookings:
-        booked.add(booking.id)
+        held[booking.id] = booking.start
         namespace = namespace_of(booking.id)
         if namespace is not None:
             per.setdefault(namespace, []).append(booking_use(booking))
     if ledger is not None:
         for uid, namespace, use in ledger.items():
-            if uid not in booked and use.end > now - WEEK:
+            if held.get(uid) != use.start and use.end > now - WEEK:
                 per.setdefault(namespace, []).append(use)
     entries = []
     for namespace in sorted(per):
