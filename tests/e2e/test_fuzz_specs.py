@@ -990,6 +990,21 @@ HOSTILE_POOLS: list[tuple[str, str, Any, str]] = [
     ("policy-duration-huge", "policy", {"defaultDuration": "1h",
                                         "maxDuration": "99999999999h"}, "refused"),
     ("policy-claim-timeout-longest", "policy", {"claimTimeout": "999999h"}, "PoolReady"),
+    # policy.limits (issue 15): a zone no tz database knows passes the schema (it is shaped
+    # like one) and is reported by the operator; the largest admitted limits are accepted.
+    ("limits-unknown-zone", "policy", {"limits": [{"allowedHours": [
+        {"from": "01:00", "to": "02:00", "timeZone": "Mars/Olympus_Mons"}]}]},
+     "InvalidResources"),
+    ("limits-max-duration-zero", "policy", {"limits": [{"maxDuration": "0s"}]}, "refused"),
+    ("limits-all-zero", "policy", {"limits": [{"maxNodes": 0, "maxCores": 0, "maxGPUs": 0,
+                                               "maxNodeHoursPerWeek": 0, "maxAdvance": "0s"}]},
+     "PoolReady"),
+    ("limits-largest", "policy", {"limits": [
+        {"namespaceSelector": {"matchExpressions": [{"key": "k", "operator": "NotIn",
+                                                      "values": ["v"]}]},
+         "allowedHours": [{"from": f"{h:02d}:00", "to": f"{h:02d}:30",
+                           "timeZone": "Pacific/Chatham"} for h in range(16)]}
+        for _ in range(32)]}, "PoolReady"),
 ]
 
 

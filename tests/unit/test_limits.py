@@ -613,3 +613,34 @@ def test_next_allowed_start_sees_the_week_round() -> None:
     assert datetime.fromtimestamp(start, UTC).weekday() == 6
     assert next_allowed_start(sunday_only, T0, 2 * H) is None
     assert next_allowed_start(sunday_only, T0 + timedelta(days=5).total_seconds(), H) == start
+
+
+def test_a_restarted_operator_reads_the_ledger_back_from_expired_reservations() -> None:
+    from respool.controller.pool_model import PoolModel
+    from respool.controller.ports import ClusterFacts
+
+    now = T0
+    records: dict[str, Reservation] = {}
+
+    def expired(uid: str, request: dict[str, Any], start: float, end: float) -> None:
+        records[uid] = Reservation(
+            uid=uid, namespace="team", name=uid, generation=1,
+            spec={"pool": "rack", "request": request, "duration": "1h"},
+            status={"phase": "Expired", "startTime": format_time(start),
+                    "endTime": format_time(end), "observedGeneration": 1})
+
+    expired("two-nodes", {"nodes": 2, "exclusive": True}, now - 5 * H, now - 2 * H)
+    expired("slots", {"slots": 3}, now - 3 * H, now - H)  # at least one node
+    expired("old", {"nodes": 1}, now - 9 * 24 * H, now - 8 * 24 * H)  # out of the week
+    model = PoolModel("rack", ClusterFacts(api=None))  # type: ignore[arg-type]
+    raw = {"metadata": {"name": "rack", "generation": 1, "uid": "p"},
+           "spec": {"resources": R, "policy": {"limits": [{"maxNodeHoursPerWeek": 9}]}}}
+    model.apply(raw, records, finalizer_added=True, now=now)
+    ended = sorted((uid, use.nodes, use.end - use.start) for uid, _, use in model.ledger.items())
+    assert ended == [("slots", 1, 2 * H), ("two-nodes", 2, 3 * H)]
+    # 8 node-hours used: a 2-hour window of one node is over the 9 of the rolling week.
+    assert model.planner is not None
+    uses = fair_share.namespace_uses(model.planner.bookings(), model.context.namespace_of,
+                                     model.ledger, "team", "new", now)
+    assert judge(model.context.policy.limits, use(now, now + 2 * H), uses, now) is not None
+    assert judge(model.context.policy.limits, use(now, now + H), uses, now) is None

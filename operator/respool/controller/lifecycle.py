@@ -1331,6 +1331,25 @@ def release(rsv: Reservation, planner: Planner | None,
     return released
 
 
+def ended_use(rsv: Reservation, planner: Planner, now: float) -> fair_share.Use | None:
+    """What an Expired reservation held in the last week, as far as its object still says:
+    its window (status.startTime/endTime) and the nodes its request asks for at least (the
+    grant itself is no longer in its status). For the ledger of policy.limits after a
+    restart; None when it says nothing usable or ended over a week ago."""
+    if rsv.phase != EXPIRED:
+        return None
+    status = rsv.status
+    start = parse_time_or_none(status.get("startTime"))
+    end = parse_time_or_none(status.get("endTime"))
+    if start is None or end is None or end <= start or end <= now - fair_share.WEEK:
+        return None
+    try:
+        nodes = max(planner.parse(parse_spec(rsv.spec).jobspec).nnodes, 1)
+    except (SpecError, ValueError, TypeError, KeyError, OSError):
+        nodes = 1
+    return fair_share.Use(start, min(end, now), nodes, 0, 0)
+
+
 def restore(rsv: Reservation, planner: Planner) -> str | None:
     """Re-register a committed grant after a restart; returns an error message on failure."""
     if rsv.phase not in HOLDING_PHASES or rsv.deleting:

@@ -475,8 +475,11 @@ class UsageLedger:
         if booking.start >= now:
             return
         use = booking_use(booking)
-        self._ended[(uid, booking.start)] = (
-            namespace, Use(use.start, min(use.end, now), use.nodes, use.cores, use.gpus))
+        self.record_use(uid, namespace, Use(use.start, min(use.end, now), use.nodes, use.cores,
+                                            use.gpus))
+
+    def record_use(self, uid: str, namespace: str, use: Use) -> None:
+        self._ended[(uid, use.start)] = (namespace, use)
 
     def prune(self, now: float) -> None:
         old = [key for key, (_, use) in self._ended.items() if use.end <= now - WEEK]

@@ -154,7 +154,15 @@ class PoolModel:
                 self._set_problem(f"invalid resources: {_short(exc)}", generation, records,
                                   change)
                 return change
+            first_build = self.planner is None
             self._rebuild(planner, records, change)
+            if first_build:
+                # The ledger of policy.limits starts from the Expired reservations still
+                # present (an operator restart forgot what it had recorded).
+                for record in records.values():
+                    use = lifecycle.ended_use(record, planner, now)
+                    if use is not None:
+                        self.ledger.record_use(record.uid, record.namespace, use)
             self._R_key = R_key
             self._node_ranks = node_ranks(R)
         assert self.planner is not None
