@@ -139,6 +139,7 @@ FULL_POOL_SPEC: dict[str, Any] = {
             },
         ],
         "preemptionGracePeriod": "2m",
+        "evictionGracePeriod": "45s",
     },
     "maintenance": [
         {
@@ -218,6 +219,8 @@ FULL_RESERVATION_SPEC: dict[str, Any] = {
     "config": {"image": "x", "nested": {"list": [1, "two", {"three": 3.5}], "flag": False}},
     "priorityClassName": "release-blocking",
     "preemptible": True,
+    "onEnd": "Evict",
+    "idleTimeout": "15m",
 }
 
 # The fields FULL_RESERVATION_SPEC cannot hold beside its own (spec.resources excludes
@@ -259,6 +262,8 @@ FULL_RESERVATION_STATUS: dict[str, Any] = {
     "startNoLaterThan": "2030-06-01T02:00:00Z",
     "unclaimedSince": "2030-06-01T02:00:00Z",
     "priority": 1000,
+    "consumers": {"count": 3, "running": 2, "pods": ["train-0", "train-1", "train-2"],
+                  "idleSince": "2030-06-01T03:00:00Z"},
     "allocated": {
         "ranks": "0-1",
         "nodelist": "cn[10-11]",

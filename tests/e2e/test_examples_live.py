@@ -69,6 +69,7 @@ PROMISED: dict[str, tuple[set[str], str | None]] = {
     "llm-finetune": ({"Active"}, None),
     "lab-pair": ({"Active"}, None),
     "lab-three": ({"Failed"}, "QuotaExceeded"),
+    "ci-gpu-run": ({"Active"}, None),
 }
 
 

@@ -408,6 +408,7 @@ def test_operator_pod_meets_the_restricted_pod_security_standard(
 
 WEBHOOK_RULES = [
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch", "patch"]},
+    {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]},  # onEnd: Evict
     {"apiGroups": ["admissionregistration.k8s.io"],
      "resources": ["mutatingwebhookconfigurations", "validatingwebhookconfigurations"],
      "verbs": ["create"]},

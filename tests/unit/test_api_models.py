@@ -63,6 +63,7 @@ RESERVATION_SPEC: dict[str, Any] = {
     "claimed": False,
     "config": {},
     "preemptible": False,  # issue 14: defaulted like the fields above
+    "onEnd": "Leave",  # issue 13: defaulted too
 }
 
 

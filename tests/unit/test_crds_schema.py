@@ -171,6 +171,7 @@ def test_spec_and_status_carry_the_design_field_names() -> None:
     assert set(pool["spec"]["properties"]["policy"]["properties"]) == {
         "maxPriority",  # issue 14: priority caps per namespace
         "preemptionGracePeriod",  # issue 14
+        "evictionGracePeriod",  # issue 13: spec.onEnd Evict (DESIGN does not name it)
         "defaultDuration",
         "maxDuration",
         "claimTimeout",
@@ -218,6 +219,8 @@ def test_spec_and_status_carry_the_design_field_names() -> None:
         "config",
         "priorityClassName",  # issue 14
         "preemptible",
+        "onEnd",  # issue 13 (DESIGN.md section 6)
+        "idleTimeout",
     }
     assert set(rsv["spec"]["properties"]["request"]["properties"]) == {
         "nodes",
@@ -242,6 +245,7 @@ def test_spec_and_status_carry_the_design_field_names() -> None:
         "queuePosition",  # issue 16: where a waiting reservation stands
         "startNoLaterThan",
         "priority",  # issue 14: the priority it is decided with
+        "consumers",  # issue 13 (DESIGN.md section 6)
         "conditions",
         "observedGeneration",
         "message",
@@ -252,6 +256,12 @@ def test_spec_and_status_carry_the_design_field_names() -> None:
         "summary",
         "R",
         "mode",  # what a restore needs (spec.mode may change while Scheduled)
+    }
+    assert set(rsv["status"]["properties"]["consumers"]["properties"]) == {
+        "count",
+        "running",
+        "pods",
+        "idleSince",
     }
     assert set(rsv["status"]["properties"]["nextAvailable"]["properties"]) == {
         "available",

@@ -77,6 +77,8 @@ MAX_CONSTRAINT_HOSTS = 4096
 expanded. Neither the schema nor CEL can count the names of a hostlist such as 'n[0-99999]',
 so this one is judged by the models (the client refuses it before sending) and by the operator
 (Failed/InvalidSpec at once); to select more hosts, use ranks or properties."""
+MAX_CONSUMERS_LISTED = 20
+"""Names of consumer Pods listed in status.consumers.pods (the count has them all)."""
 JOBSPEC_MAX_DEPTH = 3
 """Levels of jobspec vertices: node > slot > core/gpu (RFC 25)."""
 
@@ -125,6 +127,13 @@ class MaintenanceMode(StrEnum):
     EVICT = "Evict"
 
 
+class OnEnd(StrEnum):
+    """``spec.onEnd``: what happens to a reservation's consumer Pods when it ends."""
+
+    LEAVE = "Leave"
+    EVICT = "Evict"
+
+
 class ConditionType(StrEnum):
     """Condition types on both kinds. Ready/Reconciling/Stalled follow kstatus."""
 
@@ -163,6 +172,8 @@ class Reason(StrEnum):
     QUOTA_EXCEEDED = "QuotaExceeded"
     OUTSIDE_ALLOWED_HOURS = "OutsideAllowedHours"
     REPLANNED = "Replanned"
+    # Expired early: an Active hold with no consumer Pod for spec.idleTimeout.
+    IDLE = "Idle"
     # Ready / Scheduled / ResourcesDegraded.
     GRANTED = "Granted"
     CLAIMED = "Claimed"
@@ -664,6 +675,7 @@ MAX_MAINTENANCE_WINDOWS = 64
 MIN_PRIORITY = -2147483648
 MAX_PRIORITY = 2000001000
 DEFAULT_PREEMPTION_GRACE_PERIOD = "30s"
+DEFAULT_EVICTION_GRACE_PERIOD = "30s"
 
 
 class MaxPriority(WireModel):
@@ -752,6 +764,12 @@ class PoolPolicy(WireModel):
         "it is told it is preempted (PreemptionPending condition, Warning Event) before it "
         f"ends Failed/Preempted (absent: {DEFAULT_PREEMPTION_GRACE_PERIOD}).",
     )
+    eviction_grace_period: Duration | None = Field(
+        default=None,
+        description="How long after a reservation with spec.onEnd: Evict ends (window over, "
+        "Expired, Failed or deleted) its consumer Pods still bound to a Node are evicted "
+        f"through the Eviction API (absent: {DEFAULT_EVICTION_GRACE_PERIOD}).",
+    )
 
     @model_validator(mode="after")
     def _durations_in_order(self) -> Self:
@@ -771,6 +789,8 @@ class PoolPolicy(WireModel):
             parse_duration(self.max_unclaimed_hold)
         if self.preemption_grace_period is not None:
             parse_duration(self.preemption_grace_period)
+        if self.eviction_grace_period is not None:
+            parse_duration(self.eviction_grace_period)
         return self
 
 
@@ -1340,6 +1360,19 @@ class ResourceReservationSpec(WireModel):
         "pool's policy.preemptionGracePeriod, as Failed/Preempted)? Scheduled windows of "
         "lower priority are always re-planned when needed.",
     )
+    on_end: OnEnd = Field(
+        default=OnEnd.LEAVE,
+        description="What happens to the consumer Pods (labelled respool.io/reservation: "
+        "<name>) when the reservation ends: Leave them running, or Evict those still bound "
+        "to a Node after the pool's policy.evictionGracePeriod (Eviction API: "
+        "PodDisruptionBudgets are respected).",
+    )
+    idle_timeout: Duration | None = Field(
+        default=None,
+        description="An Active reservation with no consumer Pod for this long is released "
+        "early (Expired, reason Idle). The idle clock starts when it becomes Active or its "
+        "last consumer finishes, and again when the operator restarts (absent: never).",
+    )
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -1365,6 +1398,11 @@ class ResourceReservationSpec(WireModel):
                     "!has(self.duration) || self.duration.matches('[1-9]')",
                     "spec.duration must be longer than zero",
                     field_path=".duration",
+                ),
+                _cel(
+                    "!has(self.idleTimeout) || self.idleTimeout.matches('[1-9]')",
+                    "spec.idleTimeout must be longer than zero",
+                    field_path=".idleTimeout",
                 ),
                 _cel(
                     "!has(self.startTime) || !has(self.duration) || !("
@@ -1428,6 +1466,8 @@ class ResourceReservationSpec(WireModel):
             raise ValueError(_WINDOW_PAST_LAST_TIME)
         if self.max_wait is not None:
             parse_duration(self.max_wait)
+        if self.idle_timeout is not None and parse_duration(self.idle_timeout) <= 0:
+            raise ValueError("spec.idleTimeout must be longer than zero")
         if self.config is not None:
             size = len(json.dumps(self.config, separators=(",", ":")))
             if size > MAX_CONFIG_BYTES:
@@ -1474,6 +1514,24 @@ class NextAvailable(StatusModel):
     avail_end: str | None = Field(default=None, description="End of that window (RFC 3339).")
 
 
+class Consumers(StatusModel):
+    """The Pods using a reservation: in its namespace, labelled respool.io/reservation:
+    <name>, not finished (Pending - gated or not yet scheduled - or Running)."""
+
+    count: int | None = Field(default=None, description="How many such Pods there are.")
+    running: int | None = Field(default=None, description="How many of them are Running.")
+    pods: Annotated[list[str], Field(max_length=MAX_CONSUMERS_LISTED)] | None = Field(
+        default=None,
+        description=f"The first {MAX_CONSUMERS_LISTED} of their names, sorted (count says "
+        "how many there are in all).",
+    )
+    idle_since: str | None = Field(
+        default=None,
+        description="Active with spec.idleTimeout and no consumer: since when the idle clock "
+        "runs (RFC 3339); the reservation is released at idleSince + idleTimeout.",
+    )
+
+
 class ResourceReservationStatus(StatusModel):
     """Written only by the operator, through the status subresource."""
 
@@ -1511,6 +1569,11 @@ class ResourceReservationStatus(StatusModel):
         default=None,
         description="The priority it is decided with: its PriorityClass's value, capped by the "
         "pool's policy.maxPriority.",
+    )
+    consumers: Consumers | None = Field(
+        default=None,
+        description="The Pods using this reservation (kept while the operator watches Pods: "
+        "respool run --webhook-port); absent when there are none.",
     )
     conditions: Conditions | None = None
     observed_generation: int | None = None

@@ -35,6 +35,7 @@ from typing import Any
 
 from respool.api import parse_time
 from respool.controller import lifecycle, metrics, standing
+from respool.controller.consumers import Coalescer
 from respool.controller.events import InvolvedObject
 from respool.controller.finalizer_keeper import FinalizerKeeper
 from respool.controller.kubeapi import ApiError, pool_path, reservation_path
@@ -114,6 +115,8 @@ class PoolActor:
         self._pool_events = 0
         self._pool_lookup_after = 0.0
         self._confirm_gone = False  # missing from kopf's first listing: ask the server
+        # Reservations whose consumer Pods changed, decided again together (consumers.py).
+        self.consumer_refresh = Coalescer(self._consumers_due)
 
     @property
     def planner(self) -> Planner | None:
@@ -135,6 +138,7 @@ class PoolActor:
         self.finalizer_keeper.start()
 
     async def stop(self) -> None:
+        self.consumer_refresh.cancel()
         tasks = [self._task, self.finalizer_keeper.task, self._pool_status_task,
                  *self._inflight.values()]
         self._task = self.finalizer_keeper.task = self._pool_status_task = None
@@ -182,6 +186,23 @@ class PoolActor:
         if waiting:
             self.dirty.update(waiting)
             self.kick()
+
+    def consumers_changed(self, uids: Iterable[str]) -> None:
+        """Their consumer Pods changed: decided again (status.consumers, idleTimeout) soon,
+        coalesced - a burst of Pods costs one write per reservation (consumers.Coalescer)."""
+        self.consumer_refresh.add(uid for uid in uids if uid in self.records)
+
+    def consumers_synced(self) -> None:
+        """The Pods were listed for the first time: what status.consumers says and the idle
+        clocks of Active holds with an idleTimeout are judged now (consumers.py)."""
+        self.consumer_refresh.add(
+            uid for uid, record in self.records.items()
+            if '"consumers"' in record.status_text
+            or (record.phase == ACTIVE and "idleTimeout" in record.spec))
+
+    def _consumers_due(self, uids: set[str]) -> None:
+        self.dirty |= uids & self.records.keys()
+        self.kick()
 
     def nodes_changed(self) -> None:
         if self.model.track_nodes:
@@ -459,7 +480,8 @@ class PoolActor:
             generation = record.generation
             started = time.perf_counter()
             try:
-                outcome = lifecycle.decide(record, self.context, planner, now)
+                outcome = lifecycle.decide(record, self.context, planner, now,
+                                           self.port.consumers(record.namespace, record.name))
             except Exception:
                 logger.exception("pool %s: deciding %s failed", self.name, record.key)
                 self.wake_at[record.uid] = now + 30

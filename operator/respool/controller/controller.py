@@ -21,7 +21,9 @@ import aiohttp
 from respool.controller import metrics
 from respool.controller.actor import PoolActor
 from respool.controller.admission import ReservationIndex
+from respool.controller.consumers import ConsumerTracker
 from respool.controller.events import EventPoster
+from respool.controller.evictions import Evictor
 from respool.controller.kubeapi import (
     ApiError,
     KubeApi,
@@ -74,12 +76,21 @@ class Controller:
         self.reservations = ReservationIndex()
         # StartingSoon / EndingSoon Events, from the pools' policy and the reservations' status.
         self.reminders = Reminders(events if events is not None else self.events, clock=clock)
+        # The consumer Pods of reservations, counted from the same labelled Pod watch.
+        self.consumers = ConsumerTracker()
+        self._clock = clock
+        self._pods_unlisted = {None} if not namespaces else set(namespaces)
+        self._uid_of: dict[tuple[str, str], str] = {}  # (namespace, name) -> reservation uid
         self.gates = GateLifter(api, self.reservations, namespaces=list(namespaces),
-                                watch=watch) if pod_gates else None
+                                watch=watch, on_pod=self.on_pod,
+                                on_listing=self.on_pod_listing) if pod_gates else None
+        # spec.onEnd: Evict - the consumers of ended reservations (only with the Pod watch).
+        self.evictor = Evictor(api, self.consumers, clock=clock) if pod_gates else None
         # The one port every actor gets (the composition root is here, nowhere else).
         self.port = PoolPort(api=api, events=events if events is not None else self.events,
                              facts=self.facts, pool_status_interval=pool_status_interval,
-                             clock=clock, monotonic=monotonic)
+                             clock=clock, monotonic=monotonic,
+                             consumers=self.consumers.view)
         self.namespaces = list(namespaces)  # empty: all namespaces
         self.actors: dict[str, PoolActor] = {}
         self.owner: dict[str, str] = {}  # reservation uid -> pool name
@@ -117,16 +128,21 @@ class Controller:
                 self._actor(name).pool_raw = pool
                 self.enforcer.on_pool(None, pool)
                 self.reminders.on_pool(None, pool)
+                if self.evictor is not None:
+                    self.evictor.on_pool(None, pool)
         for raw in others:
             self.enforcer.on_reservation(None, raw)
             self.reservations.on_reservation(None, raw)
             self.reminders.on_reservation(None, raw)
             if self.gates is not None:
                 self.gates.on_reservation(None, raw)
+            if self.evictor is not None:
+                self.evictor.on_reservation(None, raw)
         del others
         for pool_name, record in listed:
             self.owner[record.uid] = pool_name
             self._uid_namespace[record.uid] = record.namespace
+            self._uid_of[(record.namespace, record.name)] = record.uid
             self._actor(pool_name).adopt(record)
         restored = 0
         for actor in self.actors.values():
@@ -138,6 +154,8 @@ class Controller:
         self.enforcer.start()  # after everything is listed: it removes what nothing holds
         if self.gates is not None:
             self.gates.start()
+        if self.evictor is not None:
+            self.evictor.start()
         # Reservations are watched here, not by kopf: from exactly the listed version (no event
         # is missed between the listing and the watch), and without kopf's per-event work,
         # which was most of the operator's CPU per reservation (docs/operator.md).
@@ -223,6 +241,8 @@ class Controller:
         await self.reminders.stop()
         if self.gates is not None:
             await self.gates.stop()
+        if self.evictor is not None:
+            await self.evictor.stop()
         for actor in list(self.actors.values()):
             await actor.stop()
         for task in list(self._stopping):
@@ -394,6 +414,8 @@ class Controller:
             return
         self.enforcer.on_pool(event_type, raw)
         self.reminders.on_pool(event_type, raw)
+        if self.evictor is not None:
+            self.evictor.on_pool(event_type, raw)
         self._actor(name).pool_event(None if event_type == "DELETED" else raw)
         if event_type == "DELETED":
             self._drop_if_unused(name)
@@ -410,9 +432,15 @@ class Controller:
         self.reminders.on_reservation(event_type, raw)
         if self.gates is not None:
             self.gates.on_reservation(event_type, raw)
+        if self.evictor is not None:
+            self.evictor.on_reservation(event_type, raw)
+        key = (str(metadata.get("namespace") or ""), str(metadata.get("name") or ""))
         if event_type == "DELETED":
             self.owner.pop(uid, None)
             self._uid_namespace.pop(uid, None)
+            if self._uid_of.get(key) == uid:
+                del self._uid_of[key]
+                self.consumers.forget(key)
             # (No actor is made just to forget: a dropped one knew nothing of it.)
             owner = previous if previous is not None else pool
             actor = self.actors.get(owner)
@@ -427,9 +455,37 @@ class Controller:
                 actor.forget(uid)
         self.owner[uid] = pool
         self._uid_namespace[uid] = metadata.get("namespace") or ""
+        self._uid_of[key] = uid
         self._actor(pool).reservation_event(raw, deleted=False)
         if previous is not None and previous != pool:
             self._drop_if_unused(previous)
+
+    def on_pod(self, event_type: str | None, raw: Any) -> None:
+        """A labelled Pod seen by the watch (GateLifter's): its reservation's consumers."""
+        self._consumers_changed(self.consumers.on_pod(event_type, raw, self._clock()))
+
+    def on_pod_listing(self, namespace: str | None, present: set[tuple[str, str]]) -> None:
+        """A full listing of labelled Pods: those it did not name are gone. Once every
+        collection was listed, the consumers are known and the actors judge them."""
+        now = self._clock()
+        changed = self.consumers.on_listing(namespace, present, now)
+        self._pods_unlisted.discard(namespace)
+        if not self._pods_unlisted and self.consumers.synced_at is None:
+            self.consumers.mark_synced(now)
+            for actor in self.actors.values():
+                actor.consumers_synced()
+            if self.evictor is not None:
+                self.evictor.kick()
+        self._consumers_changed(changed)
+
+    def _consumers_changed(self, reservations: Iterable[tuple[str, str]]) -> None:
+        if self.consumers.synced_at is None:
+            return  # judged all together once listed (consumers_synced)
+        for key in reservations:
+            uid = self._uid_of.get(key)
+            actor = self.actors.get(self.owner.get(uid, "")) if uid is not None else None
+            if actor is not None:
+                actor.consumers_changed([uid])  # type: ignore[list-item]
 
     def on_node(self, event_type: str | None, raw: dict[str, Any]) -> None:
         name = (raw.get("metadata") or {}).get("name")

@@ -38,6 +38,8 @@ from respool.api import (
     parse_time_or_none,
 )
 from respool.controller import limits as fair_share
+from respool.controller.consumers import ConsumerView, idle_deadline
+from respool.controller.consumers import status_field as consumer_status
 from respool.controller.selectors import NamespaceLabelsUnknown
 from respool.pool import (
     Booking,
@@ -273,6 +275,7 @@ class ParsedSpec:
     claimed: bool
     config: dict[str, Any] | None
     plan_key: str  # what a booking depends on; a change re-plans a Scheduled reservation
+    idle_timeout: float | None = None  # spec.idleTimeout (see consumers.py)
 
 
 def parse_spec(spec: Mapping[str, Any]) -> ParsedSpec:
@@ -304,6 +307,8 @@ def parse_spec(spec: Mapping[str, Any]) -> ParsedSpec:
         end = _floor(parse_time(model.end_time)) if model.end_time else None
         duration = parse_duration(model.duration) if model.duration else None
         max_wait = parse_duration(model.max_wait) if model.max_wait is not None else None
+        idle_timeout = (parse_duration(model.idle_timeout) if model.idle_timeout is not None
+                        else None)
     except ValueError as exc:
         raise SpecError(str(exc)) from None
     mode = str(model.mode.value)
@@ -324,6 +329,7 @@ def parse_spec(spec: Mapping[str, Any]) -> ParsedSpec:
         claimed=model.claimed,
         config=model.config,
         plan_key=plan_key,
+        idle_timeout=idle_timeout,
     )
 
 
@@ -520,9 +526,11 @@ class _Decider:
     """One decision for one reservation; builds the new status step by step."""
 
     def __init__(
-        self, rsv: Reservation, pool: PoolContext, planner: Planner | None, now: float
+        self, rsv: Reservation, pool: PoolContext, planner: Planner | None, now: float,
+        consumers: ConsumerView | None = None,
     ) -> None:
         self.rsv = rsv
+        self.consumers = consumers
         self.pool = pool
         self.planner = planner
         self.now = now
@@ -555,6 +563,16 @@ class _Decider:
 
     def outcome(self) -> Outcome:
         self.status["conditions"] = self.conditions
+        if self.consumers is not None:
+            active = self.status.get("phase") == ACTIVE
+            idle_timeout = _idle_timeout(self.rsv.spec) if active else None
+            active_since = parse_time_or_none(self.status.get("startTime"))
+            self.status["consumers"] = consumer_status(
+                self.consumers, self.old.get("consumers"), active=active,
+                idle_timeout=idle_timeout, active_since=active_since)
+            if active and active_since is not None:
+                # Also right after the grant: the idle clock runs from the window's start.
+                self.wake(idle_deadline(idle_timeout, self.consumers, active_since))
         return Outcome(self.status, self.events, self.wake_at, self.granted)
 
     def event(self, reason: str, message: str, warning: bool = False) -> None:
@@ -622,16 +640,34 @@ class _Decider:
             self.event(reason, message, warning=True)
         return self.outcome()
 
-    def expire(self) -> Outcome:
+    def expire(self, reason: str = Reason.EXPIRED.value, message: str | None = None) -> Outcome:
         self._release()
         self._clear_hold()
         self.status["phase"] = EXPIRED
-        message = f"window ended at {self.status.get('endTime')}; resources returned to the pool"
-        self._scheduled_condition(False, Reason.EXPIRED.value, message)
+        if message is None:
+            message = (f"window ended at {self.status.get('endTime')}; resources returned to "
+                       "the pool")
+        self._scheduled_condition(False, reason, message)
         drop_condition(self.conditions, ConditionType.RESOURCES_DEGRADED.value)
-        self._kstatus(False, None, None, Reason.EXPIRED.value, message)
-        self.event(Reason.EXPIRED.value, message)
+        self._kstatus(False, None, None, reason, message)
+        self.event(reason, message)
         return self.outcome()
+
+    def _idle(self, spec: ParsedSpec, booking: Booking) -> Outcome | None:
+        """spec.idleTimeout: released early once no consumer Pod has been seen for that long
+        (consumers.py says when the idle clock starts); None while it is not due."""
+        active_since = parse_time_or_none(self.status.get("startTime")) or booking.start
+        deadline = idle_deadline(spec.idle_timeout, self.consumers, active_since)
+        if deadline is None:
+            return None
+        if self.now < deadline:
+            return None  # outcome() wakes at the deadline
+        since = deadline - (spec.idle_timeout or 0.0)
+        self.status["endTime"] = format_time(max(booking.start + 1, self.now))
+        return self.expire(Reason.IDLE.value,
+                           f"no consumer Pod since {format_time(since)} (spec.idleTimeout "
+                           f"{_human(spec.idle_timeout or 0.0)}): released early; resources "
+                           "returned to the pool")
 
     def wait(self, reason: str, message: str, stalled: bool = False,
              next_available: dict[str, Any] | None = None) -> Outcome:
@@ -1161,6 +1197,9 @@ class _Decider:
             booking = cut
         if booking.end is not None and self.now >= booking.end:
             return self.expire()
+        idle = self._idle(spec, booking)
+        if idle is not None:
+            return idle
         self._degraded(booking)
         self.wake(booking.end)
         return self.outcome()
@@ -1291,6 +1330,17 @@ def _raw_start_and_max_wait(spec: Mapping[str, Any]) -> tuple[float | None, floa
     return start, max_wait
 
 
+def _idle_timeout(spec: Mapping[str, Any]) -> float | None:
+    """spec.idleTimeout read cheaply (None where absent or unreadable: the parse reports it)."""
+    value = spec.get("idleTimeout")
+    if not isinstance(value, str):
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError:
+        return None
+
+
 def _human(seconds: float) -> str:
     seconds = int(seconds)
     hours, rest = divmod(seconds, 3600)
@@ -1300,15 +1350,18 @@ def _human(seconds: float) -> str:
     return text
 
 
-def decide(rsv: Reservation, pool: PoolContext, planner: Planner | None, now: float) -> Outcome:
-    """Advance one reservation's life cycle at time `now` (see the module docstring)."""
-    outcome = _Decider(rsv, pool, planner, now).decide()
+def decide(rsv: Reservation, pool: PoolContext, planner: Planner | None, now: float,
+           consumers: ConsumerView | None = None) -> Outcome:
+    """Advance one reservation's life cycle at time `now` (see the module docstring).
+    `consumers`: its consumer Pods as the operator sees them (None: not known - not watched,
+    or not listed yet), for status.consumers and spec.idleTimeout."""
+    outcome = _Decider(rsv, pool, planner, now, consumers).decide()
     size = len(canonical(outcome.status))
     if size <= MAX_STATUS_BYTES:
         return outcome
     # etcd would refuse to store it (HTTP 500, which looks like an outage and would be retried
     # forever): whatever the decision booked is given back, and the reservation fails instead.
-    decider = _Decider(rsv, pool, planner, now)
+    decider = _Decider(rsv, pool, planner, now, consumers)
     decider.status["config"] = None
     decider.status["nextAvailable"] = None
     return decider.fail(

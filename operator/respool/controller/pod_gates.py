@@ -93,8 +93,16 @@ class GateLifter:
     def __init__(self, api: PodApi, reservations: ReservationIndex, *,
                  namespaces: Iterable[str] = (),
                  watch: Callable[..., AsyncIterator[dict[str, Any]]] = watch_events,
-                 concurrency: int = PATCH_CONCURRENCY) -> None:
+                 concurrency: int = PATCH_CONCURRENCY,
+                 on_pod: Callable[[str | None, Mapping[str, Any]], None] | None = None,
+                 on_listing: Callable[[str | None, set[tuple[str, str]]], None] | None = None,
+                 ) -> None:
         self.api = api
+        # Every labelled Pod seen (watch events and listings) and, after each full listing,
+        # the namespace listed (None: all) and the Pods it named: the consumers of
+        # reservations are counted from the same watch (consumers.py).
+        self._seen = on_pod
+        self._listed = on_listing
         self.reservations = reservations
         self.namespaces = list(namespaces)
         self._watch = watch
@@ -174,6 +182,10 @@ class GateLifter:
                     self.on_pod("DELETED", {"metadata": {"namespace": key[0], "name": key[1]}})
                 for pod in answer.get("items") or []:
                     self.on_pod(None, pod)
+                    if self._seen is not None:
+                        self._seen(None, pod)
+                if self._listed is not None:
+                    self._listed(None if path == pod_path() else path.split("/")[4], listed)
                 version = str((answer.get("metadata") or {}).get("resourceVersion") or "")
                 while True:
                     async for event in self._watch(self.api, path, version, params=params):
@@ -183,6 +195,8 @@ class GateLifter:
                                       or version)
                         if event.get("type") != "BOOKMARK":
                             self.on_pod(event.get("type"), obj)
+                            if self._seen is not None:
+                                self._seen(event.get("type"), obj)
             except asyncio.CancelledError:
                 raise
             except WatchExpired:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from respool.controller.consumers import ConsumerView
 from respool.controller.events import InvolvedObject
 from respool.controller.kubeapi import ApiError
 from respool.controller.selectors import NamespaceLabels
@@ -118,3 +119,6 @@ class PoolPort:
     clock: Callable[[], float] = time.time
     #: Seconds for measuring intervals (log throttles, outage durations).
     monotonic: Callable[[], float] = time.monotonic
+    #: A reservation's consumer Pods, by (namespace, name); None while not known (Pods not
+    #: watched, or not listed yet): status.consumers and spec.idleTimeout (consumers.py).
+    consumers: Callable[[str, str], ConsumerView | None] = lambda _namespace, _name: None
