@@ -616,7 +616,7 @@ def test_the_webhook_runs_with_only_the_chart_identity(
                 "R_lite": [{"rank": "0-1", "children": {"core": "0-3"}}],
                 "nodelist": [f"hook{suffix}-[0-1]"]}},
             "enforcement": "Taint",
-            "policy": {"defaultDuration": "1h"},
+            "policy": {"defaultDuration": "1h", "evictionGracePeriod": "1s"},
         },
     }))
 
@@ -676,6 +676,21 @@ def test_the_webhook_runs_with_only_the_chart_identity(
         wait_for("soon Active", lambda: phase_of(kubectl, team, "soon") == "Active", timeout=90)
         wait_for("the gate lifted", lambda: not _get(kubectl, "pod", "waits", "-n", team)[
             "spec"].get("schedulingGates"))
+        # status.consumers from the Pod watch (no scheduler here: both are Pending).
+        wait_for("consumers counted", lambda: (_get(kubectl, "rsv", "now", "-n", team).get(
+            "status") or {}).get("consumers", {}).get("pods") == ["runs"])
+        # onEnd: Evict, with only the chart's rules: "runs", bound to a Node here by hand
+        # (no scheduler), is evicted (pods/eviction create) once "now" ends and the pool's
+        # evictionGracePeriod has passed; with no kubelet it stays, deleting.
+        kubectl("create", "-f", "-", input=json.dumps({
+            "apiVersion": "v1", "kind": "Binding",
+            "metadata": {"name": "runs", "namespace": team},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": field["values"][0]}}))
+        kubectl("patch", "rsv", "now", "-n", team, "--type=merge",
+                "-p", '{"spec":{"onEnd":"Evict","duration":"1s"}}')
+        wait_for("now Expired", lambda: phase_of(kubectl, team, "now") == "Expired")
+        wait_for("runs evicted", lambda: _get(kubectl, "pod", "runs", "-n", team)[
+            "metadata"].get("deletionTimestamp"))
         assert operator.alive(), operator.log()[-4000:]
     finally:
         operator.stop()
