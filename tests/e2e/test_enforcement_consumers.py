@@ -243,3 +243,62 @@ def test_on_end_evict_evicts_the_consumers_after_the_grace_period_and_leave_leav
         assert "evicted" in enforcing_operator.log_text()
     finally:
         _cleanup(rk, core, ns, pool, hosts)
+
+
+def test_evict_on_deletion_respects_a_pod_disruption_budget(
+    whole_cluster: Any, whole_cluster_api: Any, whole_cluster_namespace: str,
+    enforcing_operator: OperatorProcess,  # noqa: F811
+) -> None:
+    """A reservation deleted (released) with onEnd: Evict: its consumers are evicted, but
+    not while a PodDisruptionBudget forbids it (the Eviction API answers 429, the operator
+    tries again); once the budget allows, they go."""
+    from kubernetes import client
+
+    rk = RespoolKube(whole_cluster_api)
+    core = client.CoreV1Api(whole_cluster_api)
+    policy = client.PolicyV1Api(whole_cluster_api)
+    ns = whole_cluster_namespace
+    suffix = secrets.token_hex(3)
+    hosts = [f"pdb-{suffix}-0"]
+    whole_cluster.plane.ensure_fake_nodes(hosts, timeout=PATIENCE)
+    pool = f"pdb-{suffix}"
+    rk.create_pool(pool, _pool_spec(hosts, enforcement="Taint",
+                                    policy={"evictionGracePeriod": "1s"}))
+    try:
+        rk.wait_pool(pool, lambda o: (o.get("status") or {}).get("down") == "",
+                     timeout=PATIENCE, what="all ranks up")
+        rk.create(ns, "guarded", {"pool": pool, "request": {"nodes": 1, "exclusive": True},
+                                  "duration": "1h", "onEnd": "Evict"})
+        rk.wait_phase(ns, "guarded", "Active", timeout=PATIENCE)
+        names = ["guarded-0", "guarded-1"]
+        for name in names:
+            core.create_namespaced_pod(ns, _pod(name, labels={LABEL: "guarded",
+                                                              "app": "guarded"}))
+        for name in names:
+            wait_for(f"{name} Running", lambda name=name: _running_on(core, ns, name))
+        policy.create_namespaced_pod_disruption_budget(ns, {
+            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": "keep-both"},
+            "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "guarded"}}}})
+        wait_for("the budget observed", lambda: (
+            (budget := policy.read_namespaced_pod_disruption_budget("keep-both", ns)).status
+            and budget.status.current_healthy == 2 and budget.status.observed_generation))
+
+        offset = len(enforcing_operator.log_text())
+        rk.delete(ns, "guarded")
+        wait_for("guarded released", lambda: not rk.exists(ns, "guarded"))
+        wait_for("an eviction refused by the budget", lambda: "disruption budget" in
+                 enforcing_operator.log_text(offset))
+        assert all(_running_on(core, ns, name) for name in names)
+        assert not [p for p in core.list_namespaced_pod(ns).items
+                    if p.metadata.name in names and p.metadata.deletion_timestamp]
+
+        # The budget allows it now: both are evicted (retried with backoff).
+        policy.patch_namespaced_pod_disruption_budget("keep-both", ns,
+                                                      {"spec": {"minAvailable": 0}})
+        wait_for("both evicted", lambda: not [
+            p for p in core.list_namespaced_pod(ns).items
+            if p.metadata.name in names and not p.metadata.deletion_timestamp])
+    finally:
+        client.PolicyV1Api(whole_cluster_api).delete_collection_namespaced_pod_disruption_budget(ns)
+        _cleanup(rk, core, ns, pool, hosts)
