@@ -980,10 +980,14 @@ class _Decider:
 
     def _limit_verdict(self, limits: tuple[fair_share.Limit, ...],
                        window: fair_share.Use) -> fair_share.Verdict | None:
-        assert self.planner is not None
-        others = fair_share.namespace_uses(self.planner.bookings(), self.pool.namespace_of,
-                                           self.pool.ledger, self.rsv.namespace, self.rsv.uid,
-                                           self.now)
+        planner = self.planner
+        assert planner is not None
+
+        def others() -> list[fair_share.Use]:
+            return fair_share.namespace_uses(planner.bookings(), self.pool.namespace_of,
+                                             self.pool.ledger, self.rsv.namespace, self.rsv.uid,
+                                             self.now)
+
         return fair_share.judge(limits, window, others, self.now)
 
     def _over_limit(self, spec: ParsedSpec, booking: Booking,

@@ -357,10 +357,11 @@ def judge_alone(limits: Sequence[Limit], window: Use) -> Verdict | None:
     return None
 
 
-def judge(limits: Sequence[Limit], window: Use, others: Sequence[Use],
-          now: float) -> Verdict | None:
+def judge(limits: Sequence[Limit], window: Use,
+          others: Sequence[Use] | Callable[[], Sequence[Use]], now: float) -> Verdict | None:
     """Judge a window against the limits that apply to its namespace; `others` are the
-    namespace's other windows (held, booked, and ended within the last week)."""
+    namespace's other windows (held, booked, and ended within the last week), or what gives
+    them (called only when a limit counts them)."""
     if not limits:
         return None
     alone = judge_alone(limits, window)
@@ -386,6 +387,13 @@ def judge(limits: Sequence[Limit], window: Use, others: Sequence[Use],
                            f"within {limit.name}.allowedHours "
                            f"({'; '.join(s.text for s in limit.hours)}){when}",
                            retry_at=hours_open)
+    counting = [limit for limit in limits
+                if limit.max_nodes is not None or limit.max_cores is not None
+                or limit.max_gpus is not None or limit.max_node_hours_per_week is not None]
+    if not counting:
+        return None
+    if callable(others):
+        others = others()
     overlapping = [u for u in others if u.start < end and u.end > start]
     held = peak(overlapping, start, end) if overlapping else (0, 0, 0)
     for limit in limits:
@@ -466,6 +474,24 @@ class UsageLedger:
 
     def __init__(self) -> None:
         self._ended: dict[tuple[str, float], tuple[str, Use]] = {}
+        # What each booking holds, counted once per Booking object (counting walks its
+        # ranks; a pool's judgements would otherwise count every booking again and again).
+        self._counted: dict[str, tuple[Booking, Use]] = {}
+
+    def use_of(self, booking: Booking) -> Use:
+        cached = self._counted.get(booking.id)
+        if cached is not None and cached[0] is booking:
+            return cached[1]
+        use = booking_use(booking)
+        self._counted[booking.id] = (booking, use)
+        return use
+
+    def forget_counts_but(self, bookings: Sequence[Booking]) -> None:
+        """Drop the counts of bookings no longer in the planner (now and then)."""
+        if len(self._counted) > 2 * len(bookings) + 64:
+            ids = {booking.id for booking in bookings}
+            self._counted = {key: value for key, value in self._counted.items()
+                             if key in ids}
 
     def __len__(self) -> int:
         return len(self._ended)
@@ -490,22 +516,25 @@ class UsageLedger:
         return [(uid, namespace, use) for (uid, _), (namespace, use) in self._ended.items()]
 
 
-def namespace_uses(bookings: Iterable[Booking], namespace_of: Callable[[str], str | None],
+def namespace_uses(bookings: Sequence[Booking], namespace_of: Callable[[str], str | None],
                    ledger: UsageLedger | None, namespace: str, exclude: str,
                    now: float) -> list[Use]:
     """The windows of `namespace` but the one reservation `exclude` holds or booked: held and
     booked ones from the planner, ended ones (of the last week, `exclude`'s earlier windows
     among them) from the ledger."""
-    uses: list[Use] = []
-    held: dict[str, float] = {}
-    for booking in bookings:
-        held[booking.id] = booking.start
-        if booking.id != exclude and namespace_of(booking.id) == namespace:
-            uses.append(booking_use(booking))
+    count = booking_use if ledger is None else ledger.use_of
+    mine = [booking for booking in bookings
+            if namespace_of(booking.id) == namespace and booking.id != exclude]
+    uses = [count(booking) for booking in mine]
     if ledger is not None:
-        for uid, owner, use in ledger.items():
-            if owner == namespace and held.get(uid) != use.start and use.end > now - WEEK:
-                uses.append(use)
+        ledger.forget_counts_but(bookings)
+        ended = [(uid, use) for uid, owner, use in ledger.items()
+                 if owner == namespace and use.end > now - WEEK]
+        if ended:
+            held = {booking.id: booking.start for booking in mine}
+            if exclude:
+                held.update((b.id, b.start) for b in bookings if b.id == exclude)
+            uses.extend(use for uid, use in ended if held.get(uid) != use.start)
     return uses
 
 
