@@ -302,3 +302,50 @@ def test_evict_on_deletion_respects_a_pod_disruption_budget(
     finally:
         client.PolicyV1Api(whole_cluster_api).delete_collection_namespaced_pod_disruption_budget(ns)
         _cleanup(rk, core, ns, pool, hosts)
+
+
+def test_a_restart_starts_the_idle_clock_again_instead_of_releasing_early(
+    whole_cluster: Any, whole_cluster_api: Any, whole_cluster_namespace: str,
+    enforcing_operator: OperatorProcess,  # noqa: F811
+) -> None:
+    """The operator is away past an idle hold's deadline: when it is back it does not release
+    the hold at once (Pods may have come and gone unseen) but starts its idle clock again
+    from when it has listed the Pods, and releases it one idleTimeout later."""
+    import time
+
+    from respool.api import parse_time
+
+    rk = RespoolKube(whole_cluster_api)
+    ns = whole_cluster_namespace
+    suffix = secrets.token_hex(3)
+    hosts = [f"rst-{suffix}-0"]
+    whole_cluster.plane.ensure_fake_nodes(hosts, timeout=PATIENCE)
+    pool = f"rst-{suffix}"
+    rk.create_pool(pool, _pool_spec(hosts, enforcement="Taint"))
+    from kubernetes import client
+
+    core = client.CoreV1Api(whole_cluster_api)
+    try:
+        rk.wait_pool(pool, lambda o: (o.get("status") or {}).get("down") == "",
+                     timeout=PATIENCE, what="all ranks up")
+        rk.create(ns, "quiet", {"pool": pool, "request": {"nodes": 1}, "duration": "1h",
+                                "idleTimeout": "15s"})
+        rk.wait_phase(ns, "quiet", "Active", timeout=PATIENCE)
+        first = parse_time(wait_for("the idle clock", lambda: _consumers(
+            rk, ns, "quiet").get("idleSince")))
+        enforcing_operator.stop()
+        # Away until well past the deadline the clock showed.
+        while time.time() < first + 15 + 3:
+            time.sleep(0.5)
+        assert rk.phase(rk.get(ns, "quiet")) == "Active"  # nobody released it meanwhile
+        enforcing_operator.start(timeout=120)
+        again = wait_for("the idle clock started again", lambda: (
+            (status := rk.get(ns, "quiet").get("status") or {}).get("consumers", {})
+            .get("idleSince") not in (None, "") and parse_time(
+                status["consumers"]["idleSince"]) > first and status))
+        assert again["phase"] == "Active", again
+        assert parse_time(again["consumers"]["idleSince"]) >= first + 15 + 3
+        rk.wait_phase(ns, "quiet", "Expired", timeout=PATIENCE)
+        assert _ready_reason(rk, ns, "quiet") == "Idle"
+    finally:
+        _cleanup(rk, core, ns, pool, hosts)
