@@ -264,6 +264,7 @@ FULL_RESERVATION_STATUS: dict[str, Any] = {
     "priority": 1000,
     "consumers": {"count": 3, "running": 2, "pods": ["train-0", "train-1", "train-2"],
                   "idleSince": "2030-06-01T03:00:00Z"},
+    "bookingSeal": "v1.ryvb4aqbbsHireHWlPQfxxqDHQJo6YkVYhE9imKt0b8",
     "allocated": {
         "ranks": "0-1",
         "nodelist": "cn[10-11]",

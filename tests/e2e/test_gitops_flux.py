@@ -392,7 +392,7 @@ def test_flux_reconciles_respool_and_kstatus_keeps_the_promise(
             # What the base made, but the CRDs (other tests of this session use them) and the
             # namespace, as test_install_kustomize leaves it.
             kubectl("delete", "deployment/respool", "serviceaccount/respool",
-                    "role/respool-leader-election", "rolebinding/respool-leader-election",
+                    "role/respool-leases", "rolebinding/respool-leases",
                     "-n", "respool-system", "--wait=false", check=False)
             kubectl("delete", "clusterrolebinding/respool", "clusterrole/respool",
                     "clusterrole/respool-edit", "clusterrole/respool-view", check=False)

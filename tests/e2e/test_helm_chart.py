@@ -260,12 +260,23 @@ def test_cluster_role_is_the_kustomize_one_and_least_privilege(control_plane: An
     }
 
 
+#: The booking seal key's Lease (respool.controller.seal_key), read with or without leader
+#: election.
+SEAL_KEY_RULE = {
+    "apiGroups": ["coordination.k8s.io"],
+    "resources": ["leases"],
+    "resourceNames": ["respool-booking-seal"],
+    "verbs": ["get"],
+}
+
+
 def test_lease_role_is_namespaced_and_names_the_lease(control_plane: Any) -> None:
     objects = render(control_plane.bin_dir, namespace="ops")
     role, binding = by_kind(objects)["Role"], by_kind(objects)["RoleBinding"]
     assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "ops"
     assert role["rules"] == [
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        SEAL_KEY_RULE,
         {
             "apiGroups": ["coordination.k8s.io"],
             "resources": ["leases"],
@@ -306,7 +317,11 @@ def test_replicas_spread_and_pdb_with_leader_election(control_plane: Any) -> Non
 
 def test_leader_election_off_means_one_replica_recreated(control_plane: Any) -> None:
     objects = by_kind(render(control_plane.bin_dir, "--set", "leaderElection.enabled=false"))
-    assert "Role" not in objects and "RoleBinding" not in objects
+    # Only the booking seal key's Lease: nothing of the leader Lease.
+    assert objects["Role"]["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        SEAL_KEY_RULE,
+    ]
     deployment = objects["Deployment"]
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     assert not any(a.startswith("--leader-elect") for a in _container(deployment)["args"])

@@ -69,6 +69,15 @@ def test_selectors_never_admit_a_namespace_whose_labels_are_unknown(
         "metadata": {"name": role}, "rules": _rules_without_namespaces()}))
     kubectl("create", "clusterrolebinding", role, f"--clusterrole={role}",
             f"--serviceaccount={home}:operator")
+    # The chart's namespaced Role too (the booking seal key's Lease lives in the operator's
+    # own namespace, here `home`).
+    leases = next(d for d in yaml.safe_load_all((ROOT / "manifests" / "rbac.yaml").read_text())
+                  if d and d["kind"] == "Role")
+    kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": role, "namespace": home}, "rules": leases["rules"]}))
+    kubectl("create", "rolebinding", role, f"--role={role}", f"--serviceaccount={home}:operator",
+            "-n", home)
     token = kubectl("create", "token", "operator", "-n", home, "--duration=1h").stdout.strip()
     config = kubeconfig_for_token(control_plane.kubeconfig, token, tmp_path / "blind.kubeconfig")
     pools = {f"notin-{suffix}": {"matchExpressions": [
@@ -76,7 +85,8 @@ def test_selectors_never_admit_a_namespace_whose_labels_are_unknown(
              f"absent-{suffix}": {"matchExpressions": [
                  {"key": "banned", "operator": "DoesNotExist"}]},
              f"open-{suffix}": None}
-    operator = LimitedOperator(config, tmp_path / "operator.log", kube_env)
+    operator = LimitedOperator(config, tmp_path / "operator.log", kube_env,
+                               [f"--leader-election-namespace={home}"])
     try:
         for name, selector in pools.items():
             kubectl("apply", "-f", "-", input=_pool(name, selector))

@@ -754,7 +754,7 @@ def test_the_chart_registers_its_webhook_service_with_a_certificate_for_it(
         return None
 
     operator = LimitedOperator(operator_config, tmp_path / "operator.log", kube_env,
-                               webhook_args)
+                               [*webhook_args, f"--leader-election-namespace={chart_namespace}"])
     try:
         operator.start()
         operator.wait_log("respool controller started")

@@ -174,6 +174,9 @@ class Reason(StrEnum):
     REPLANNED = "Replanned"
     # Expired early: an Active hold with no consumer Pod for spec.idleTimeout.
     IDLE = "Idle"
+    # A restore found a booking in status whose status.bookingSeal does not check out: it was
+    # not re-registered, and the reservation is planned anew (a Warning Event says why).
+    BOOKING_UNVERIFIED = "BookingUnverified"
     # Ready / Scheduled / ResourcesDegraded.
     GRANTED = "Granted"
     CLAIMED = "Claimed"
@@ -1574,6 +1577,14 @@ class ResourceReservationStatus(StatusModel):
         default=None,
         description="The Pods using this reservation (kept while the operator watches Pods: "
         "respool run --webhook-port); absent when there are none.",
+    )
+    booking_seal: str | None = Field(
+        default=None,
+        pattern=patterns.BOOKING_SEAL,
+        description="Active or Scheduled: the operator's HMAC-SHA256 over the booking this "
+        "status describes (the reservation's and pool's UIDs, phase, ID, allocated.R, window, "
+        "mode), under a key only the operator holds. After a restart only a booking whose "
+        "seal checks out is restored; anything else is planned anew, with a Warning Event.",
     )
     conditions: Conditions | None = None
     observed_generation: int | None = None

@@ -80,3 +80,7 @@ CONDITION_TYPE = (
     r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
 )
 CONDITION_REASON = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+
+# status.bookingSeal: "v1." and an HMAC-SHA256 in unpadded base64url (respool.controller.
+# booking_seal makes and checks it).
+BOOKING_SEAL = r"^v1\.[A-Za-z0-9_-]{43}$"

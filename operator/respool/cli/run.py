@@ -142,8 +142,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "replica decides alone)")
     election.add_argument(
         "--leader-election-namespace", default=None, metavar="NS",
-        help="namespace of the Lease (default: $POD_NAMESPACE, else the service account's or "
-        "the kubeconfig context's namespace)")
+        help="namespace of the Lease, and of the booking seal key's Lease "
+        "(respool-booking-seal, kept with or without --leader-elect) (default: $POD_NAMESPACE, "
+        "else the service account's or the kubeconfig context's namespace)")
     election.add_argument(
         "--leader-election-id", default=DEFAULT_LEADER_ELECTION_ID, metavar="NAME",
         help=f"name of the Lease (default {DEFAULT_LEADER_ELECTION_ID})")
@@ -226,6 +227,8 @@ def run(args: argparse.Namespace) -> int:
         handlers.OPTIONS.webhook_service = service
         handlers.register_webhook()
     handlers.OPTIONS.namespaces = list(args.namespace)
+    # The operator's own namespace: the leader Lease and the booking seal key's Lease.
+    handlers.OPTIONS.seal_namespace = args.leader_election_namespace
     handlers.OPTIONS.pool_status_interval = args.pool_status_interval
     log_format = {"plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL,
                   "json": kopf.LogFormat.JSON}[args.log_format]

@@ -92,7 +92,7 @@ class PoolActor:
         self.pool_dirty = True
         self.capacity_changed = False
         # The pool's spec as decisions use it (planner, context, what is wrong with it).
-        self.model = PoolModel(name, port.facts)
+        self.model = PoolModel(name, port.facts, port.seal)
         # The reservations' finalizers, kept in their own task.
         self.finalizer_keeper = FinalizerKeeper(name, port, self.records, self._booked)
         # The pool object's status and finalizer, written beside the decision loop, never in

@@ -21,6 +21,7 @@ import aiohttp
 from respool.controller import metrics
 from respool.controller.actor import PoolActor
 from respool.controller.admission import ReservationIndex
+from respool.controller.booking_seal import BookingSeal
 from respool.controller.consumers import ConsumerTracker
 from respool.controller.events import EventPoster
 from respool.controller.evictions import Evictor
@@ -61,7 +62,7 @@ class Controller:
                  clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic,
                  watch: Callable[..., AsyncIterator[dict[str, Any]]] = watch_events,
-                 pod_gates: bool = False) -> None:
+                 pod_gates: bool = False, seal: BookingSeal | None = None) -> None:
         namespaces = list(namespaces)
         self.api = api
         self._watch = watch
@@ -90,7 +91,7 @@ class Controller:
         self.port = PoolPort(api=api, events=events if events is not None else self.events,
                              facts=self.facts, pool_status_interval=pool_status_interval,
                              clock=clock, monotonic=monotonic,
-                             consumers=self.consumers.view)
+                             consumers=self.consumers.view, seal=seal)
         self.namespaces = list(namespaces)  # empty: all namespaces
         self.actors: dict[str, PoolActor] = {}
         self.owner: dict[str, str] = {}  # reservation uid -> pool name

@@ -28,6 +28,7 @@ import kopf
 from respool.controller import metrics
 from respool.controller.controller import Controller
 from respool.controller.kubeapi import GROUP, POOLS, VERSION, KubeApi
+from respool.controller.seal_key import SealKeyError, load_booking_seal
 from respool.controller.webhook import WebhookOptions
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,9 @@ class RunOptions:
     #: The admission webhook (port None: off) and, in a cluster, its Service (namespace, name).
     webhook: WebhookOptions = field(default_factory=WebhookOptions)
     webhook_service: tuple[str, str] | None = None
+    #: The operator's own namespace, where the key of status.bookingSeal is kept (a Lease,
+    #: respool.controller.seal_key); None: $POD_NAMESPACE, else the kubeconfig's, else default.
+    seal_namespace: str | None = None
 
 
 OPTIONS = RunOptions()
@@ -112,9 +116,18 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         from respool.controller import webhook
 
         webhook.configure(settings, OPTIONS.webhook, OPTIONS.webhook_service)
-    api = KubeApi(connection_info(settings), relogin=lambda: connection_info(settings))
+    info = connection_info(settings)
+    api = KubeApi(info, relogin=lambda: connection_info(settings))
+    seal_namespace = (OPTIONS.seal_namespace or os.environ.get("POD_NAMESPACE")
+                      or info.default_namespace or "default")
+    try:
+        seal = await load_booking_seal(api, seal_namespace)
+    except SealKeyError as exc:
+        await api.close()
+        raise kopf.PermanentError(str(exc)) from exc
     ctl = Controller(api, namespaces=OPTIONS.namespaces,
-                     pool_status_interval=OPTIONS.pool_status_interval, pod_gates=webhook_on)
+                     pool_status_interval=OPTIONS.pool_status_interval, pod_gates=webhook_on,
+                     seal=seal)
     try:
         await ctl.start()
     except RuntimeError as exc:

@@ -38,6 +38,7 @@ from respool.api import (
     parse_time_or_none,
 )
 from respool.controller import limits as fair_share
+from respool.controller.booking_seal import BookingSeal
 from respool.controller.consumers import ConsumerView, idle_deadline
 from respool.controller.consumers import status_field as consumer_status
 from respool.controller.selectors import NamespaceLabelsUnknown
@@ -98,7 +99,8 @@ class Reservation:
 
     __slots__ = ("_spec", "_status", "allocated_ranks", "created", "deleting", "failed_attempt",
                  "finalizers", "first_request", "foreign_status", "generation", "has_finalizer",
-                 "name", "namespace", "phase", "planned_key", "resource_version", "uid")
+                 "name", "namespace", "phase", "planned_key", "resource_version", "uid",
+                 "unverified")
 
     def __init__(self, uid: str, namespace: str, name: str, generation: int,
                  spec: Mapping[str, Any], status: Mapping[str, Any], created: float = 0.0,
@@ -169,6 +171,9 @@ class Reservation:
     @status.setter
     def status(self, value: Mapping[str, Any]) -> None:
         self._status = canonical(value)
+        # Why a restore refused the booking this status describes (memory only; restore()
+        # sets it): the next decision plans anew. Any other status clears it.
+        self.unverified: str | None = None
         phase = value.get("phase")
         self.phase: str | None = phase if isinstance(phase, str) else None
         first = value.get("firstRequestTime")
@@ -250,6 +255,9 @@ class PoolContext:
     namespace_labels: Callable[[str], Mapping[str, str]] = lambda _namespace: {}
     namespace_of: Callable[[str], str | None] = lambda _uid: None
     ledger: fair_share.UsageLedger | None = None
+    uid: str = ""  # the pool's metadata.uid (status.bookingSeal covers it)
+    #: Seals each committed booking (status.bookingSeal); None: no seals are written.
+    seal: BookingSeal | None = None
 
 
 @dataclass
@@ -704,6 +712,21 @@ class _Decider:
             self.status["unclaimedSince"] = None
             self.status["firstRequestTime"] = format_time(self.now)
             self.old_phase = None
+        replanning = False
+        if rsv.unverified is not None and phase in HOLDING_PHASES and self._booking() is None:
+            # The restore did not re-register the booking this status describes (its
+            # bookingSeal does not check out): nothing is held. Planned anew like a reservation
+            # never decided, and not counted as a retry: the user did nothing wrong.
+            self.event(Reason.BOOKING_UNVERIFIED.value,
+                       f"the {phase} booking in status was not restored after the operator "
+                       f"restarted: {rsv.unverified}; planning anew (not counted as a retry)",
+                       warning=True)
+            self._clear_hold()
+            for key in ("reservationId", "startTime", "endTime", "config", "unclaimedSince",
+                        "bookingSeal"):
+                self.status[key] = None
+            self.old_phase = phase = None
+            replanning = True
         if (phase in HOLDING_PHASES and self.planner is None and self.pool.exists
                 and not self.pool.ready):
             # The pool's spec cannot be used and there is no planner to judge the grant with
@@ -779,7 +802,7 @@ class _Decider:
             self.event(Reason.REPLANNED.value,
                        "the window held is no longer available; planning a new one", True)
             return self._plan(spec, request, length, count_retry=False)
-        return self._plan(spec, request, length, count_retry=True)
+        return self._plan(spec, request, length, count_retry=not replanning)
 
     def _pool_gate(self) -> Outcome | None:
         """Is there a pool, and does it admit this namespace? None when both hold.
@@ -1360,6 +1383,7 @@ def decide(rsv: Reservation, pool: PoolContext, planner: Planner | None, now: fl
     `consumers`: its consumer Pods as the operator sees them (None: not known - not watched,
     or not listed yet), for status.consumers and spec.idleTimeout."""
     outcome = _Decider(rsv, pool, planner, now, consumers).decide()
+    _stamp_seal(outcome.status, rsv, pool, planner)
     size = len(canonical(outcome.status))
     if size <= MAX_STATUS_BYTES:
         return outcome
@@ -1374,6 +1398,46 @@ def decide(rsv: Reservation, pool: PoolContext, planner: Planner | None, now: fl
         f"{MAX_STATUS_BYTES} an object may hold here (the grant lists too many host names, "
         "or spec.config is too large)",
     )
+
+
+def booking_facts(status: Mapping[str, Any], rsv: Reservation) -> tuple[
+        str | None, str | None, Any, float | None, float | None, str]:
+    """What a status says is booked, as a restore re-registers it: (phase, ID, R, start, end,
+    mode)."""
+    phase = status.get("phase")
+    phase = phase if isinstance(phase, str) else None
+    booking_id = status.get("reservationId" if phase == ACTIVE else "preReservationId")
+    allocated = status.get("allocated") or {}
+    # The mode booked (recorded since it could change meanwhile); the spec's for statuses
+    # written before it was recorded.
+    mode = allocated.get("mode") or rsv.spec.get("mode") or "exclusive"
+    return (phase, booking_id if isinstance(booking_id, str) else None, allocated.get("R"),
+            parse_time_or_none(status.get("startTime")),
+            parse_time_or_none(status.get("endTime")), str(mode))
+
+
+def _stamp_seal(status: dict[str, Any], rsv: Reservation, pool: PoolContext,
+                planner: Planner | None) -> None:
+    """Set status.bookingSeal for the status about to be committed: over the booking the
+    planner holds (not over what the status says: a status someone else rewrote while the
+    operator ran is never sealed as if it were true), with the phase and ID the status gives
+    it. Cleared when nothing is held; left as committed when the status holds something this
+    planner does not (no planner yet) or there is no seal: nothing here vouches for it."""
+    phase = status.get("phase")
+    if phase not in HOLDING_PHASES:
+        # (The whole status is written: absent is removed.)
+        status.pop("bookingSeal", None)
+        return
+    seal = pool.seal
+    booking = planner.get(rsv.uid) if planner is not None else None
+    if seal is None or booking is None:
+        # No seal here (a pool context made before the pool is usable; the simulation) or
+        # no booking to vouch for.
+        return
+    booking_id = status.get("reservationId" if phase == ACTIVE else "preReservationId")
+    status["bookingSeal"] = seal.seal(rsv.uid, pool.uid, phase, booking_id,
+                                      booking.R.to_dict(), booking.start, booking.end,
+                                      booking.mode)
 
 
 def release(rsv: Reservation, planner: Planner | None,
@@ -1407,20 +1471,25 @@ def ended_use(rsv: Reservation, planner: Planner, now: float) -> fair_share.Use 
     return fair_share.Use(start, min(end, now), nodes, 0, 0)
 
 
-def restore(rsv: Reservation, planner: Planner) -> str | None:
-    """Re-register a committed grant after a restart; returns an error message on failure."""
+def restore(rsv: Reservation, planner: Planner, seal: BookingSeal | None = None,
+            pool_uid: str = "") -> str | None:
+    """Re-register a committed grant after a restart; returns an error message on failure.
+
+    With a `seal`, only a booking whose status.bookingSeal checks out is re-registered; one
+    that does not is left out (never held twice, never held for someone who was not granted
+    it), marked `rsv.unverified`, and its next decision plans it anew with a Warning Event."""
     if rsv.phase not in HOLDING_PHASES or rsv.deleting:
         return None
     status = rsv.status
-    allocated = status.get("allocated") or {}
-    R = allocated.get("R")
-    start = parse_time_or_none(status.get("startTime"))
-    end = parse_time_or_none(status.get("endTime"))
+    phase, booking_id, R, start, end, mode = booking_facts(status, rsv)
     if not R or start is None:
         return "status says it holds resources but status.allocated.R or startTime is missing"
-    # The mode booked (recorded since it could change meanwhile); the spec's for statuses
-    # written before it was recorded.
-    mode = allocated.get("mode") or (rsv.spec or {}).get("mode") or "exclusive"
+    if seal is not None:
+        why = seal.check(status.get("bookingSeal"), rsv.uid, pool_uid, phase, booking_id, R,
+                         start, end, mode)
+        if why is not None:
+            rsv.unverified = why
+            return f"not restored: {why}"
     try:
         planner.restore(rsv.uid, R, start, end, mode)
     except (ValueError, KeyError, TypeError, OSError) as exc:

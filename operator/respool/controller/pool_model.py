@@ -21,6 +21,7 @@ import pydantic
 
 from respool.api import Reason, ResourcePoolSpec, parse_time
 from respool.controller import lifecycle, metrics
+from respool.controller.booking_seal import BookingSeal
 from respool.controller.lifecycle import (
     ACTIVE,
     FINALIZER,
@@ -63,9 +64,13 @@ class PoolChange:
 class PoolModel:
     """The pool's spec as the planner and context decisions use (one per actor)."""
 
-    def __init__(self, name: str, facts: ClusterFacts) -> None:
+    def __init__(self, name: str, facts: ClusterFacts, seal: BookingSeal | None = None) -> None:
         self.name = name
         self.facts = facts
+        #: Seals what is decided and checks what is restored (status.bookingSeal).
+        self.seal = seal
+        #: The pool object's metadata.uid (a seal is bound to it).
+        self.uid = ""
         self.planner: Planner | None = None
         self.context = PoolContext(name=name, exists=False, ready=False)
         #: What is wrong with the spec ("" when nothing), said in the pool's status.
@@ -123,6 +128,7 @@ class PoolModel:
             change.forgotten = True
             return change
         metadata = raw.get("metadata") or {}
+        self.uid = str(metadata.get("uid") or "")
         guarded = FINALIZER in (metadata.get("finalizers") or []) or finalizer_added
         if guarded != self.guarded:
             self.guarded = guarded
@@ -174,7 +180,7 @@ class PoolModel:
             name=self.name, exists=True, ready=True, policy=policy,
             namespace_allowed=self.namespace_allowed, deleting=deleting,
             namespace_labels=self.namespace_labels, namespace_of=namespace_of,
-            ledger=self.ledger)
+            ledger=self.ledger, uid=self.uid, seal=self.seal)
         self.selector = spec_raw.get("namespaceSelector")
         self.limits_select = any(limit.selector for limit in policy.limits)
         self.problem = ""
@@ -221,7 +227,8 @@ class PoolModel:
                 (r for r in records.values() if r.phase in HOLDING_PHASES and not r.deleting),
                 key=lambda r: (0 if r.phase == ACTIVE else 1, r.status.get("startTime") or ""))
             for record in holders:
-                error = lifecycle.restore(record, planner)
+                # Only what the operator sealed (status.bookingSeal) is re-registered.
+                error = lifecycle.restore(record, planner, self.seal, self.uid)
                 metrics.RESTORED.labels("ok" if error is None else "failed").inc()
                 if error is not None:
                     logger.warning("pool %s: %s %s could not be re-registered: %s", self.name,

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from respool.controller.booking_seal import BookingSeal
 from respool.controller.consumers import ConsumerView
 from respool.controller.events import InvolvedObject
 from respool.controller.kubeapi import ApiError
@@ -122,3 +123,6 @@ class PoolPort:
     #: A reservation's consumer Pods, by (namespace, name); None while not known (Pods not
     #: watched, or not listed yet): status.consumers and spec.idleTimeout (consumers.py).
     consumers: Callable[[str, str], ConsumerView | None] = lambda _namespace, _name: None
+    #: Seals every committed booking and checks the seals on restore (status.bookingSeal);
+    #: None (tests, the simulation): no seals are written or checked.
+    seal: BookingSeal | None = None
