@@ -171,9 +171,48 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
 
 
+#: A process that does nothing but what the operator's lag sampler does (sleep 0.1 s, note
+#: how late it woke): its lag is what this machine's load alone costs a loop at that moment.
+FLOOR_SAMPLER = """
+import asyncio, sys, time
+async def main():
+    while True:
+        began = time.monotonic()
+        await asyncio.sleep(0.1)
+        now = time.monotonic()
+        print(f"{now:.4f} {max(0.0, now - began - 0.1):.6f}", flush=True)
+asyncio.run(main())
+"""
+
+
+class FloorSampler:
+    """The machine's own loop lag beside the operator's (FLOOR_SAMPLER in a subprocess)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        handle = path.open("w")
+        self.process = subprocess.Popen([sys.executable, "-c", FLOOR_SAMPLER], stdout=handle)
+        handle.close()
+
+    def lags(self, since: float, until: float) -> list[float]:
+        values = []
+        for line in self.path.read_text().splitlines():
+            when, _, lag = line.partition(" ")
+            with contextlib.suppress(ValueError):
+                if since <= float(when) <= until:
+                    values.append(float(lag))
+        return values
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
 class HostileBench(Bench):
     profile = ""  # --profile: run the operator under cProfile, written here when it stops
     decisions_logged = False  # --log-decisions: the operator logs every decision (not -q)
+    slow_callback_ms: float | None = None  # --slow-callback-ms: passed to respool run
+    floor: FloorSampler | None = None
 
     def start_operator(self, log: Path) -> None:
         env = dict(os.environ, KUBECONFIG=self.kubeconfig, PYTHONUNBUFFERED="1")
@@ -184,7 +223,9 @@ class HostileBench(Bench):
             [sys.executable, *profile, "-m", "respool.cli.main", "run", "--log-format", "full",
              *quiet,
              "--liveness", f"http://127.0.0.1:{LIVENESS_PORT}/healthz",
-             "--metrics-port", str(METRICS_PORT)],
+             "--metrics-port", str(METRICS_PORT),
+             *([f"--slow-callback-ms={self.slow_callback_ms}"]
+               if self.slow_callback_ms else [])],
             stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=REPO)
         handle.close()
 
@@ -228,6 +269,11 @@ class HostileBench(Bench):
         await self._until_ready(watch, set(created), ready, 600)
         return [ready[name] - created[name] for name in created]
 
+    @staticmethod
+    def _operator_lag(before: dict[float, float], after: dict[float, float]) -> dict[str, float]:
+        return {"loop_lag_p99_le_s": histogram_quantile(before, after, 0.99),
+                "loop_lag_p50_le_s": histogram_quantile(before, after, 0.5)}
+
     async def churn(self, namespace: str, names: list[str], stop: asyncio.Event) -> int:
         edits = 0
         while not stop.is_set():
@@ -246,6 +292,8 @@ class HostileBench(Bench):
         lag: list[float] = []
         stop = asyncio.Event()
         histogram_before = await asyncio.to_thread(lag_buckets)
+        load_before = os.getloadavg()[0]
+        began = time.monotonic()
         sampler = asyncio.create_task(self.sample_lag(lag, stop))
         churner = asyncio.create_task(self.churn(hostile_ns, churn, stop)) if churn else None
         try:
@@ -255,14 +303,22 @@ class HostileBench(Bench):
             await sampler
             edits = await churner if churner is not None else 0
         histogram_after = await asyncio.to_thread(lag_buckets)
-        return {"p50_s": statistics.median(latencies), "p99_s": percentile(latencies, 0.99),
-                "loop_lag_p99_le_s": histogram_quantile(histogram_before, histogram_after,
-                                                        0.99),
-                "loop_lag_p50_le_s": histogram_quantile(histogram_before, histogram_after,
-                                                        0.5),
+        floor = self.floor.lags(began, time.monotonic()) if self.floor is not None else []
+        return {"load_avg_1m": round((load_before + os.getloadavg()[0]) / 2, 1),
+                "floor_lag_p50_s": statistics.median(floor) if floor else float("nan"),
+                "floor_lag_p99_s": percentile(floor, 0.99) if floor else float("nan"),
+                **self._operator_lag(histogram_before, histogram_after),
+                "p50_s": statistics.median(latencies), "p99_s": percentile(latencies, 0.99),
                 "lag_p50_s": statistics.median(lag) if lag else float("nan"),
                 "lag_p99_s": percentile(lag, 0.99) if lag else float("nan"),
                 "lag_max_s": max(lag) if lag else float("nan"), "pool_edits": edits}
+
+
+def floor_text(figures: dict[str, float]) -> str:
+    return (f"the machine's own loop lag meanwhile (an idle process beside it) p50 "
+            f"{figures['floor_lag_p50_s'] * 1000:.1f} ms, p99 "
+            f"{figures['floor_lag_p99_s'] * 1000:.0f} ms; load average "
+            f"{figures['load_avg_1m']}")
 
 
 async def memory_part(bench: HostileBench, args: argparse.Namespace, ordinary_pool: str,
@@ -303,6 +359,8 @@ async def main_async(args: argparse.Namespace, kubeconfig: str, workdir: Path) -
     bench = HostileBench(kubeconfig, args.concurrency)
     bench.profile = args.profile or ""
     bench.decisions_logged = args.log_decisions
+    bench.slow_callback_ms = args.slow_callback_ms
+    bench.floor = FloorSampler(workdir / "floor-lag.txt")
     results: dict[str, Any] = {"hostile": args.hostile, "ordinary": args.ordinary,
                                "rate": args.rate}
     ordinary_pool, hostile_pool = "bench-ordinary", "bench-hostile-pool"
@@ -324,7 +382,8 @@ async def main_async(args: argparse.Namespace, kubeconfig: str, workdir: Path) -
         print(f"baseline: create->Active p50 {baseline['p50_s'] * 1000:.0f} ms, p99 "
               f"{baseline['p99_s'] * 1000:.0f} ms; liveness answer p99 "
               f"{baseline['lag_p99_s'] * 1000:.0f} ms; operator's loop lag p99 <= "
-              f"{baseline['loop_lag_p99_le_s'] * 1000:.0f} ms", flush=True)
+              f"{baseline['loop_lag_p99_le_s'] * 1000:.0f} ms; {floor_text(baseline)}",
+              flush=True)
         hostile_ns = "bench-hostile"
         await bench.namespace(hostile_ns)
         blocker = rsv_body(hostile_ns, "blocker", hostile_pool)
@@ -361,12 +420,13 @@ async def main_async(args: argparse.Namespace, kubeconfig: str, workdir: Path) -
               f"(target < 50 ms), max {hostile['lag_max_s'] * 1000:.0f} ms; operator's own "
               f"loop lag histogram: p50 <= {hostile['loop_lag_p50_le_s'] * 1000:.0f} ms, p99 <= "
               f"{hostile['loop_lag_p99_le_s'] * 1000:.0f} ms; "
-              f"{hostile['pool_edits']} spec.pool edits", flush=True)
+              f"{hostile['pool_edits']} spec.pool edits; {floor_text(hostile)}", flush=True)
         if args.skip_memory:
             return results
         await memory_part(bench, args, ordinary_pool, workdir, results)
     finally:
         bench.stop_operator()
+        bench.floor.stop()
         await bench.api.close()
     return results
 
@@ -392,6 +452,9 @@ def main() -> int:
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--log-decisions", action="store_true",
                         help="the operator logs every decision with its time (not -q)")
+    parser.add_argument("--slow-callback-ms", type=float, default=None, metavar="MS",
+                        help="the operator logs each event loop callback longer than MS ms "
+                        "with where it was (respool run --slow-callback-ms)")
     parser.add_argument("--profile", help="run the operator under cProfile, writing its "
                         "statistics to this file when it stops (pstats format)")
     args = parser.parse_args()

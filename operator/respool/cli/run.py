@@ -108,6 +108,11 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "--pool-status-interval", type=float, default=1.0, metavar="SECONDS",
         help="at most one ResourcePool status write per pool per this many seconds",
     )
+    parser.add_argument(
+        "--slow-callback-ms", type=float, default=None, metavar="MS",
+        help="log each event loop callback that runs longer than MS milliseconds, with where "
+        "it was (a diagnosis aid: every callback is timed; default off)",
+    )
     webhook = parser.add_argument_group(
         "admission webhook",
         "Serve the mutating webhook for Pods labelled respool.io/reservation (docs/api.md, "
@@ -226,6 +231,13 @@ def run(args: argparse.Namespace) -> int:
             cert_dir=cert_dir)
         handlers.OPTIONS.webhook_service = service
         handlers.register_webhook()
+    if args.slow_callback_ms is not None:
+        if args.slow_callback_ms <= 0:
+            raise SystemExit("respool run: --slow-callback-ms must be > 0")
+        from respool.controller.loopwatch import SlowCallbackWatch
+
+        # Here, on the thread that runs the operator's loop (kopf's, or the leader's).
+        SlowCallbackWatch(args.slow_callback_ms / 1000).install()
     handlers.OPTIONS.namespaces = list(args.namespace)
     # The operator's own namespace: the leader Lease and the booking seal key's Lease.
     handlers.OPTIONS.seal_namespace = args.leader_election_namespace

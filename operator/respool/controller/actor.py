@@ -53,6 +53,7 @@ from respool.controller.lifecycle import (
 from respool.controller.pool_keeper import PoolKeeper
 from respool.controller.pool_model import PoolModel
 from respool.controller.ports import PoolPort
+from respool.controller.turns import Turn
 from respool.pool import Booking, Planner
 
 logger = logging.getLogger(__name__)
@@ -452,7 +453,10 @@ class PoolActor:
         return sorted(records, key=key)
 
     async def _decide_all(self, records: list[Reservation], now: float, done: set[str]) -> None:
+        turn = Turn(self.port.monotonic)
         for record in records:
+            if await turn.next_item() and self.records.get(record.uid) is not record:
+                continue  # forgotten while the loop ran something else
             if self.pool_dirty:
                 # The pool changed while this batch was being decided (an await let its
                 # event in): decide the rest on the pool as it is now, never book on a pool
@@ -480,8 +484,10 @@ class PoolActor:
             generation = record.generation
             started = time.perf_counter()
             try:
-                outcome = lifecycle.decide(record, self.context, planner, now,
-                                           self.port.consumers(record.namespace, record.name))
+                with turn.work():
+                    outcome = lifecycle.decide(record, self.context, planner, now,
+                                               self.port.consumers(record.namespace,
+                                                                   record.name))
             except Exception:
                 logger.exception("pool %s: deciding %s failed", self.name, record.key)
                 self.wake_at[record.uid] = now + 30

@@ -38,6 +38,7 @@ from respool.controller.node_enforcement import NodeEnforcer
 from respool.controller.pod_gates import GateLifter
 from respool.controller.ports import ClusterFacts, EventSink, PoolPort
 from respool.controller.reminders import Reminders
+from respool.controller.turns import Turn
 
 logger = logging.getLogger(__name__)
 
@@ -309,6 +310,7 @@ class Controller:
                         broken_since = None
                 opened = self._monotonic()
                 received = False
+                turn = Turn(self._monotonic)
                 async for event in self._watch(self.api, path, version):
                     received = True
                     if broken_since is not None:
@@ -319,8 +321,13 @@ class Controller:
                     obj = event.get("object") or {}
                     seen = (obj.get("metadata") or {}).get("resourceVersion")
                     if event.get("type") != "BOOKMARK":
-                        self.on_reservation(event.get("type"), obj)
+                        with turn.work():
+                            self.on_reservation(event.get("type"), obj)
                     version = seen or version
+                    # Events already buffered (a burst of objects near etcd's limit costs ~10
+                    # ms each to read) are not handled in one go: that would hold every
+                    # pool, the Lease and the probes (turns.py).
+                    await turn.next_item()
                 if received or self._monotonic() - opened > 1.0:
                     continue  # the server ended the stream (its timeout): carry on
                 # Closed at once and empty: a server shutting down. Back off, never spin.
