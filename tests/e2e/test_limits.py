@@ -147,3 +147,26 @@ def test_outside_allowed_hours_waits_and_is_granted_when_the_hours_open(
         assert granted["status"]["retryCount"] == 0
     finally:
         _cleanup(rk, namespace, "night")
+
+
+def test_a_limit_selects_namespaces_by_label_and_follows_a_relabel(
+        rk: Any, limited_pool: Any, namespace: str) -> None:
+    # The pool itself admits every namespace: only the limit reads the namespace's labels.
+    pool = limited_pool([{"namespaceSelector": {"matchLabels": {"tier": "student"}},
+                          "maxNodes": 1}])
+    try:
+        rk.create(namespace, "one", {"pool": pool, "request": ONE_NODE, "duration": "1h"})
+        rk.wait_phase(namespace, "one", "Active")
+        rk.create(namespace, "two", {"pool": pool, "request": ONE_NODE, "duration": "1h"})
+        rk.wait_phase(namespace, "two", "Active")  # not selected: no limit
+        rk.delete(namespace, "two")
+        rk.core.patch_namespace(namespace, {"metadata": {"labels": {"tier": "student"}}})
+        rk.create(namespace, "three", {"pool": pool, "request": ONE_NODE, "duration": "1h"})
+        waiting = rk.wait_for(namespace, "three", _waiting_with("QuotaExceeded"),
+                              what="Pending with QuotaExceeded once the namespace is selected")
+        assert "maxNodes (1)" in waiting["status"]["message"]
+        # Relabelled out of the limit: judged again at once, and granted.
+        rk.core.patch_namespace(namespace, {"metadata": {"labels": {"tier": "staff"}}})
+        rk.wait_phase(namespace, "three", "Active")
+    finally:
+        _cleanup(rk, namespace, "one", "two", "three")
