@@ -241,6 +241,10 @@ def test_on_end_evict_evicts_the_consumers_after_the_grace_period_and_leave_leav
         assert _running_on(core, ns, "leave-job") == leave_node
         assert not core.read_namespaced_pod("leave-job", ns).metadata.deletion_timestamp
         assert "evicted" in enforcing_operator.log_text()
+        [event] = wait_for("the ConsumersEvicted Event", lambda: [
+            e for e in rk.events(ns, "evict") if e.reason == "ConsumersEvicted"])
+        assert "evict-job" in event.message, event.message
+        assert not [e for e in rk.events(ns, "leave") if e.reason == "ConsumersEvicted"]
     finally:
         _cleanup(rk, core, ns, pool, hosts)
 

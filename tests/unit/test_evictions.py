@@ -65,6 +65,14 @@ def _pod(name: str, node: str = "n0", reservation: str = "train") -> dict[str, A
             "spec": {"nodeName": node} if node else {}, "status": {"phase": "Running"}}
 
 
+class RecordingEvents:
+    def __init__(self) -> None:
+        self.posted: list[tuple[Any, str, str, str]] = []
+
+    def post(self, obj: Any, type_: str, reason: str, message: str) -> None:
+        self.posted.append((obj, type_, reason, message))
+
+
 async def _until(probe: Any, limit: float = 10.0) -> None:
     deadline = time.monotonic() + limit
     while not probe():
@@ -73,12 +81,14 @@ async def _until(probe: Any, limit: float = 10.0) -> None:
 
 
 def test_evict_evicts_bound_consumers_after_the_grace_period_and_leave_does_nothing() -> None:
+    events = RecordingEvents()
+
     async def run() -> tuple[RecordingApi, float]:
         api = RecordingApi(refuse=1)
         tracker = ConsumerTracker()
         for pod in (_pod("a"), _pod("b"), _pod("gated", node=""), _pod("x", reservation="other")):
             tracker.on_pod(None, pod, T0)
-        evictor = Evictor(api, tracker)
+        evictor = Evictor(api, tracker, events=events)
         evictor.on_pool(None, {"metadata": {"name": "rack"},
                                "spec": {"policy": {"evictionGracePeriod": "1s"}}})
         evictor.start()
@@ -109,3 +119,7 @@ def test_evict_evicts_bound_consumers_after_the_grace_period_and_leave_does_noth
     assert all(body["apiVersion"] == "policy/v1" and body["kind"] == "Eviction"
                for _, body, _ in api.posts)
     assert min(at for _, _, at in api.posts) >= end + 1.0  # after the grace period
+    # one Event per pass that evicted something, on the reservation
+    assert [(obj.name, reason) for obj, _, reason, _ in events.posted] == [
+        ("train", "ConsumersEvicted"), ("train", "ConsumersEvicted")]
+    assert "evicted 1 consumer Pod: b" in events.posted[0][3]

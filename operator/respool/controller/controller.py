@@ -87,7 +87,9 @@ class Controller:
                                 watch=watch, on_pod=self.on_pod,
                                 on_listing=self.on_pod_listing) if pod_gates else None
         # spec.onEnd: Evict - the consumers of ended reservations (only with the Pod watch).
-        self.evictor = Evictor(api, self.consumers, clock=clock) if pod_gates else None
+        self.evictor = Evictor(api, self.consumers, clock=clock,
+                               events=events if events is not None else self.events
+                               ) if pod_gates else None
         # The one port every actor gets (the composition root is here, nowhere else).
         self.port = PoolPort(api=api, events=events if events is not None else self.events,
                              facts=self.facts, pool_status_interval=pool_status_interval,

@@ -31,6 +31,7 @@ from urllib.parse import quote
 from respool.api import parse_duration, parse_time_or_none
 from respool.api.models import DEFAULT_EVICTION_GRACE_PERIOD
 from respool.controller.consumers import ConsumerTracker, Key
+from respool.controller.events import InvolvedObject
 from respool.controller.kubeapi import ApiError
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,10 @@ DEFAULT_GRACE = parse_duration(DEFAULT_EVICTION_GRACE_PERIOD)
 
 class EvictionApi(Protocol):
     async def post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]: ...
+
+
+class EventSink(Protocol):
+    def post(self, obj: InvolvedObject, type_: str, reason: str, message: str) -> None: ...
 
 
 def eviction_path(namespace: str, pod: str) -> str:
@@ -78,8 +83,11 @@ class Evictor:
     """Evicts the consumer Pods of ended ``onEnd: Evict`` reservations, in one task."""
 
     def __init__(self, api: EvictionApi, consumers: ConsumerTracker, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, events: EventSink | None = None
+                 ) -> None:
         self.api = api
+        self.events = events
+        self._uid: dict[Key, str] = {}  # reservation -> its uid (for its Event)
         self.consumers = consumers
         self.clock = clock
         self.grace: dict[str, float] = {}  # pool -> seconds
@@ -119,6 +127,7 @@ class Evictor:
             return
         pool = str(spec.get("pool") or "")
         self.ended[key] = (end, pool)
+        self._uid[key] = str(metadata.get("uid") or "")
         self._push(key)
 
     def _due(self, key: Key) -> float | None:
@@ -185,6 +194,7 @@ class Evictor:
         pods = self.consumers.bound(namespace, name)
         retry: float | None = None
         now = self.clock()
+        evicted: list[str] = []
         for stale in [p for p, at in self._sent.items() if now - at >= RETRY_MAX]:
             del self._sent[stale]
         for pod in pods:
@@ -207,9 +217,17 @@ class Evictor:
                 continue
             self._retry.pop((namespace, pod.name), None)
             self._sent[(namespace, pod.name)] = now
+            evicted.append(pod.name)
             self.evicted += 1
             logger.info("reservation %s/%s ended (onEnd: Evict): Pod %s evicted", namespace,
                         name, pod.name)
+        if evicted and self.events is not None:
+            shown = ", ".join(evicted[:10]) + (f" and {len(evicted) - 10} more"
+                                               if len(evicted) > 10 else "")
+            self.events.post(InvolvedObject("ResourceReservation", name, self._uid.get(key, ""),
+                                            namespace), "Normal", "ConsumersEvicted",
+                             f"onEnd: Evict: evicted {len(evicted)} consumer Pod"
+                             f"{'s' if len(evicted) != 1 else ''}: {shown}")
         if retry is not None:
             self._push(key, self.clock() + retry * random.uniform(0.8, 1.2))
         elif pods:
@@ -220,3 +238,4 @@ class Evictor:
             # Nothing of it left to evict: forgotten (seen again - a relisting, a restart -
             # it is looked at once more, and finds nothing).
             self.ended.pop(key, None)
+            self._uid.pop(key, None)
