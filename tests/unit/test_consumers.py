@@ -180,3 +180,33 @@ def test_the_coalescer_hands_a_burst_over_once() -> None:
 
     asyncio.run(burst())
     assert flushed == [{"uid-0", "uid-1", "uid-2"}]
+
+
+def test_describe_shows_the_consumers_and_on_end() -> None:
+    import argparse
+
+    from respool.cli.ops import _describe_reservation
+
+    class Api:
+        default_namespace = "team"
+
+        def __init__(self, obj: dict[str, Any]) -> None:
+            self.obj = obj
+
+        def find_reservation(self, namespace: str, name: str) -> dict[str, Any]:
+            return self.obj
+
+    def described(spec: dict[str, Any], consumers: dict[str, Any]) -> str:
+        obj = {"metadata": {"name": "train", "namespace": "team"},
+               "spec": {"pool": "rack", **spec},
+               "status": {"phase": "Active", "consumers": consumers}}
+        args = argparse.Namespace(namespace="team", name="train", utc=True)
+        return _describe_reservation(Api(obj), args)  # type: ignore[arg-type]
+
+    names = [f"w{index:02d}" for index in range(20)]
+    text = described({"onEnd": "Evict"}, {"count": 23, "running": 21, "pods": names})
+    assert "Consumers:       23 Pods (21 running): w00, w01" in text and "and 3 more" in text
+    assert "On end:          Evict" in text
+    text = described({"idleTimeout": "10m"}, {"count": 0, "idleSince": "2030-01-01T00:00:00Z"})
+    assert "Consumers:       none since 2030-01-01T00:00:00Z" in text and "(10m)" in text
+    assert "On end" not in described({}, {})

@@ -473,6 +473,19 @@ def _describe_reservation(api: KubeAPI, args: argparse.Namespace) -> str:
             + (f"; starts by {when(view.start_no_later_than, now, args.utc)} if nothing new is booked first"
                if view.start_no_later_than is not None else "; no start the planner can bound")
         )
+    consumers = status.get("consumers") or {}
+    if consumers.get("count"):
+        names = ", ".join(consumers.get("pods") or [])
+        more = consumers["count"] - len(consumers.get("pods") or [])
+        lines.append(f"Consumers:       {consumers['count']} Pods ({consumers.get('running', 0)} "
+                     f"running): {names}" + (f" and {more} more" if more > 0 else ""))
+    elif consumers.get("idleSince"):
+        lines.append(f"Consumers:       none since {consumers['idleSince']}"
+                     + (f"; released at idleSince + idleTimeout ({spec['idleTimeout']})"
+                        if spec.get("idleTimeout") else ""))
+    if spec.get("onEnd") == "Evict":
+        lines.append("On end:          Evict (its Pods are evicted after the pool's "
+                     "policy.evictionGracePeriod)")
     if available:
         lines.append(
             f"Next available:  {'yes' if available.get('available') else 'no'}; earliest "
