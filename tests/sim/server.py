@@ -279,6 +279,9 @@ class SimServer:
         if path == "/api/v1/nodes":
             return {"items": self.share(self.items("node")),
                     "metadata": {"resourceVersion": str(self.version)}}
+        if path == "/apis/scheduling.k8s.io/v1/priorityclasses":
+            # The simulated workloads name no PriorityClass (issue 14): the listing is empty.
+            return {"items": [], "metadata": {"resourceVersion": str(self.version)}}
         kind, key, _status = parse_path(path)
         if key == "" or key.endswith("/"):
             namespace = key[:-1] if key else None

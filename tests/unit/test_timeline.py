@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from respool.client.timeline import Booking, encode_ranks, render_timeline, span_text
+from respool.client.timeline import (
+    Booking,
+    Maintenance,
+    encode_ranks,
+    render_timeline,
+    span_text,
+)
 
 NOW = 1_795_000_000.0  # 2026-11-18 11:06:40 UTC
 HOUR = 3600.0
@@ -92,3 +98,16 @@ def test_helpers() -> None:
     assert encode_ranks([5, 0, 1, 2, 7, 8]) == "0-2,5,7-8"
     assert encode_ranks([]) == ""
     assert [span_text(s) for s in (5, 600, 7500, 200_000, -3)] == ["5s", "10m", "2h05m", "2d7h", "0s"]
+
+
+def test_maintenance_windows_are_drawn_over_everything_and_listed() -> None:
+    now = 1_900_000_000.0 - (1_900_000_000.0 % 3600)
+    held = Booking("team/a", frozenset({0, 1}), now, now + 4 * 3600)
+    window = Maintenance("firmware", frozenset({1}), now + 3600, now + 2 * 3600, "Evict",
+                         "BIOS")
+    lines = render_timeline([0, 1], [held], now=now, hours=4, width=8, utc=True,
+                            maintenance=[window])
+    assert lines[1].endswith("AAAAAAAA") and lines[2].endswith("AA!!AAAA")
+    assert "! maintenance" in lines[3]
+    assert any(line.startswith("!  maintenance 'firmware'") and "(Evict), ranks 1: BIOS" in line
+               for line in lines)

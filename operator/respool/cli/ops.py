@@ -31,7 +31,7 @@ from respool.client.errors import (
 from respool.client.kube import KubeAPI, Object, condition
 from respool.client.native import RespoolClient, epoch, seconds
 from respool.client.objects import Reservation
-from respool.client.timeline import Booking, render_timeline, span_text
+from respool.client.timeline import Booking, Maintenance, render_timeline, span_text
 from respool.controller.lifecycle import SpecError
 from respool.pool import Hostlist, IDset, InfeasibleRequest
 
@@ -437,9 +437,25 @@ def _describe_pool(api: KubeAPI, args: argparse.Namespace) -> str:
         lines.append(note)
     lines += render_timeline(
         ranks, bookings, now=now, hours=args.hours, width=width, down=down,
-        name_ranks=name_ranks, utc=args.utc,
+        name_ranks=name_ranks, utc=args.utc, maintenance=_maintenance(status),
     )
     return "\n".join(lines)
+
+
+def _maintenance(status: dict[str, Any]) -> list[Maintenance]:
+    """The pool's maintenance windows as the operator applies them (status.maintenance: the
+    ranks resolved from a hostlist, the end from a duration)."""
+    windows = []
+    for item in status.get("maintenance") or []:
+        try:
+            windows.append(Maintenance(
+                name=str(item.get("name") or ""),
+                ranks=frozenset(IDset(str(item.get("ranks") or ""))),
+                start=parse_time(str(item["start"])), end=parse_time(str(item["end"])),
+                mode=str(item.get("mode") or "Drain"), reason=str(item.get("reason") or "")))
+        except (KeyError, ValueError):
+            continue  # not written by this operator version: nothing to draw
+    return windows
 
 
 def _describe_reservation(api: KubeAPI, args: argparse.Namespace) -> str:

@@ -21,6 +21,7 @@ FREE = "."
 DOWN = "x"
 OVERLAP = "+"
 MORE = "#"
+MAINTENANCE = "!"
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,21 @@ class Booking:
     def covers(self, begin: float, finish: float) -> bool:
         """Does the booking overlap ``[begin, finish)``?"""
         return self.start < finish and (self.end is None or self.end > begin)
+
+
+@dataclass(frozen=True)
+class Maintenance:
+    """A maintenance window of the pool (``spec.maintenance[]``): drawn over everything."""
+
+    name: str
+    ranks: frozenset[int]
+    start: float
+    end: float
+    mode: str = "Drain"
+    reason: str = ""
+
+    def covers(self, begin: float, finish: float) -> bool:
+        return self.start < finish and self.end > begin
 
 
 def encode_ranks(ranks: Sequence[int]) -> str:
@@ -126,6 +142,7 @@ def render_timeline(
     down: frozenset[int] = frozenset(),
     name_ranks: Callable[[Sequence[int]], str] = encode_ranks,
     utc: bool = False,
+    maintenance: Sequence[Maintenance] = (),
 ) -> list[str]:
     """The timeline grid and its legend, as lines of text."""
     if hours <= 0 or width < 8:
@@ -143,7 +160,9 @@ def render_timeline(
             begin = now + slot * step
             finish = begin + step
             covering = [b for b in by_rank.get(rank, ()) if b.covers(begin, finish)]
-            if not covering:
+            if any(rank in m.ranks and m.covers(begin, finish) for m in maintenance):
+                cells.append(MAINTENANCE)  # maintenance always wins
+            elif not covering:
                 cells.append(DOWN if rank in down else FREE)
             elif _concurrent(covering):
                 cells.append(OVERLAP)
@@ -167,8 +186,16 @@ def render_timeline(
     lines.append(
         f"{'':<{left}}^ now {clock(now, utc=utc)} {zone}; one column = {span_text(step)}; "
         f"{FREE} free, {DOWN} down, {OVERLAP} shared by several"
+        + (f", {MAINTENANCE} maintenance" if maintenance else "")
     )
     lines.extend(render_legend(bookings, symbols, now=now, utc=utc))
+    for window in sorted(maintenance, key=lambda m: (m.start, m.name)):
+        if window.end <= now or window.start >= now + hours * 3600.0:
+            continue
+        why = f": {window.reason}" if window.reason else ""
+        lines.append(f"{MAINTENANCE}  maintenance {window.name!r} "
+                     f"{clock(window.start, utc=utc)}-{clock(window.end, utc=utc)} "
+                     f"({window.mode}), ranks {encode_ranks(sorted(window.ranks))}{why}")
     return lines
 
 

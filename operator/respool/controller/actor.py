@@ -445,10 +445,11 @@ class PoolActor:
         ahead of an older Pending one)."""
         records = [self.records[uid] for uid in uids if uid in self.records]
 
-        def key(record: Reservation) -> tuple[int, float, str]:
+        def key(record: Reservation) -> tuple[int, int, float, str]:
             group = 0 if record.deleting else 1 if record.phase == ACTIVE else 2
             first = _time_or(record.first_request, record.created)
-            return group, first, record.name
+            # Waiting ones by priority, then first requested (issue 14).
+            return group, -record.priority if group == 2 else 0, first, record.name
 
         return sorted(records, key=key)
 
@@ -495,6 +496,10 @@ class PoolActor:
             finally:
                 metrics.DECISION_SECONDS.observe(time.perf_counter() - started)
             self.standing.stamp(record.uid, outcome.status)
+            if outcome.displaced:
+                # Bookings it displaced (issue 14) are decided next: they say so.
+                self.dirty.update(outcome.displaced)
+                self.kick()
             after = planner.get(record.uid) if planner is not None else None
             if outcome.wake_at is not None:
                 self.wake_at[record.uid] = outcome.wake_at

@@ -57,6 +57,9 @@ LIST_PAGE_MAX = 500
 LIST_PAGE_BYTES = 4 << 20
 
 
+PRIORITY_CLASSES = "/apis/scheduling.k8s.io/v1/priorityclasses"
+
+
 class Controller:
     def __init__(self, api: KubeApi, *, namespaces: Iterable[str] = (),
                  pool_status_interval: float = 1.0, events: EventSink | None = None,
@@ -126,6 +129,12 @@ class Controller:
                 self.facts.note_namespace(namespace)
         except ApiError as exc:
             logger.warning("cannot list Namespaces (namespaceSelector sees no labels): %s", exc)
+        try:
+            async for priority_class in self.api.list_items(PRIORITY_CLASSES):
+                self.facts.priority_classes.note(priority_class)
+        except ApiError as exc:
+            logger.warning("cannot list PriorityClasses (every reservation has priority 0 "
+                           "until the watch tells): %s", exc)
         for pool in pools:
             name = (pool.get("metadata") or {}).get("name")
             if name:
@@ -514,6 +523,22 @@ class Controller:
             self.facts.namespace_labels.forget(name)
         elif self.facts.note_namespace(raw):
             self._namespace_changed(name)
+
+    def on_priority_class(self, event_type: str | None, raw: dict[str, Any]) -> None:
+        """A PriorityClass came, changed or went (issue 14): reservations not yet granted are
+        decided again with their new priority (a waiter may have waited for its class)."""
+        name = (raw.get("metadata") or {}).get("name") or ""
+        if event_type == "DELETED":
+            changed = self.facts.priority_classes.forget(name)
+        else:
+            changed = self.facts.priority_classes.note(raw)
+        if not changed:
+            return
+        for actor in self.actors.values():
+            waiting = [uid for uid, record in actor.records.items() if record.phase != "Active"]
+            if waiting:
+                actor.dirty.update(waiting)
+                actor.kick()
 
     def _namespace_changed(self, name: str) -> None:
         """A namespace's labels were learnt or changed: pools with a namespaceSelector judge its

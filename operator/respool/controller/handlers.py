@@ -192,6 +192,11 @@ async def namespace_event(event: kopf.RawEvent, **kwargs: Any) -> None:
     controller().on_namespace(event.get("type"), dict(event.get("object") or {}))
 
 
+@kopf.on.event("scheduling.k8s.io", "v1", "priorityclasses")
+async def priority_class_event(event: kopf.RawEvent, **_: Any) -> None:
+    controller().on_priority_class(event.get("type"), dict(event.get("object") or {}))
+
+
 @kopf.on.probe(id="pools")
 def probe_pools(**_: Any) -> int:
     return len(controller().actors) if _controller is not None else 0

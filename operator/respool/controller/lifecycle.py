@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,12 +37,15 @@ from respool.api import (
     parse_time,
     parse_time_or_none,
 )
+from respool.api.models import DEFAULT_PREEMPTION_GRACE_PERIOD
 from respool.controller import limits as fair_share
+from respool.controller import priorities
 from respool.controller.booking_seal import BookingSeal
 from respool.controller.consumers import ConsumerView, idle_deadline
 from respool.controller.consumers import status_field as consumer_status
 from respool.controller.selectors import NamespaceLabelsUnknown
 from respool.pool import (
+    Block,
     Booking,
     Hostlist,
     IDset,
@@ -65,6 +68,7 @@ DEFAULT_DURATION = 3600.0
 DEFAULT_CLAIM_TIMEOUT = 300.0
 DEFAULT_MAX_UNCLAIMED_HOLD = 3600.0
 DEFAULT_MAX_RETRY = 5
+DEFAULT_PREEMPTION_GRACE = parse_duration(DEFAULT_PREEMPTION_GRACE_PERIOD)
 # How soon a reservation whose namespace's labels could not be read is judged again (it is
 # also judged as soon as the labels arrive).
 NAMESPACE_RETRY = 30.0
@@ -99,8 +103,8 @@ class Reservation:
 
     __slots__ = ("_spec", "_status", "allocated_ranks", "created", "deleting", "failed_attempt",
                  "finalizers", "first_request", "foreign_status", "generation", "has_finalizer",
-                 "name", "namespace", "phase", "planned_key", "resource_version", "uid",
-                 "unverified")
+                 "name", "namespace", "phase", "planned_key", "priority", "resource_version",
+                 "uid", "unverified")
 
     def __init__(self, uid: str, namespace: str, name: str, generation: int,
                  spec: Mapping[str, Any], status: Mapping[str, Any], created: float = 0.0,
@@ -180,6 +184,9 @@ class Reservation:
         self.first_request: str | None = first if isinstance(first, str) else None
         ranks = (value.get("allocated") or {}).get("ranks")
         self.allocated_ranks: str | None = ranks if isinstance(ranks, str) else None
+        # The priority it was last decided with (issue 14): waiting ones are tried in its order.
+        priority = value.get("priority")
+        self.priority: int = priority if isinstance(priority, int) else 0
 
     @property
     def status_text(self) -> str:
@@ -225,6 +232,7 @@ class Policy:
     claim_timeout: float = DEFAULT_CLAIM_TIMEOUT
     max_unclaimed_hold: float = DEFAULT_MAX_UNCLAIMED_HOLD
     limits: tuple[fair_share.Limit, ...] = ()
+    preemption_grace: float = DEFAULT_PREEMPTION_GRACE
 
     @classmethod
     def from_model(cls, policy: PoolPolicy) -> Policy:
@@ -236,6 +244,8 @@ class Policy:
             claim_timeout=parse_duration(policy.claim_timeout),
             max_unclaimed_hold=(parse_duration(policy.max_unclaimed_hold)
                                 if policy.max_unclaimed_hold else DEFAULT_MAX_UNCLAIMED_HOLD),
+            preemption_grace=parse_duration(policy.preemption_grace_period
+                                            or DEFAULT_PREEMPTION_GRACE_PERIOD),
         )
 
 
@@ -258,6 +268,11 @@ class PoolContext:
     uid: str = ""  # the pool's metadata.uid (status.bookingSeal covers it)
     #: Seals each committed booking (status.bookingSeal); None: no seals are written.
     seal: BookingSeal | None = None
+    # Priorities (issue 14): the priority of a reservation naming a PriorityClass (None: the
+    # default) in a namespace, and who a booking (UID) is, for messages naming a displacer.
+    priority_of: Callable[[str | None, str], priorities.Resolved] = (
+        lambda _name, _namespace: priorities.Resolved())
+    name_of: Callable[[str], str | None] = lambda _uid: None
 
 
 @dataclass
@@ -266,6 +281,8 @@ class Outcome:
     events: list[EventSpec] = field(default_factory=list)
     wake_at: float | None = None  # when this reservation needs looking at again
     granted: bool = False  # became Active in this decision
+    # Bookings (UIDs) this decision displaced (issue 14): decided next, so that they say so.
+    displaced: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -284,6 +301,8 @@ class ParsedSpec:
     config: dict[str, Any] | None
     plan_key: str  # what a booking depends on; a change re-plans a Scheduled reservation
     idle_timeout: float | None = None  # spec.idleTimeout (see consumers.py)
+    priority_class: str | None = None
+    preemptible: bool = False
 
 
 def parse_spec(spec: Mapping[str, Any]) -> ParsedSpec:
@@ -338,6 +357,8 @@ def parse_spec(spec: Mapping[str, Any]) -> ParsedSpec:
         config=model.config,
         plan_key=plan_key,
         idle_timeout=idle_timeout,
+        priority_class=model.priority_class_name,
+        preemptible=model.preemptible,
     )
 
 
@@ -557,6 +578,8 @@ class _Decider:
             self.status["firstRequestTime"] = format_time(now)
         self.status.setdefault("retryCount", 0)
         self._minted = 0  # highest suffix minted in this decision (IDs may be cleared meanwhile)
+        self.displaced: list[str] = []
+        self.resolved = priorities.Resolved()
 
     def mint(self) -> str:
         stem = f"{self.pool.name}-{self.rsv.uid.replace('-', '')[:12]}"
@@ -581,7 +604,7 @@ class _Decider:
             if active and active_since is not None:
                 # Also right after the grant: the idle clock runs from the window's start.
                 self.wake(idle_deadline(idle_timeout, self.consumers, active_since))
-        return Outcome(self.status, self.events, self.wake_at, self.granted)
+        return Outcome(self.status, self.events, self.wake_at, self.granted, self.displaced)
 
     def event(self, reason: str, message: str, warning: bool = False) -> None:
         self.events.append(EventSpec("Warning" if warning else "Normal", reason, message))
@@ -766,6 +789,7 @@ class _Decider:
                                   Reason.EXTENSION_DENIED.value, message, rsv.generation,
                                   self.now)
                     self.event(Reason.EXTENSION_DENIED.value, message, warning=True)
+            self._resolve_priority(spec)
             return self._active(spec, booking, length, generation_changed)
         if not self.pool.ready or self.planner is None:
             # maxWait runs while the pool is unusable, as it does while the pool is missing
@@ -793,16 +817,172 @@ class _Decider:
         except SpecError as exc:
             return self.fail(Reason.INVALID_SPEC.value, str(exc))
 
+        resolved = self._resolve_priority(spec)
         booking = planner.get(rsv.uid)
+        if resolved.missing and booking is None:
+            # Kubernetes refuses a Pod naming an unknown PriorityClass; a reservation and its
+            # class are often applied together, so it waits for the class instead.
+            self.wake(self._max_wait_deadline(spec))
+            if self._max_wait_passed(spec):
+                return self._max_wait_failure(spec)
+            return self.wait(Reason.INVALID_SPEC.value, f"{resolved.note}; waiting for it",
+                             stalled=True)
         if phase == SCHEDULED and booking is not None:
             return self._scheduled(spec, request, booking, length, generation_changed)
         if phase == SCHEDULED:
+            displacers = planner.displaced_by(rsv.uid)
+            if displacers:
+                # Taken by a reservation of higher priority (issue 14): say by whom.
+                who = self._names(displacers)
+                message = (f"the window held was taken by {who} (higher priority); planning "
+                           "a new one")
+                set_condition(self.conditions, ConditionType.REPLANNED.value, True,
+                              Reason.PREEMPTED.value, message, rsv.generation, self.now)
+                self.event(Reason.REPLANNED.value, message, True)
+                return self._plan(spec, request, length, count_retry=False)
             # The held window vanished (an administrator removed its ranks, or it conflicted
             # on restore): plan anew, without counting a retry against the user.
             self.event(Reason.REPLANNED.value,
                        "the window held is no longer available; planning a new one", True)
             return self._plan(spec, request, length, count_retry=False)
         return self._plan(spec, request, length, count_retry=not replanning)
+
+    # -- priorities, preemption, maintenance (issue 14) --------------------------------------
+
+    def _resolve_priority(self, spec: ParsedSpec) -> priorities.Resolved:
+        """The priority this reservation is decided with, written to status.priority and kept
+        on its booking (who may displace it depends on it)."""
+        resolved = self.pool.priority_of(spec.priority_class, self.rsv.namespace)
+        self.resolved = resolved
+        self.status["priority"] = resolved.value
+        booking = self._booking()
+        if (booking is not None and self.planner is not None
+                and (booking.priority, booking.preemptible)
+                != (resolved.value, spec.preemptible)):
+            self.planner.set_priority(self.rsv.uid, resolved.value, spec.preemptible)
+        return resolved
+
+    def _names(self, uids: Iterable[str]) -> str:
+        return ", ".join(sorted(self.pool.name_of(uid) or uid for uid in uids))
+
+    def _preempt(self, spec: ParsedSpec, request: Any, start: float,
+                 length: float) -> Booking | None:
+        """Take the window asked for from bookings of lower priority, if that is what makes it
+        fit: Scheduled ones are released (their reservations are planned anew, Replanned),
+        Active preemptible ones are cut back to end when the pool's grace period is over, and
+        the window then starts there. None (and nothing changed) when it cannot."""
+        assert self.planner is not None
+        planner, uid, now = self.planner, self.rsv.uid, self.now
+        resolved = self.resolved
+        if not resolved.may_preempt:
+            return None
+        plan = planner.plan_preemption(uid, request, start, start + length, spec.mode,
+                                       resolved.value, now)
+        if plan is None or not plan.victims:
+            return None
+        at = start
+        if any(victim.start <= now for victim in map(planner.get, plan.victims)
+               if victim is not None):
+            # Active holders keep their resources for the grace period.
+            at = max(start, _ceil(now + self.pool.policy.preemption_grace))
+            if at != start:
+                if not spec.next_available or at > self._latest_start(length):
+                    return None
+                deadline = self._max_wait_deadline(spec)
+                if deadline is not None and at > deadline:
+                    return None
+                plan = planner.plan_preemption(uid, request, at, at + length, spec.mode,
+                                               resolved.value, now)
+                if plan is None or not plan.victims:
+                    return None
+        saved = [b for b in map(planner.get, plan.victims) if b is not None]
+        planner.preempt(uid, plan.victims, at, now)
+        try:
+            booking = planner.reserve(uid, request, at, at + length, spec.mode, resolved.value,
+                                      spec.preemptible)
+        except (InsufficientResources, InfeasibleRequest, ValueError):
+            self._undo_preemption(saved)  # not expected: the same question was just answered
+            return None
+        self.displaced = list(plan.victims)
+        self.event(Reason.PREEMPTED.value,
+                   f"displaced {self._names(plan.victims)} (lower priority) to take the window "
+                   f"from {format_time(at)}")
+        return booking
+
+    def _undo_preemption(self, saved: list[Booking]) -> None:
+        assert self.planner is not None
+        self.planner.release(self.rsv.uid)
+        for booking in saved:
+            if self.planner.get(booking.id) is None:
+                self.planner.restore(booking.id, booking.R.to_dict(), booking.start,
+                                     booking.end, booking.mode, booking.priority,
+                                     booking.preemptible)
+            elif self.planner.get(booking.id) != booking:
+                self.planner.extend(booking.id, booking.end)
+        self.displaced = []
+
+    def _preemption_pending(self, booking: Booking) -> Outcome | None:
+        """An Active preemptible holder cut back by a reservation of higher priority: it says
+        so at once (PreemptionPending, a Warning Event, the new endTime) and ends
+        Failed/Preempted when the grace period is over. None: not preempted, or not yet over."""
+        condition = _condition(self.conditions, ConditionType.PREEMPTION_PENDING.value)
+        announced = condition is not None and condition.get("status") == "True"
+        if not announced:
+            assert self.planner is not None
+            committed_end = parse_time_or_none(self.status.get("endTime"))
+            displacers = self.planner.displaced_by(self.rsv.uid)
+            if (not displacers or booking.end is None or committed_end is None
+                    or booking.end >= committed_end):
+                return None
+            message = (f"preempted by {self._names(displacers)} (higher priority): its "
+                       f"resources are taken at {format_time(booking.end)}, after the pool's "
+                       "policy.preemptionGracePeriod")
+            self.status["endTime"] = format_time(booking.end)
+            set_condition(self.conditions, ConditionType.PREEMPTION_PENDING.value, True,
+                          Reason.PREEMPTED.value, message, self.rsv.generation, self.now)
+            self.event(ConditionType.PREEMPTION_PENDING.value, message, warning=True)
+            condition = _condition(self.conditions, ConditionType.PREEMPTION_PENDING.value)
+        if booking.end is not None and self.now >= booking.end:
+            assert condition is not None
+            drop_condition(self.conditions, ConditionType.PREEMPTION_PENDING.value)
+            return self.fail(Reason.PREEMPTED.value, str(condition.get("message") or
+                                                         "preempted"))
+        self.wake(booking.end)
+        return None
+
+    def _maintenance(self, booking: Booking) -> Outcome | None:
+        """An Active holder reaching into a maintenance window ends at its start: Evict cuts
+        the window back at once (endTime, condition Shortened), Drain keeps it as it is until
+        the maintenance starts (a Warning Event says so now). None: no maintenance in its way,
+        or not yet started."""
+        assert self.planner is not None
+        blocks = self.planner.maintenance_over(self.rsv.uid)
+        if not blocks:
+            return None
+        block = blocks[0]
+        label = maintenance_label(block)
+        gen, now = self.rsv.generation, self.now
+        if block.start <= now:
+            self.status["endTime"] = format_time(max(now, booking.start + 1))
+            return self.expire(message=f"ended for maintenance {label}: window ended at "
+                               f"{self.status['endTime']}; resources returned to the pool")
+        shortened = _condition(self.conditions, SHORTENED)
+        if block.mode == "Evict":
+            message = (f"cut back to end at {format_time(block.start)} for maintenance "
+                       f"{label}")
+            self.planner.extend(self.rsv.uid, block.start)
+            self.status["endTime"] = format_time(block.start)
+            set_condition(self.conditions, SHORTENED, True, Reason.MAINTENANCE.value, message,
+                          gen, now)
+            self.event(Reason.MAINTENANCE.value, message, warning=True)
+        elif shortened is None or shortened.get("reason") != Reason.MAINTENANCE.value:
+            message = (f"ends at {format_time(block.start)} when maintenance {label} starts "
+                       f"(its window asked until {_fmt(booking.end)})")
+            set_condition(self.conditions, SHORTENED, True, Reason.MAINTENANCE.value, message,
+                          gen, now)
+            self.event(Reason.MAINTENANCE.value, message, warning=True)
+        self.wake(block.start)
+        return None
 
     def _pool_gate(self) -> Outcome | None:
         """Is there a pool, and does it admit this namespace? None when both hold.
@@ -937,19 +1117,31 @@ class _Decider:
         latest = self._latest_start(length)
         deadline = latest if deadline is None else min(deadline, latest)
         booking: Booking | None = None
+        priority, preemptible = self.resolved.value, spec.preemptible
         try:
-            booking = planner.reserve(uid, request, start, end, spec.mode)
+            booking = planner.reserve(uid, request, start, end, spec.mode, priority, preemptible)
         except InsufficientResources:
             booking = None
         except InfeasibleRequest as exc:
             return self.fail(Reason.INFEASIBLE.value, f"the request can never fit: {exc}")
         available = booking is not None
+        in_way: list[Block] = []
+        if booking is None:
+            in_way = planner.maintenance_in_way(request, start, end, spec.mode)
+            if not in_way:
+                booking = self._preempt(spec, request, start, length)
+                available = booking is not None and booking.start == start
         if booking is None and spec.next_available:
             booking = planner.reserve_earliest(uid, request, length, start, spec.mode,
-                                               deadline=deadline)
+                                               deadline=deadline, priority=priority,
+                                               preemptible=preemptible)
         if booking is not None and limits:
+            saved = [b for b in map(planner.get, self.displaced) if b is not None]
             held_back = self._over_limit(spec, booking, limits)
             if held_back is not None:
+                if self.displaced:
+                    self._undo_preemption(saved)
+                    held_back.displaced = []
                 return held_back
         if booking is not None:
             self.rsv.planned_key = spec.plan_key
@@ -958,7 +1150,12 @@ class _Decider:
                 "availStart": format_time(booking.start),
                 "availEnd": _fmt(booking.end),
             }
-            return self._hold(spec, booking)
+            held = self._hold(spec, booking)
+            if in_way and booking.start != start:
+                held.status["message"] += (
+                    f" (the window asked for is busy: maintenance "
+                    f"{', '.join(maintenance_label(block) for block in in_way)})")
+            return held
         # Nothing now (nor, with nextAvailable, within maxWait): a failed attempt.
         earliest = planner.earliest(request, length, start, spec.mode, deadline=latest)
         next_available = {
@@ -975,7 +1172,11 @@ class _Decider:
                 Reason.RETRY_EXCEEDED.value,
                 f"not granted after {retries} attempts (maxRetry {spec.max_retry})",
             )
-        if earliest is None:
+        if in_way:
+            why = "busy: maintenance " + ", ".join(maintenance_label(b) for b in in_way)
+            if earliest is not None:
+                why += f" (earliest fit {format_time(earliest)})"
+        elif earliest is None:
             why = "no window fits while the ranks it needs are down or before the pool expires"
         elif not spec.next_available:
             why = (f"the window asked for is busy (earliest fit {format_time(earliest)}; "
@@ -1109,6 +1310,12 @@ class _Decider:
             self.event(Reason.REPLANNED.value,
                        "ranks of the window held went down; planning a new window", True)
             return self._plan(spec, request, length, count_retry=False)
+        blocks = planner.maintenance_over(self.rsv.uid)
+        if blocks:
+            self.event(Reason.REPLANNED.value,
+                       f"the window held reaches into maintenance {maintenance_label(blocks[0])}"
+                       "; planning a new window", True)
+            return self._plan(spec, request, length, count_retry=False)
         expiration = planner.expiration
         if expiration and (booking.end is None or booking.end > expiration):
             self.event(Reason.REPLANNED.value,
@@ -1222,6 +1429,10 @@ class _Decider:
             if cut is None:
                 return self.expire()
             booking = cut
+        ended = self._preemption_pending(booking) or self._maintenance(booking)
+        if ended is not None:
+            return ended
+        booking = self.planner.get(self.rsv.uid) or booking
         if booking.end is not None and self.now >= booking.end:
             return self.expire()
         idle = self._idle(spec, booking)
@@ -1321,6 +1532,16 @@ class _Decider:
                           Reason.RESOURCES_HEALTHY.value, "all ranks are up again",
                           self.rsv.generation, self.now)
             self.event(Reason.RESOURCES_HEALTHY.value, "all ranks of this reservation are up")
+
+
+def maintenance_label(block: Block) -> str:
+    """How messages name a maintenance window: "'firmware' 2026-12-05T02:00Z-06:00Z"."""
+    start, end = format_time(block.start), format_time(block.end)
+    short_start = start[:16] + "Z" if start.endswith(":00Z") else start
+    short_end = end[:16] + "Z" if end.endswith(":00Z") else end
+    if short_end[:10] == short_start[:10]:
+        short_end = short_end[11:]
+    return f"{block.name!r} {short_start}-{short_end}"
 
 
 def _touched(booking: Booking, down: IDset) -> IDset:
@@ -1490,8 +1711,9 @@ def restore(rsv: Reservation, planner: Planner, seal: BookingSeal | None = None,
         if why is not None:
             rsv.unverified = why
             return f"not restored: {why}"
+    preemptible = (rsv.spec or {}).get("preemptible") is True
     try:
-        planner.restore(rsv.uid, R, start, end, mode)
+        planner.restore(rsv.uid, R, start, end, mode, rsv.priority, preemptible)
     except (ValueError, KeyError, TypeError, OSError) as exc:
         return str(exc)
     return None

@@ -20,7 +20,7 @@ from typing import Any
 import pydantic
 
 from respool.api import Reason, ResourcePoolSpec, parse_time
-from respool.controller import lifecycle, metrics
+from respool.controller import lifecycle, metrics, priorities
 from respool.controller.booking_seal import BookingSeal
 from respool.controller.lifecycle import (
     ACTIVE,
@@ -32,7 +32,7 @@ from respool.controller.lifecycle import (
 from respool.controller.limits import UsageLedger
 from respool.controller.ports import ClusterFacts
 from respool.controller.selectors import selector_matches
-from respool.pool import Booking, Hostlist, IDset, Planner
+from respool.pool import Block, Booking, Hostlist, IDset, Planner
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +90,8 @@ class PoolModel:
         self._node_ranks: dict[str, int] = {}
         self._R_key: str | None = None
         self._generation_seen: Any = None
+        self._max_priority: list[dict[str, Any]] | None = None
+        self._records: Mapping[str, Reservation] = {}
 
     def forget_object(self) -> None:
         """The pool was deleted or re-created: what was learnt of the old object (its
@@ -101,10 +103,51 @@ class PoolModel:
     def reads_labels(self) -> bool:
         """Do decisions on this pool read namespaces' labels (its namespaceSelector, or a
         limit's)? Then they are fetched before deciding, and a change of them re-decides."""
-        return self.selector is not None or self.limits_select
+        return (self.selector is not None or self.limits_select
+                or any(entry.get("namespaceSelector") for entry in self._max_priority or []))
 
     def namespace_labels(self, namespace: str) -> Mapping[str, str]:
         return self.facts.namespace_labels.get(namespace, {})
+
+    def priority_of(self, class_name: str | None, namespace: str) -> priorities.Resolved:
+        return priorities.resolve(class_name, self.facts.priority_classes, self._max_priority,
+                                  self.facts.namespace_labels.get(namespace, {}))
+
+    def name_of(self, uid: str) -> str | None:
+        record = self._records.get(uid)
+        return None if record is None else record.key
+
+    def _apply_maintenance(self, spec: ResourcePoolSpec, records: Mapping[str, Reservation],
+                           change: PoolChange) -> None:
+        """Make the spec's maintenance windows the planner's blocks; the holders they reach
+        are decided again (re-planned or cut back), and each new window is announced."""
+        assert self.planner is not None
+        blocks = []
+        for window in spec.maintenance or []:
+            if window.hostlist is not None:
+                hosts = Hostlist(window.hostlist)
+                ranks = IDset([self._node_ranks[h] for h in hosts if h in self._node_ranks])
+            elif window.ranks is not None:
+                ranks = IDset(window.ranks)
+            else:
+                ranks = IDset(self.planner.pool.to_resource_set().ranks)
+            start, end = window.window()
+            blocks.append(Block(window.name, start, end, ranks, window.mode.value,
+                                window.reason or ""))
+        before = {block.name: block for block in self.planner.maintenance()}
+        generation = self.planner.generation
+        touched = self.planner.set_maintenance(blocks)
+        if self.planner.generation == generation:
+            return
+        change.capacity_changed = True  # a window moved or went: waiters are retried
+        change.dirty.extend(uid for uid in touched if uid in records)
+        for block in blocks:
+            if before.get(block.name) != block:
+                why = f": {block.reason}" if block.reason else ""
+                change.events.append(PoolEvent(
+                    "Normal", Reason.MAINTENANCE.value,
+                    f"maintenance {lifecycle.maintenance_label(block)} on ranks "
+                    f"{block.ranks or 'none'} ({block.mode}){why}"))
 
     def namespace_allowed(self, namespace: str) -> bool:
         if self.selector is None:
@@ -176,11 +219,15 @@ class PoolModel:
             record = records.get(uid)
             return None if record is None else record.namespace
 
+        self._max_priority = [entry.to_wire() for entry in spec.policy.max_priority or []]
+        self._records = records
         self.context = PoolContext(
             name=self.name, exists=True, ready=True, policy=policy,
             namespace_allowed=self.namespace_allowed, deleting=deleting,
             namespace_labels=self.namespace_labels, namespace_of=namespace_of,
-            ledger=self.ledger, uid=self.uid, seal=self.seal)
+            ledger=self.ledger, uid=self.uid, seal=self.seal,
+            priority_of=self.priority_of, name_of=self.name_of)
+        self._apply_maintenance(spec, records, change)
         self.selector = spec_raw.get("namespaceSelector")
         self.limits_select = any(limit.selector for limit in policy.limits)
         self.problem = ""
@@ -238,7 +285,8 @@ class PoolModel:
             for booking in _active_first(self.planner.bookings(), records):
                 try:
                     planner.restore(booking.id, booking.R.to_dict(), booking.start,
-                                    booking.end, booking.mode)
+                                    booking.end, booking.mode, booking.priority,
+                                    booking.preemptible)
                     metrics.RESTORED.labels("ok").inc()
                 except (ValueError, KeyError, TypeError, OSError) as exc:
                     metrics.RESTORED.labels("failed").inc()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from respool.api import ConditionType, Reason
+from respool.api import ConditionType, Reason, format_time
 from respool.api.models import MAX_USAGE_ENTRIES
 from respool.controller import lifecycle
 from respool.controller.lifecycle import ACTIVE, Reservation
@@ -51,6 +51,14 @@ def summary(raw: dict[str, Any], records: Iterable[Reservation], planner: Planne
             # Per namespace, what policy.limits count (sorted by name; a pool used by more
             # namespaces than a status may list shows the first ones).
             status["usage"] = usage[:MAX_USAGE_ENTRIES]
+        maintenance = [
+            {"name": block.name, "ranks": str(block.ranks), "start": format_time(block.start),
+             "end": format_time(block.end), "mode": block.mode, "reason": block.reason or None,
+             "inProgress": block.start <= now}
+            for block in planner.maintenance() if block.end > now
+        ]
+        if maintenance:
+            status["maintenance"] = maintenance
     if problem:
         message = problem
         set_pool_conditions(conditions, False, (Reason.INVALID_RESOURCES.value, message),

@@ -21,6 +21,7 @@ from respool.controller.booking_seal import BookingSeal
 from respool.controller.consumers import ConsumerView
 from respool.controller.events import InvolvedObject
 from respool.controller.kubeapi import ApiError
+from respool.controller.priorities import PriorityClasses
 from respool.controller.selectors import NamespaceLabels
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ class ClusterFacts:
         # answer UNKNOWN_LABELS: their reservations wait until the labels are known.
         self.namespace_labels = NamespaceLabels()
         self.unhealthy_nodes: set[str] = set()
+        # spec.priorityClassName (issue 14): the cluster's PriorityClasses.
+        self.priority_classes = PriorityClasses()
 
     def note_node(self, node: dict[str, Any]) -> bool:
         """Record a Node's health; True if whether it is healthy changed."""

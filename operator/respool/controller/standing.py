@@ -69,12 +69,14 @@ class Standing:
         }
 
 
-def decision_key(record: Reservation) -> tuple[int, float, str]:
+def decision_key(record: Reservation) -> tuple[int, int, float, str]:
     """The order the pool actor decides reservations in: deletions and Active ones first
-    (they free capacity), then everything else in the order first requested."""
+    (they free capacity), then everything else by priority (issue 14), then in the order
+    first requested."""
     group = 0 if record.deleting else 1 if record.phase == ACTIVE else 2
     first = parse_time_or_none(record.first_request)
-    return group, record.created if first is None else first, record.name
+    return (group, -record.priority if group == 2 else 0,
+            record.created if first is None else first, record.name)
 
 
 def waits_for_capacity(status: Mapping[str, Any]) -> bool:
