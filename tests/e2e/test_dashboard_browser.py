@@ -358,3 +358,36 @@ def test_waiting_reservations_show_their_place_in_line(
     text = browser.find_element(By.ID, "details").text
     assert "2 (1 = next when capacity frees)" in text and "Starts no later than" in text
     _shot(browser, "queue")
+
+
+def test_maintenance_windows_are_drawn_on_the_timeline(
+    operator: OperatorProcess, rk: RespoolKube, dashboard: DashboardProcess, browser: Any,
+) -> None:
+    """Issue 14: the operator's status.maintenance is drawn over the ranks it takes out, and
+    says what it is (name, window, mode, reason) on hover."""
+    from selenium.webdriver.common.by import By
+
+    pool = f"dash-{secrets.token_hex(3)}"
+    spec = _pool_spec(pool, ranks=4)
+    start = int(time.time()) + 3600
+    spec["maintenance"] = [{"name": "firmware", "ranks": "1-2", "reason": "BIOS update",
+                            "start": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start)),
+                            "duration": "2h", "mode": "Evict"}]
+    rk.create_pool(pool, spec)
+    try:
+        rk.wait_pool(pool, lambda o: bool((o.get("status") or {}).get("maintenance")),
+                     what="status.maintenance")
+        browser.get(dashboard.url + "?" + urllib.parse.urlencode({"pool": pool}))
+        selector = 'rect.maintenance-zone[data-maintenance="firmware"]'
+        _wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, selector), "the maintenance")
+
+        def drawn() -> None:
+            zones = browser.find_elements(By.CSS_SELECTOR, selector)
+            assert len(zones) == 2  # ranks 1 and 2, one row each
+            title = zones[0].find_element(By.TAG_NAME, "title").get_attribute("textContent")
+            assert "maintenance 'firmware'" in title and "(Evict): BIOS update" in title
+
+        _settled(drawn)
+        _shot(browser, "maintenance")
+    finally:
+        rk.delete_pool(pool)

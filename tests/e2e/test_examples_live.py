@@ -70,6 +70,9 @@ PROMISED: dict[str, tuple[set[str], str | None]] = {
     "lab-pair": ({"Active"}, None),
     "lab-three": ({"Failed"}, "QuotaExceeded"),
     "ci-gpu-run": ({"Active"}, None),
+    "release-blocker": ({"Active"}, None),
+    "best-effort-sweep": ({"Active"}, None),
+    "during-firmware": ({"Pending"}, None),
 }
 
 
@@ -126,6 +129,12 @@ def test_examples_reach_the_phases_their_comments_promise(
             pools[0], lambda o: (o.get("status") or {}).get("down") == "3", timeout=30
         )
         assert rack["status"]["capacity"]["node"]["total"] == 4
+        # Issue 14: priorities as capped by lab-c's policy, and maintenance named.
+        team_a = reservations["release-blocker"]["metadata"]["namespace"]
+        assert _status(kubectl, team_a, "release-blocker")["priority"] == 100000  # team-a cap
+        assert _status(kubectl, team_a, "best-effort-sweep")["priority"] == 10
+        assert "busy: maintenance 'firmware' 2030-01-10T02:00Z-06:00Z" in _status(
+            kubectl, team_a, "during-firmware")["message"]
     finally:
         for name, document in reservations.items():
             kubectl(

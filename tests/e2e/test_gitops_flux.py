@@ -166,7 +166,8 @@ def _repository(root: Path, suffix: str) -> tuple[Path, dict[str, dict[str, Any]
     reservations = {d["metadata"]["name"]: d for d in documents
                     if d["kind"] == "ResourceReservation"}
     _write_yaml(tree / "examples" / "pools" / "pools.yaml",
-                [d for d in documents if d["kind"] in ("Namespace", "ResourcePool")])
+                [d for d in documents
+                 if d["kind"] in ("Namespace", "ResourcePool", "PriorityClass")])
     _write_yaml(tree / "examples" / "granted" / "reservations.yaml",
                 [reservations[name] for name in GRANTED])
     _write_yaml(tree / "examples" / "failing" / "reservations.yaml",

@@ -152,3 +152,14 @@ def test_assets_ship_in_the_package_and_load_nothing_from_elsewhere() -> None:
     assert "<script>" not in index and "style=" not in index  # the CSP allows no inline code
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert '"dashboard/static/*"' in pyproject
+
+
+def test_pool_view_carries_the_maintenance_windows_for_the_timeline() -> None:
+    view = pool_view({"metadata": {"name": "p"}, "spec": {"resources": {"execution": {
+        "R_lite": [{"rank": "0-1", "children": {"core": "0"}}]}}},
+        "status": {"maintenance": [
+            {"name": "firmware", "ranks": "0-1", "start": "2030-01-10T02:00:00Z",
+             "end": "2030-01-10T06:00:00Z", "mode": "Evict", "reason": "BIOS"},
+            {"name": "broken", "start": "not a time"}]}})
+    assert view["maintenance"] == [{"name": "firmware", "ranks": "0-1", "start": 1894240800.0,
+                                    "end": 1894255200.0, "mode": "Evict", "reason": "BIOS"}]

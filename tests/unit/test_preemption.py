@@ -376,3 +376,19 @@ def test_nothing_new_is_ever_granted_into_maintenance(
                         and ranks_held & set(block.ranks)), (booking, block)
         assert_invariant_1(planner)
     assert existing <= {b.id for b in planner.bookings()}
+
+
+def test_lowest_priority_follows_bookings() -> None:
+    planner = Planner(make_R())
+    assert planner.lowest_priority() is None
+    planner.reserve("a", NODE, 0, 10, "exclusive", priority=5)
+    planner.reserve("b", NODE, 0, 10, "exclusive", priority=-3)
+    assert planner.lowest_priority() == -3
+    planner.set_priority("b", 7, False)
+    assert planner.lowest_priority() == 5
+    assert planner.copy().lowest_priority() == 5
+    planner.release("a")
+    planner.extend("b", 20)
+    assert planner.lowest_priority() == 7
+    planner.release("b")
+    assert planner.lowest_priority() is None

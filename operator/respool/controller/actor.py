@@ -763,7 +763,7 @@ class PoolActor:
         if before is not None and record.uid in self.records:
             try:
                 planner.restore(record.uid, before.R.to_dict(), before.start, before.end,
-                                before.mode)
+                                before.mode, before.priority, before.preemptible)
             except ValueError as exc:
                 logger.error("pool %s: could not restore the booking of %s after a failed "
                              "write: %s", self.name, record.key, exc)

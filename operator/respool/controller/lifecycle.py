@@ -874,8 +874,9 @@ class _Decider:
         assert self.planner is not None
         planner, uid, now = self.planner, self.rsv.uid, self.now
         resolved = self.resolved
-        if not resolved.may_preempt:
-            return None
+        lowest = planner.lowest_priority()
+        if not resolved.may_preempt or lowest is None or lowest >= resolved.value:
+            return None  # nobody it could displace: not worth a plan
         plan = planner.plan_preemption(uid, request, start, start + length, spec.mode,
                                        resolved.value, now)
         if plan is None or not plan.victims:
@@ -1176,6 +1177,8 @@ class _Decider:
             why = "busy: maintenance " + ", ".join(maintenance_label(b) for b in in_way)
             if earliest is not None:
                 why += f" (earliest fit {format_time(earliest)})"
+            # A maintenance ending frees nothing the actor hears of: try again then.
+            self.wake(min(block.end for block in in_way))
         elif earliest is None:
             why = "no window fits while the ranks it needs are down or before the pool expires"
         elif not spec.next_available:
@@ -1367,7 +1370,8 @@ class _Decider:
                     limits, fair_share.booking_use(moved)) is not None):
                 # The earlier window would take the namespace over a limit: keep the one held.
                 planner.release(uid)
-                planner.restore(uid, booking.R, booking.start, booking.end, booking.mode)
+                planner.restore(uid, booking.R, booking.start, booking.end, booking.mode,
+                                booking.priority, booking.preemptible)
                 return None
         self.event("Moved", f"capacity freed: window moved from {format_time(booking.start)} "
                             f"to {format_time(moved.start)}")

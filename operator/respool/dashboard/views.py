@@ -100,4 +100,20 @@ def pool_view(obj: Mapping[str, Any]) -> View:
         "expiration": parse_time_or_none(spec.get("expiration")),
         "policy": spec.get("policy") or {},
         "created": parse_time_or_none(metadata.get("creationTimestamp")),
+        "maintenance": _maintenance(status),
     }
+
+
+def _maintenance(status: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The pool's maintenance windows as the operator applies them (status.maintenance: ranks
+    resolved, end computed), with epoch-second times for the timeline (issue 14)."""
+    windows = []
+    for item in status.get("maintenance") or []:
+        start = parse_time_or_none(item.get("start"))
+        end = parse_time_or_none(item.get("end"))
+        if start is None or end is None:
+            continue
+        windows.append({"name": str(item.get("name") or ""), "ranks": str(item.get("ranks") or ""),
+                        "start": start, "end": end, "mode": str(item.get("mode") or "Drain"),
+                        "reason": str(item.get("reason") or "")})
+    return windows

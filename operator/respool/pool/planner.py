@@ -212,7 +212,10 @@ class _Displacement:
                 continue
             touched |= useful
             if key in movable:
-                found = list(iter_bits(useful))
+                if useful == masks[key]:  # all it holds is usable: its grant says where
+                    found = [i for i, (cores, gpus) in self.grants[key].items() if cores or gpus]
+                else:
+                    found = list(iter_bits(useful))
                 self.indices[key] = found
                 for index in found:
                     holders.setdefault(index, []).append(key)
@@ -359,6 +362,7 @@ class Planner:
         # booking id -> ids of the bookings that displaced it (no cascades: a displaced
         # booking never displaces its displacer, whatever priorities say by then).
         self._displaced_by: dict[str, set[str]] = {}
+        self._priorities: dict[int, int] = {}  # priority -> how many bookings have it
 
     def copy(self) -> Planner:
         """An independent planner with the same pool (topology, down ranks, expiration) and
@@ -374,6 +378,7 @@ class Planner:
         other._blocks = dict(self._blocks)
         other._block_index = self._block_index.copy()
         other._displaced_by = {key: set(value) for key, value in self._displaced_by.items()}
+        other._priorities = dict(self._priorities)
         return other
 
     # -- properties ------------------------------------------------------------------
@@ -592,6 +597,7 @@ class Planner:
     ) -> Booking:
         booking = Booking(booking_id, start, end, mode, R, int(priority), bool(preemptible))
         self._bookings[booking_id] = booking
+        self._count_priority(booking.priority, 1)
         self._grants[booking_id] = grant
         self._masks[booking_id] = mask_from_indices(
             (index for index, (cores, gpus) in grant.items() if cores or gpus),
@@ -853,6 +859,7 @@ class Planner:
         booking = self._bookings.pop(booking_id, None)
         if booking is None:
             return None
+        self._count_priority(booking.priority, -1)
         del self._grants[booking_id]
         del self._masks[booking_id]
         self._index.remove(booking_id, booking.start, booking.end)
@@ -889,9 +896,23 @@ class Planner:
             raise ValueError(f"unknown booking {booking_id!r}")
         changed = replace(booking, priority=int(priority), preemptible=bool(preemptible))
         if changed != booking:
+            self._count_priority(booking.priority, -1)
+            self._count_priority(changed.priority, 1)
             self._bookings[booking_id] = changed
             self._generation += 1
         return changed
+
+    def _count_priority(self, priority: int, delta: int) -> None:
+        count = self._priorities.get(priority, 0) + delta
+        if count:
+            self._priorities[priority] = count
+        else:
+            del self._priorities[priority]
+
+    def lowest_priority(self) -> int | None:
+        """The lowest priority any booking has (None: no bookings): a request of this
+        priority or lower can displace nobody, so callers need not plan a preemption."""
+        return min(self._priorities, default=None)
 
     # -- maintenance -------------------------------------------------------------------
 
@@ -1031,12 +1052,16 @@ class Planner:
                 or (booking.start <= now and not booking.preemptible)
             ):
                 continue  # stays where it is
-            useful = masks[key] & eligible
+            mask = masks[key]
+            useful = mask & eligible
             if not useful:
                 continue  # holds nothing the request could use: displacing it cannot help
             grant = self._grants[key]
-            freed = sum(grant[index][0].bit_count() + grant[index][1].bit_count()
-                        for index in iter_bits(useful))
+            if useful == mask:  # the usual case: all it holds is usable (no big-int walk)
+                freed = sum(cores.bit_count() + gpus.bit_count() for cores, gpus in grant.values())
+            else:
+                freed = sum(grant[index][0].bit_count() + grant[index][1].bit_count()
+                            for index in iter_bits(useful))
             scored.append((booking.priority, -freed, -booking.start, key))
         if not scored:
             return None

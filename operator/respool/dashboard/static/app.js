@@ -243,6 +243,17 @@
       const from = Math.max(labelWidth, x(pool.expiration));
       out.push(`<rect class="expired-zone" x="${from}" y="${AXIS_HEIGHT}" width="${labelWidth + plotWidth - from}" height="${rows * rowHeight}"><title>the pool expires ${esc(timeText(pool.expiration))}</title></rect>`);
     }
+    // Maintenance windows (issue 14): drawn over the rows they take out; they always win.
+    for (const m of pool.maintenance || []) {
+      if (m.end <= win.start || m.start >= win.end) continue;
+      const x1 = Math.max(labelWidth, x(m.start));
+      const x2 = Math.min(labelWidth + plotWidth, x(m.end));
+      const label = `maintenance '${m.name}' ${timeText(m.start)} to ${timeText(m.end)} (${m.mode})${m.reason ? ": " + m.reason : ""}`;
+      const rowsOut = parseIdset(m.ranks).map((rank) => rowOf.get(rank)).filter((i) => i !== undefined);
+      for (const row of rowsOut) {
+        out.push(`<rect class="maintenance-zone" data-maintenance="${esc(m.name)}" x="${x1}" y="${AXIS_HEIGHT + row * rowHeight}" width="${Math.max(2, x2 - x1)}" height="${rowHeight}"><title>${esc(label)}</title></rect>`);
+      }
+    }
     // Axis and grid.
     for (const tick of ticks(win)) {
       const tx = x(tick.t);
