@@ -53,7 +53,7 @@ def reference(schedule: str, zone_name: str, after: float, until: float) -> list
     """Every UTC minute, read on the zone's wall clock: a matching wall time occurs when the
     clock shows it (once: not again in a fall-back's repeated hour, unless the hour field is
     '*'); a matching wall time the clock skips (spring-forward) occurs at the first instant
-    after the gap."""
+    after the gap, unless the hour field is '*' (then it does not occur)."""
     fields = schedule.split()
     zone = ZoneInfo(zone_name)
     found: list[float] = []
@@ -63,7 +63,10 @@ def reference(schedule: str, zone_name: str, after: float, until: float) -> list
     while t <= until:
         wall = datetime.fromtimestamp(t, zone).replace(tzinfo=None)
         hit = False
-        if wall - previous > timedelta(minutes=1):  # a gap: wall times the clock skipped
+        # A gap: wall times the clock skipped happen at its first instant - except for a
+        # schedule whose hour field is '*', which simply has no run in the skipped hour (its
+        # next hour's run follows), as in Vixie cron.
+        if wall - previous > timedelta(minutes=1) and fields[1] != "*":
             skipped = previous + timedelta(minutes=1)
             while skipped < wall:
                 if _wall_matches(fields, skipped):
@@ -124,6 +127,18 @@ def test_a_night_repeated_by_fall_back_happens_once_but_hourly_runs_twice() -> N
     hourly = occurrences("0 * * * *", "Europe/Berlin", datetime(2026, 10, 24, 23, tzinfo=UTC)
                          .timestamp(), datetime(2026, 10, 25, 2, tzinfo=UTC).timestamp())
     assert len(hourly) == 4  # 01:00, 02:00 (summer), 02:00 (winter), 03:00 local
+
+
+def test_an_hourly_schedule_has_no_run_in_the_hour_spring_forward_skips() -> None:
+    """Found by the property above (hypothesis): '30 * * * *' in Berlin on 2026-03-29. Like
+    Vixie cron's wildcard-hour jobs, the skipped 02:30 is not moved to 03:00; 03:30 follows."""
+    after = datetime(2026, 3, 29, 0, tzinfo=UTC).timestamp()  # 01:00 CET
+    got = occurrences("30 * * * *", "Europe/Berlin", after, after + 3 * 3600)
+    local = [datetime.fromtimestamp(t, ZoneInfo("Europe/Berlin")).isoformat() for t in got]
+    assert local == ["2026-03-29T01:30:00+01:00", "2026-03-29T03:30:00+02:00",
+                     "2026-03-29T04:30:00+02:00"]
+    assert [float(t) for t in got] == reference("30 * * * *", "Europe/Berlin", after,
+                                                after + 3 * 3600)
 
 
 def test_feb_29_comes_every_four_years() -> None:

@@ -3,7 +3,8 @@ no Kubernetes, no I/O; `schedule_keeper` does the calls).
 
 Occurrences come from croniter, read in the schedule's IANA time zone. Across daylight-saving
 changes they follow Vixie cron, as people expect of "every night at 02:30":
-- a time the spring-forward skips happens at the first instant after the gap (03:00);
+- a time the spring-forward skips happens at the first instant after the gap (03:00), unless
+  the hour field is `*` (an hourly schedule has no run in the skipped hour; the next follows);
 - a time the fall-back repeats happens once (the first time), unless the hour field is `*`
   (a schedule that runs every hour runs in both of the repeated hours).
 
