@@ -265,6 +265,7 @@ FULL_RESERVATION_STATUS: dict[str, Any] = {
     "consumers": {"count": 3, "running": 2, "pods": ["train-0", "train-1", "train-2"],
                   "idleSince": "2030-06-01T03:00:00Z"},
     "bookingSeal": "v1.ryvb4aqbbsHireHWlPQfxxqDHQJo6YkVYhE9imKt0b8",
+    "displacedBy": ["2f1c7a3e-0b6d-4c59-9a51-7d2e8f0c4b11"],
     "allocated": {
         "ranks": "0-1",
         "nodelist": "cn[10-11]",

@@ -246,6 +246,7 @@ def test_spec_and_status_carry_the_design_field_names() -> None:
         "startNoLaterThan",
         "priority",  # issue 14: the priority it is decided with
         "consumers",  # issue 13 (DESIGN.md section 6)
+        "displacedBy",  # issue 14: no cascades across a restart
         "bookingSeal",  # issue 11: only what the operator sealed is restored
         "conditions",
         "observedGeneration",

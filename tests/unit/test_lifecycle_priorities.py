@@ -23,7 +23,7 @@ R = {
     "execution": {"R_lite": [{"rank": "0-1", "children": {"core": "0-3"}}],
                   "nodelist": ["node[0-1]"]},
 }
-CLASSES = {"low": 10, "high": 1000, "never": 5000}
+CLASSES = {"low": 10, "high": 1000, "top": 2000, "never": 5000}
 
 
 def context(records: dict[str, Reservation], grace: float = 60.0,
@@ -87,6 +87,61 @@ def test_scheduled_lower_priority_window_is_taken_and_replanned_naming_the_displ
     assert any(e.reason == "Replanned" and high.key in e.message for e in outcome.events)
     assert low.status["phase"] == "Scheduled"  # booked again, after the high one
     assert low.status["startTime"] == format_time(T0 + 600 + 3600)
+
+
+def _displaced_then_restarted(keep_status: bool) -> tuple[Reservation, Reservation, Any]:
+    """`low` is displaced by `high`; the operator restarts (a new planner from the statuses,
+    as PoolModel builds it); then `low` is raised above `high` and asks for the same window."""
+    from respool.controller.pool_model import PoolModel
+    from respool.controller.ports import ClusterFacts
+
+    records: dict[str, Reservation] = {}
+    p, ctx = Planner(R), context(records)
+    low = rsv(records, {"priorityClassName": "low", "startTime": format_time(T0 + 600),
+                        "nextAvailable": False, "maxRetry": 50})
+    apply(low, ctx, p, T0)
+    high = rsv(records, {"priorityClassName": "high", "startTime": format_time(T0 + 600)})
+    assert apply(high, ctx, p, T0).displaced == [low.uid]
+    apply(low, ctx, p, T0)
+    assert low.status["phase"] == "Pending"  # its window, and only that one, is taken
+    assert low.status["displacedBy"] == [high.uid]
+    if not keep_status:
+        low.status = {k: v for k, v in low.status.items() if k != "displacedBy"}
+    model = PoolModel("rack", ClusterFacts(api=None))  # type: ignore[arg-type]
+    raw = {"metadata": {"name": "rack", "generation": 1, "uid": "p"}, "spec": {"resources": R}}
+    model.apply(raw, records, finalizer_added=True, now=T0 + 60)
+    assert model.planner is not None
+    low.spec = {**low.spec, "priorityClassName": "top"}
+    low.generation = 2
+    return low, high, apply(low, ctx, model.planner, T0 + 60)
+
+
+def test_no_cascade_across_a_restart_the_displacers_are_kept_in_status() -> None:
+    low, _, outcome = _displaced_then_restarted(keep_status=True)
+    assert outcome.displaced == []  # it never displaces its displacer, whatever priorities say
+    assert low.status["phase"] != "Scheduled" or low.status["startTime"] != format_time(T0 + 600)
+    # Without status.displacedBy the same restart forgets, and the cascade happens:
+    _, high_again, outcome = _displaced_then_restarted(keep_status=False)
+    assert outcome.displaced == [high_again.uid]
+
+
+def test_who_displaced_whom_survives_a_new_topology() -> None:
+    """An edit of the pool's R builds a new planner from the old one's bookings: the record of
+    who displaced whom goes along (else a cascade becomes possible after any R edit)."""
+    from respool.controller.pool_model import PoolModel
+    from respool.controller.ports import ClusterFacts
+
+    records: dict[str, Reservation] = {}
+    model = PoolModel("rack", ClusterFacts(api=None))  # type: ignore[arg-type]
+    raw = {"metadata": {"name": "rack", "generation": 1, "uid": "p"}, "spec": {"resources": R}}
+    model.apply(raw, records, finalizer_added=True, now=T0)
+    assert model.planner is not None
+    model.planner.note_displaced("victim", ["displacer"])
+    wider = {"version": 1, "execution": {"R_lite": [{"rank": "0-2", "children": {"core": "0-3"}}],
+                                         "nodelist": ["node[0-2]"]}}
+    model.apply({**raw, "metadata": {**raw["metadata"], "generation": 2},
+                 "spec": {"resources": wider}}, records, finalizer_added=True, now=T0)
+    assert model.planner.displaced_by("victim") == {"displacer"}
 
 
 def test_equal_priority_and_preemption_policy_never_do_not_displace() -> None:

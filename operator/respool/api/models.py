@@ -50,6 +50,8 @@ MAX_PROPERTIES = 256
 MAX_NAME_LENGTH = 63
 MAX_MESSAGE_LENGTH = 32768
 MAX_CONDITIONS = 16
+#: Most displacers status.displacedBy keeps (one per preemption of the reservation).
+MAX_DISPLACED_BY = 256
 MAX_COUNT = 1_000_000
 MAX_RETRY = 1000
 MAX_CONFIG_BYTES = 262144
@@ -1577,6 +1579,13 @@ class ResourceReservationStatus(StatusModel):
         default=None,
         description="The Pods using this reservation (kept while the operator watches Pods: "
         "respool run --webhook-port); absent when there are none.",
+    )
+    displaced_by: Annotated[list[Annotated[str, Field(max_length=128)]],
+                            Field(max_length=MAX_DISPLACED_BY)] | None = Field(
+        default=None,
+        description="The UIDs of the reservations that displaced this one (preemption): it "
+        "never displaces them in turn, also after a restart (no cascades). The Replanned "
+        "condition and Events name them.",
     )
     booking_seal: str | None = Field(
         default=None,

@@ -37,7 +37,7 @@ from respool.api import (
     parse_time,
     parse_time_or_none,
 )
-from respool.api.models import DEFAULT_PREEMPTION_GRACE_PERIOD
+from respool.api.models import DEFAULT_PREEMPTION_GRACE_PERIOD, MAX_DISPLACED_BY
 from respool.controller import limits as fair_share
 from respool.controller import priorities
 from respool.controller.booking_seal import BookingSeal
@@ -594,6 +594,10 @@ class _Decider:
 
     def outcome(self) -> Outcome:
         self.status["conditions"] = self.conditions
+        displacers = self.planner.displaced_by(self.rsv.uid) if self.planner is not None else None
+        if displacers:
+            # Kept in status so a restart still knows it must never displace them (no cascades).
+            self.status["displacedBy"] = sorted(displacers)[:MAX_DISPLACED_BY]
         if self.consumers is not None:
             active = self.status.get("phase") == ACTIVE
             idle_timeout = _idle_timeout(self.rsv.spec) if active else None

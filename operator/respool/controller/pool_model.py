@@ -270,6 +270,10 @@ class PoolModel:
         Active (review C1)."""
         first_build = self.planner is None
         if self.planner is None:
+            for record in records.values():
+                # Who displaced whom (status.displacedBy), whatever phase it is in now: a
+                # displaced reservation must never displace its displacer (no cascades).
+                planner.note_displaced(record.uid, _displacers(record.status))
             holders = sorted(
                 (r for r in records.values() if r.phase in HOLDING_PHASES and not r.deleting),
                 key=lambda r: (0 if r.phase == ACTIVE else 1, r.status.get("startTime") or ""))
@@ -282,6 +286,8 @@ class PoolModel:
                                    record.phase, record.key, error)
                     change.dirty.append(record.uid)
         else:
+            for uid, displacers in self.planner.displacements().items():
+                planner.note_displaced(uid, displacers)
             for booking in _active_first(self.planner.bookings(), records):
                 try:
                     planner.restore(booking.id, booking.R.to_dict(), booking.start,
@@ -349,3 +355,8 @@ def _short(exc: BaseException) -> str:
             parts.append(f"{location}: {error.get('msg')}" if location else str(error.get("msg")))
         return "; ".join(parts)
     return str(exc)[:500]
+
+
+def _displacers(status: Mapping[str, Any]) -> list[str]:
+    listed = status.get("displacedBy")
+    return [uid for uid in listed if isinstance(uid, str)] if isinstance(listed, list) else []

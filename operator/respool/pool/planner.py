@@ -999,8 +999,20 @@ class Planner:
     # -- preemption ---------------------------------------------------------------------
 
     def displaced_by(self, booking_id: str) -> set[str]:
-        """Who has displaced this booking (memory only; the life cycle also records it)."""
+        """Who has displaced this booking (the life cycle records it in the reservation's
+        status.displacedBy, and `note_displaced` puts it back after a restart or rebuild)."""
         return set(self._displaced_by.get(booking_id, ()))
+
+    def displacements(self) -> dict[str, set[str]]:
+        """Every booking id -> who displaced it (to carry over into a rebuilt planner)."""
+        return {key: set(value) for key, value in self._displaced_by.items()}
+
+    def note_displaced(self, booking_id: str, displacers: Iterable[str]) -> None:
+        """Remember that ``displacers`` displaced ``booking_id``, so that it never displaces
+        them in turn (no cascades) - also after a restart or a rebuild of the planner."""
+        known = {str(d) for d in displacers if d}
+        if known:
+            self._displaced_by.setdefault(booking_id, set()).update(known)
 
     def plan_preemption(
         self,
