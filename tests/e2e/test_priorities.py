@@ -118,6 +118,37 @@ def test_a_higher_priority_takes_a_scheduled_window_and_the_displaced_one_says_b
     assert parse_time(moved["status"]["startTime"]) == parse_time(start) + 3600
 
 
+def test_no_cascade_across_an_operator_restart(
+        rk: Any, operator: Any, namespace: str, classes: Any, make_pool: Any) -> None:
+    """The displaced reservation's status.displacedBy says who displaced it; an operator
+    restarted meanwhile reads it back, so raising the displaced one above its displacer does not
+    let it take the window back (no cascades), although it is now the higher priority."""
+    low, high, top = classes(10), classes(1000), classes(2000)
+    pool = make_pool()
+    start = format_time(int(time.time()) + 600)
+    rk.create(namespace, "low", {"pool": pool, "request": WHOLE_POOL, "startTime": start,
+                                 "duration": "1h", "priorityClassName": low,
+                                 "nextAvailable": False, "maxRetry": 50})
+    rk.wait_phase(namespace, "low", "Scheduled")
+    rk.create(namespace, "high", {"pool": pool, "request": WHOLE_POOL, "startTime": start,
+                                  "duration": "1h", "priorityClassName": high})
+    high_uid = rk.wait_phase(namespace, "high", "Scheduled")["metadata"]["uid"]
+    displaced = rk.wait_for(namespace, "low", lambda o: rk.phase(o) == "Pending"
+                            and (o["status"].get("displacedBy") or []) == [high_uid],
+                            what="Pending, displaced by high")
+    assert rk.condition(displaced, "Replanned")["reason"] == "Preempted"
+    operator.kill()
+    rk.patch(namespace, "low", {"priorityClassName": top})
+    operator.start()
+    decided = rk.wait_for(namespace, "low", lambda o: o["status"].get("observedGeneration") == 2
+                          and o["status"].get("priority") == 2000, what="decided at priority 2000")
+    assert rk.phase(decided) == "Pending", decided["status"]
+    kept = rk.get(namespace, "high")
+    assert rk.phase(kept) == "Scheduled" and kept["status"]["startTime"] == start
+    assert rk.condition(kept, "Replanned") is None
+    assert not _events(rk, namespace, "low", "Preempted")
+
+
 def test_equal_priority_and_preemption_policy_never_wait_their_turn(
         rk: Any, operator: Any, namespace: str, classes: Any, make_pool: Any) -> None:
     low, never = classes(10), classes(5000, "Never")
