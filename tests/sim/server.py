@@ -111,8 +111,12 @@ class SimServer:
     verify_shared: bool = False
     _fingerprints: dict[int, tuple[Any, str]] = field(default_factory=dict)
 
-    def share(self, value: Any) -> Any:
-        """`value` (a stored object, or a list of them) to hand to the operator."""
+    def share(self, value: Any, kind: str = "") -> Any:
+        """`value` (a stored object, or a list of them) to hand to the operator. Pools are
+        copied: the operator changes the pool object it keeps (pool_keeper notes in it that
+        its finalizer is gone), as it may - what a client reads is its own."""
+        if kind == "pool":
+            return _copy(value)
         if self.verify_shared:
             for obj in value if isinstance(value, list) else [value]:
                 if id(obj) not in self._fingerprints:
@@ -256,16 +260,16 @@ class SimServer:
         if new is obj or new == obj:
             if status and self.on_same_status is not None:
                 self.on_same_status(kind, key, writer)
-            return self.share(obj)  # a no-op write: no new version, no event
+            return self.share(obj, kind)  # a no-op write: no new version, no event
         before = obj  # replaced, never changed again
         new = {**new, "metadata": {**new["metadata"], "resourceVersion": self._bump()}}
         self._put(kind, key, new)
         if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
             self._remove(kind, key, writer)
-            return self.share(new)
+            return self.share(new, kind)
         self._emit(kind, "MODIFIED", new)
         self._record(kind, key, writer, before, new, status_write=status)
-        return self.share(new)
+        return self.share(new, kind)
 
     def read(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
         if path.startswith("/api/v1/namespaces") and path.count("/") == 3:
@@ -285,12 +289,12 @@ class SimServer:
         kind, key, _status = parse_path(path)
         if key == "" or key.endswith("/"):
             namespace = key[:-1] if key else None
-            return {"items": self.share(self.items(kind, namespace)),
+            return {"items": self.share(self.items(kind, namespace), kind),
                     "metadata": {"resourceVersion": str(self.version)}}
         obj = self.get_object(kind, key)
         if obj is None:
             raise ApiError(404, f"{kind} {key} not found", "NotFound")
-        return self.share(obj)
+        return self.share(obj, kind)
 
 
 def parse_path(path: str) -> tuple[str, str, bool]:
