@@ -69,6 +69,9 @@ def run_parallel(first: int, count: int, workers: int) -> dict[str, Any]:
             total["count"] += result["count"]
             total["writes"] += result["writes"]
             total["failures"].extend(result["failures"])
+            for failure in result["failures"]:  # at once, not only in the summary at the end
+                print(f"seed {failure['seed']}: {failure['violation']}", file=sys.stderr,
+                      flush=True)
             cpu[pid] = result["cpu"]  # the worker's CPU time so far (imports included)
     total["failures"].sort(key=lambda failure: failure["seed"])
     total["cpu"] = round(sum(cpu.values()), 2)

@@ -2,38 +2,97 @@
 
 A schedule runs the real `Controller` (its start-up listing and restore, its reservation
 watch loop, the pool actors, `lifecycle`, the engine) against `SimServer` on a virtual clock.
-From the seed it draws a workload and faults: users create, edit and delete reservations,
-grow a pool's R, give a pool a spec the operator cannot use and fix it, delete and re-create
-pools, relabel namespaces, flap Node health; the network delays, reorders (across streams),
+From the seed it draws a workload and faults (`ACTIONS`): users create, edit and delete
+reservations; administrators grow a pool's R or remove any rank from it, give a pool a spec the
+operator cannot use and fix it, edit its policy (claim timeout, default and maximum window,
+unclaimed hold) and its namespaceSelector (matchLabels, matchExpressions with In, NotIn, Exists,
+DoesNotExist), delete and re-create pools; namespaces are relabelled; Nodes flap between Ready
+and NotReady, are deleted and come back (pools with trackNodes take their ranks down); the
+network delays, reorders (across streams),
 bursts and drops watch events, refuses writes, answers 503 or loses answers of applied writes;
 the operator crashes and restarts, or hands over to a new leader while its last writes are
 still on their way. Then the faults stop and the schedule runs until it is quiet.
 
-After every write the server applies, the invariants are checked (`Violation`); at the end
-the eventual ones. `run_schedule(seed)` returns the trace (every applied write, in order).
+After every write the server applies, the invariants are checked (`Violation`): no core held
+twice (exclusive against anything in overlapping time), nothing granted lost (an Active
+reservation only ever becomes Expired at its end or after an edit - or Failed/ResourcesLost
+when a rank it held was removed from the pool's R during its life, the one loss DESIGN.md
+allows), no new hold on a pool that is deleted or that the operator knew was being deleted,
+reservation IDs unique across objects and stable while Active; at the end the eventual ones
+(every reservation has a phase for its current generation, no finalizer left behind, the
+planner holds exactly what the server says). `run_schedule(seed)` returns the trace (every applied write, in order).
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import hashlib
 import itertools
 import logging
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
 from respool.api import format_time, parse_time
 from respool.controller.controller import Controller
 from respool.controller.events import InvolvedObject
-from respool.pool import IDset
+from respool.pool import Hostlist, IDset
 from sim import vloop
 from sim.server import Faults, SimApi, SimServer, Write, _copy, parse_path, sim_watch
 
 HOLDING = ("Active", "Scheduled")
 NAMESPACES = ("team-a", "team-b")
+NODES = tuple(f"{pool}-h{n}" for pool in ("p0", "p1") for n in range(4))
 QUIET_SECONDS = 150.0
+
+#: What users, administrators and the cluster do, with how often (relative weights).
+ACTIONS: tuple[tuple[str, float], ...] = (
+    ("create_reservation", 31),
+    ("delete_reservation", 11),
+    ("edit_reservation", 11),
+    ("grow_pool", 5),
+    ("shrink_pool", 5),
+    ("break_pool", 3),
+    ("delete_or_create_pool", 4),
+    ("edit_pool_policy", 3),
+    ("edit_pool_selector", 3),
+    ("relabel_namespace", 5),
+    ("flap_node", 5),
+    ("delete_or_create_node", 3),
+    ("restart_operator", 6),
+    ("idle", 5),
+)
+CUMULATIVE_WEIGHTS = list(itertools.accumulate(weight for _name, weight in ACTIONS))
+TOTAL_WEIGHT = CUMULATIVE_WEIGHTS[-1]
+
+#: Pool policies an edit switches between (each one the API server admits: the default
+#: window is never longer than maxDuration).
+POLICIES: tuple[dict[str, str], ...] = (
+    {"claimTimeout": "20s"},
+    {"claimTimeout": "5s"},
+    {"claimTimeout": "20s", "maxDuration": "30s", "defaultDuration": "20s"},
+    {"claimTimeout": "1m", "defaultDuration": "10s"},
+    {"claimTimeout": "20s", "maxUnclaimedHold": "30s"},
+)
+
+#: namespaceSelectors a pool is created with or edited to (None: no selector).
+SELECTORS: tuple[dict[str, Any] | None, ...] = (
+    None,
+    {"matchLabels": {"respool": "yes"}},
+    {"matchExpressions": [{"key": "respool", "operator": "In", "values": ["yes"]}]},
+    {"matchExpressions": [{"key": "respool", "operator": "NotIn", "values": ["no"]}]},
+    {"matchExpressions": [{"key": "tier", "operator": "Exists"}]},
+    {"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]},
+    {"matchLabels": {"respool": "yes"},
+     "matchExpressions": [{"key": "tier", "operator": "In", "values": ["gold", "silver"]}]},
+)
+
+
+def _node(name: str, ready: str = "True") -> dict[str, Any]:
+    return {"metadata": {"name": name},
+            "status": {"conditions": [{"type": "Ready", "status": ready}]}}
 
 
 class Violation(AssertionError):
@@ -75,7 +134,13 @@ class Schedule:
     id_owner: dict[str, str] = field(default_factory=dict)
     quiet: bool = False
     names: itertools.count[int] = field(default_factory=lambda: itertools.count())
-    pool_ranks: dict[str, int] = field(default_factory=dict)
+    #: The ranks each pool's R has now.
+    pool_ranks: dict[str, list[int]] = field(default_factory=dict)
+    #: Ranks taken out of each pool object's R: (rank, version of that edit).
+    removed_ranks: defaultdict[str, list[tuple[int, int]]] = field(
+        default_factory=lambda: defaultdict(list))
+    #: How often each kind of action was taken (tests check every kind is reached).
+    actions: Counter[str] = field(default_factory=Counter)
     _parsed_holds: dict[str, tuple[str, list[Any]]] = field(default_factory=dict)
     #: Reservations counted as holders now: key -> (pool, what `_cores_held` says).
     _counted: dict[str, tuple[str, list[Any]]] = field(default_factory=dict)
@@ -120,8 +185,8 @@ class Schedule:
         rng, server, ctl = incarnation.api.rng, self.server, incarnation.ctl
         await asyncio.sleep(rng.choice((0.0, 0.01, 0.5, 2.0)))
         version = server.version
-        # Copies: the operator keeps the pool object kopf gives it and changes it (it notes
-        # that its finalizer is gone), as it may - kopf's objects are its own.
+        # Copies (SimServer.share): the operator keeps the pool object kopf gives it and
+        # changes it, as it may - kopf's objects are its own.
         pools = _copy(server.items("pool"))
         ctl.prune([p["metadata"]["name"] for p in pools])
         for pool in pools:
@@ -187,6 +252,8 @@ class Schedule:
         if write.kind == "reservation":
             if write.status_write:
                 self._check_status_write(write)
+            elif write.after is None:
+                self.tainted.pop(write.key, None)  # gone: no status of it stands any more
             self._recount(write.key)
         elif write.kind == "pool" and write.after is None:
             self._pool_gone(write.key)
@@ -241,7 +308,8 @@ class Schedule:
                       != before_status.get("observedGeneration"))
             expired_in_time = after_phase == "Expired" and (
                 edited or (ended is not None and self.clock.wall() >= ended))
-            if not expired_in_time:
+            if not expired_in_time and not self._lost_with_its_ranks(
+                    write.after["spec"]["pool"], before_status, after_status):
                 raise Violation(f"{key}: granted, then {after_phase} "
                                 f"({after_status.get('message')!r}) at "
                                 f"{format_time(self.clock.wall())}")
@@ -249,6 +317,19 @@ class Schedule:
             pool = write.after["spec"]["pool"]
             if self.server.get_object("pool", pool) is None:
                 raise Violation(f"{key}: {after_phase} on pool {pool}, which does not exist")
+
+    def _lost_with_its_ranks(self, pool: str, before: dict[str, Any],
+                             after: dict[str, Any]) -> bool:
+        """Failed/ResourcesLost holding a rank that was removed from the pool's R: the one way
+        DESIGN.md lets a grant be lost. Any removal of that rank from this pool object counts,
+        not only one after the grant: the operator decides on the pool as its watch last
+        showed it, so a grant decided on a rank an edit has just removed lands Active and is
+        lost once the edit arrives - also when the rank was put back meanwhile."""
+        if after.get("phase") != "Failed" or not any(
+                c.get("reason") == "ResourcesLost" for c in after.get("conditions") or []):
+            return False
+        held = set(IDset((before.get("allocated") or {}).get("ranks") or ""))
+        return any(rank in held for rank, _version in self.removed_ranks[pool])
 
     def on_send(self, writer: str, path: str, ops: list[Any]) -> None:
         """A new hold sent by an operator that had already seen its pool's deletion."""
@@ -404,25 +485,26 @@ class Schedule:
 
     # -- the workload ------------------------------------------------------------------------
 
-    def _pool_spec(self, name: str, ranks: int, hosts: str | None = None,
-                   selector: bool = False, track: bool = False) -> dict[str, Any]:
-        spec: dict[str, Any] = {"resources": {"version": 1, "execution": {
-            "R_lite": [{"rank": f"0-{ranks - 1}" if ranks > 1 else "0",
-                        "children": {"core": "0-1"}}],
-            "nodelist": [hosts or (f"{name}-h[0-{ranks - 1}]" if ranks > 1
-                                   else f"{name}-h0")]}},
-            "policy": {"claimTimeout": "20s"}}
-        if selector:
-            spec["namespaceSelector"] = {"matchLabels": {"respool": "yes"}}
-        if track:
-            spec["trackNodes"] = True
-        return spec
+    def _resources(self, name: str, extra_hosts: int = 0) -> dict[str, Any]:
+        """The pool's R v1 over its ranks now (`pool_ranks`; rank n is host <pool>-h<n>);
+        `extra_hosts`: a nodelist naming more hosts than ranks, which the API server admits
+        and the operator cannot use."""
+        ranks = self.pool_ranks[name]
+        hosts = [f"{name}-h{rank}" for rank in ranks]
+        hosts += [f"{name}-x{n}" for n in range(extra_hosts)]
+        return {"version": 1, "execution": {
+            "R_lite": [{"rank": str(IDset(ranks)), "children": {"core": "0-1"}}],
+            "nodelist": [str(Hostlist(hosts))]}}
 
     def create_pool(self, name: str) -> None:
-        ranks = self.rng.choice((1, 2))
-        self.pool_ranks[name] = ranks
-        spec = self._pool_spec(name, ranks, selector=self.rng.random() < 0.3,
-                               track=self.rng.random() < 0.4)
+        self.pool_ranks[name] = list(range(self.rng.choice((1, 2))))
+        self.removed_ranks.pop(name, None)  # a new pool object
+        spec: dict[str, Any] = {"resources": self._resources(name),
+                                "policy": dict(POLICIES[0])}
+        if self.rng.random() < 0.3:
+            spec["namespaceSelector"] = self.rng.choice(SELECTORS[1:])
+        if self.rng.random() < 0.4:
+            spec["trackNodes"] = True
         self.server.create("pool", name, {"metadata": {"name": name}, "spec": spec})
 
     def create_reservation(self) -> None:
@@ -450,78 +532,159 @@ class Schedule:
         keys = self.server.keys(kind)
         return self.rng.choice(keys) if keys else None
 
+    def _existing_pool(self) -> str | None:
+        name = self.rng.choice(("p0", "p1"))
+        return name if self.server.get_object("pool", name) is not None else None
+
     async def act(self) -> None:
-        """One user or operator action, drawn from the seed."""
-        rng, server = self.rng, self.server
-        roll = rng.random()
-        if roll < 0.40:
-            self.create_reservation()
-        elif roll < 0.52:
-            key = self._some("reservation")
-            if key:
-                server.delete("reservation", key)
-        elif roll < 0.64:
-            key = self._some("reservation")
-            if key:
-                edit = rng.choice(("duration", "config", "mode", "claimed"))
+        """One user or operator action, drawn from the seed (`ACTIONS`: name and weight)."""
+        index = bisect.bisect_right(CUMULATIVE_WEIGHTS, self.rng.random() * TOTAL_WEIGHT)
+        name = ACTIONS[min(index, len(ACTIONS) - 1)][0]
+        if await getattr(self, f"_act_{name}")():
+            self.actions[name] += 1
 
-                def change(spec: dict[str, Any]) -> None:
-                    if edit == "duration":
-                        spec["duration"] = rng.choice(("5s", "30s", "2h"))
-                    elif edit == "config":
-                        spec["config"] = {"n": rng.randrange(100)}
-                    elif edit == "mode":
-                        spec["mode"] = "shared" if spec.get("mode") == "exclusive" \
-                            else "exclusive"
-                    else:
-                        spec["claimed"] = True
+    async def _act_idle(self) -> bool:
+        return True  # only time passes
 
-                server.update_spec("reservation", key, change)
-        elif roll < 0.69:
-            name = rng.choice(("p0", "p1"))
-            if server.get_object("pool", name) is not None:
-                self.pool_ranks[name] = ranks = self.pool_ranks.get(name, 1) + 1
-                server.update_spec("pool", name, lambda spec: spec.update(
-                    resources=self._pool_spec(name, ranks)["resources"]))
-        elif roll < 0.73:
-            name = rng.choice(("p0", "p1"))
-            if server.get_object("pool", name) is not None:
-                ranks = self.pool_ranks.get(name, 1)
-                # Admitted by the API server, refused by the operator (more hosts than ranks).
-                server.update_spec("pool", name, lambda spec: spec.update(
-                    resources=self._pool_spec(name, ranks, hosts=f"{name}-h[0-{ranks + 2}]")
-                    ["resources"]))
-                self.later(rng.uniform(1, 20), lambda: self._fix_pool(name))
-        elif roll < 0.77:
-            name = rng.choice(("p0", "p1"))
-            if server.get_object("pool", name) is not None:
-                server.delete("pool", name)
+    async def _act_create_reservation(self) -> bool:
+        self.create_reservation()
+        return True
+
+    async def _act_delete_reservation(self) -> bool:
+        key = self._some("reservation")
+        if key:
+            self.server.delete("reservation", key)
+        return key is not None
+
+    async def _act_edit_reservation(self) -> bool:
+        rng = self.rng
+        key = self._some("reservation")
+        if not key:
+            return False
+        edit = rng.choice(("duration", "config", "mode", "claimed"))
+
+        def change(spec: dict[str, Any]) -> None:
+            if edit == "duration":
+                spec["duration"] = rng.choice(("5s", "30s", "2h"))
+            elif edit == "config":
+                spec["config"] = {"n": rng.randrange(100)}
+            elif edit == "mode":
+                spec["mode"] = "shared" if spec.get("mode") == "exclusive" else "exclusive"
             else:
-                self.create_pool(name)
-        elif roll < 0.82:
-            namespace = rng.choice(NAMESPACES)
-            label = rng.choice(("yes", "no"))
-            server.update_meta("namespace", namespace, lambda o: o["metadata"].setdefault(
+                spec["claimed"] = True
+
+        return self.server.update_spec("reservation", key, change)
+
+    async def _act_grow_pool(self) -> bool:
+        name = self._existing_pool()
+        if name is None:
+            return False
+        ranks = self.pool_ranks[name]
+        ranks.append(max(ranks) + 1)
+        return self.server.update_spec("pool", name, lambda spec: spec.update(
+            resources=self._resources(name)))
+
+    async def _act_shrink_pool(self) -> bool:
+        """An R edit that removes a rank (any, not only the last): Active holders there end
+        Failed/ResourcesLost, the one loss DESIGN.md allows; Scheduled ones are re-planned."""
+        name = self._existing_pool()
+        if name is None or len(self.pool_ranks[name]) < 2:
+            return False
+        ranks = self.pool_ranks[name]
+        rank = self.rng.choice(ranks)
+        ranks.remove(rank)
+        changed = self.server.update_spec("pool", name, lambda spec: spec.update(
+            resources=self._resources(name)))
+        if changed:
+            self.removed_ranks[name].append((rank, self.server.version))
+        return changed
+
+    async def _act_break_pool(self) -> bool:
+        name = self._existing_pool()
+        if name is None:
+            return False
+        # Admitted by the API server, refused by the operator (more hosts than ranks).
+        self.server.update_spec("pool", name, lambda spec: spec.update(
+            resources=self._resources(name, extra_hosts=2)))
+        self.later(self.rng.uniform(1, 20), lambda: self._fix_pool(name))
+        return True
+
+    async def _act_delete_or_create_pool(self) -> bool:
+        name = self.rng.choice(("p0", "p1"))
+        if self.server.get_object("pool", name) is not None:
+            self.server.delete("pool", name)
+        else:
+            self.create_pool(name)
+        return True
+
+    async def _act_edit_pool_policy(self) -> bool:
+        """Shorter or longer claim timeouts and unclaimed holds, a maxDuration some windows
+        already held exceed, another default window length."""
+        name = self._existing_pool()
+        if name is None:
+            return False
+        policy = dict(self.rng.choice(POLICIES))
+        return self.server.update_spec("pool", name, lambda spec: spec.update(policy=policy))
+
+    async def _act_edit_pool_selector(self) -> bool:
+        """A namespaceSelector with matchLabels and/or matchExpressions (In, NotIn, Exists,
+        DoesNotExist), or none."""
+        name = self._existing_pool()
+        if name is None:
+            return False
+        selector = self.rng.choice(SELECTORS)
+
+        def change(spec: dict[str, Any]) -> None:
+            if selector is None:
+                spec.pop("namespaceSelector", None)
+            else:
+                spec["namespaceSelector"] = _copy(selector)
+
+        return self.server.update_spec("pool", name, change)
+
+    async def _act_relabel_namespace(self) -> bool:
+        namespace = self.rng.choice(NAMESPACES)
+        if self.rng.random() < 0.6:
+            label = self.rng.choice(("yes", "no"))
+            self.server.update_meta("namespace", namespace, lambda o: o["metadata"].setdefault(
                 "labels", {}).update(respool=label))
-        elif roll < 0.88:
-            node = self._some("node")
-            if node:
-                ready = rng.choice(("True", "False"))
-                server.update_meta("node", node, lambda o: o.update(
-                    status={"conditions": [{"type": "Ready", "status": ready}]}))
-        elif roll < 0.94:
-            await self.stop_operator()
-            # A restart after a pause, or a standby taking over at once (handover) while the
-            # old leader's last writes are still on their way.
-            await asyncio.sleep(rng.choice((0.0, 0.0, 0.3, 3.0)))
-            await self.start_operator()
-        # else: only time passes
+        else:
+            def toggle_tier(obj: dict[str, Any]) -> None:
+                labels = obj["metadata"].setdefault("labels", {})
+                if labels.pop("tier", None) is None:
+                    labels["tier"] = "gold"
+            self.server.update_meta("namespace", namespace, toggle_tier)
+        return True
+
+    async def _act_flap_node(self) -> bool:
+        node = self._some("node")
+        if node:
+            ready = self.rng.choice(("True", "False"))
+            self.server.update_meta("node", node, lambda o: o.update(
+                status={"conditions": [{"type": "Ready", "status": ready}]}))
+        return node is not None
+
+    async def _act_delete_or_create_node(self) -> bool:
+        """A Node deleted (its ranks go down on pools with trackNodes) or created again."""
+        name = self.rng.choice(NODES)
+        if self.server.get_object("node", name) is not None:
+            self.server.delete("node", name)
+        else:
+            self.server.create("node", name, _node(name))
+        return True
+
+    async def _act_restart_operator(self) -> bool:
+        await self.stop_operator()
+        # A restart after a pause, or a standby taking over at once (handover) while the
+        # old leader's last writes are still on their way.
+        await asyncio.sleep(self.rng.choice((0.0, 0.0, 0.3, 3.0)))
+        await self.start_operator()
+        return True
 
     async def _fix_pool(self, name: str) -> None:
         if self.server.get_object("pool", name) is not None:
-            ranks = self.pool_ranks.get(name, 1)
             self.server.update_spec("pool", name, lambda spec: spec.update(
-                resources=self._pool_spec(name, ranks)["resources"]))
+                resources=self._resources(name)))
 
     def later(self, delay: float, action: Any) -> None:
         async def run() -> None:
@@ -557,11 +720,8 @@ async def _main(schedule: Schedule, steps: int) -> None:
     for namespace in NAMESPACES:
         server.create("namespace", namespace, {"metadata": {
             "name": namespace, "labels": {"respool": rng.choice(("yes", "no"))}}})
-    for name in ("p0", "p1"):
-        for host in range(4):
-            server.create("node", f"{name}-h{host}", {
-                "metadata": {"name": f"{name}-h{host}"},
-                "status": {"conditions": [{"type": "Ready", "status": "True"}]}})
+    for name in NODES:
+        server.create("node", name, _node(name))
     schedule.create_pool("p0")
     if rng.random() < 0.5:
         schedule.create_pool("p1")
@@ -590,10 +750,10 @@ async def _main(schedule: Schedule, steps: int) -> None:
 
 
 def run_schedule(seed: int, steps: int | None = None, verify_shared: bool = False,
-                 ) -> list[str]:
+                 actions: Counter[str] | None = None) -> list[str]:
     """Run one schedule; raises Violation (with the trace attached) if an invariant breaks.
     `verify_shared`: check that the operator changed nothing the server shared with it
-    (`SharedObjectChanged` if it did)."""
+    (`SharedObjectChanged` if it did). `actions`: counts the actions taken, by kind."""
     rng = random.Random(seed)
     clock = vloop.VirtualClock()
     server = SimServer(clock=clock.wall, rng=rng, verify_shared=verify_shared)
@@ -613,6 +773,8 @@ def run_schedule(seed: int, steps: int | None = None, verify_shared: bool = Fals
         raise
     finally:
         logging.disable(logging.NOTSET)
+        if actions is not None:
+            actions.update(schedule.actions)
     server.check_shared()
     return schedule.trace
 
