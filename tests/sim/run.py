@@ -37,7 +37,7 @@ def replay_command(seed: int) -> str:
     return f"PYTHONHASHSEED=0 .venv/bin/python tests/sim/run.py --seed {seed} --trace"
 
 
-def run_seeds(seeds: range) -> dict[str, Any]:
+def run_seeds(seeds: list[int]) -> dict[str, Any]:
     """Run `seeds` in this process: how many, writes applied, failures (with replays)."""
     failures = []
     writes = 0
@@ -57,9 +57,19 @@ def _worker_started() -> None:
     assert sys.flags.hash_randomization == 0, "worker started without PYTHONHASHSEED=0"
 
 
-def run_parallel(first: int, count: int, workers: int) -> dict[str, Any]:
-    chunks = [range(start, min(start + CHUNK, first + count))
-              for start in range(first, first + count, CHUNK)]
+def seeds_to_run(first: int, count: int, skip: list[int]) -> list[int]:
+    """`count` seeds from `first` on, leaving out `skip`."""
+    seeds: list[int] = []
+    seed = first
+    while len(seeds) < count:
+        if seed not in skip:
+            seeds.append(seed)
+        seed += 1
+    return seeds
+
+
+def run_parallel(seeds: list[int], workers: int) -> dict[str, Any]:
+    chunks = [seeds[start:start + CHUNK] for start in range(0, len(seeds), CHUNK)]
     os.environ["PYTHONHASHSEED"] = "0"  # inherited by the spawned workers
     context = multiprocessing.get_context("spawn")
     total: dict[str, Any] = {"count": 0, "writes": 0, "failures": [], "cpu": 0.0}
@@ -78,7 +88,7 @@ def run_parallel(first: int, count: int, workers: int) -> dict[str, Any]:
     return total
 
 
-def _run_chunk(seeds: range) -> tuple[dict[str, Any], int]:
+def _run_chunk(seeds: list[int]) -> tuple[dict[str, Any], int]:
     return run_seeds(seeds), os.getpid()
 
 
@@ -89,6 +99,8 @@ def main() -> int:
     parser.add_argument("--trace", action="store_true", help="print its trace")
     parser.add_argument("--first", type=int, default=0)
     parser.add_argument("--count", type=int, default=100)
+    parser.add_argument("--skip", type=int, action="append", default=[],
+                        help="leave this seed out (the range is extended to keep --count)")
     parser.add_argument("--workers", type=int, default=1,
                         help="processes to run the seeds in (default 1: this one)")
     parser.add_argument("--progress", action="store_true",
@@ -109,19 +121,20 @@ def main() -> int:
         print(f"seed {args.seed}: ok, {len(trace)} writes, trace {trace_digest(trace)}")
         return 0
     began = time.monotonic()
+    seeds = seeds_to_run(args.first, args.count, args.skip)
     if args.workers > 1:
-        summary = run_parallel(args.first, args.count, args.workers)
+        summary = run_parallel(seeds, args.workers)
     elif args.progress:
         summary = {"count": 0, "writes": 0, "failures": []}
-        for seed in range(args.first, args.first + args.count):
+        for seed in seeds:
             print(f"seed {seed}", file=sys.stderr, flush=True)
-            result = run_seeds(range(seed, seed + 1))
+            result = run_seeds([seed])
             for name in ("count", "writes", "failures"):
                 summary[name] += result[name]
         summary["cpu"] = time.process_time()
     else:
-        summary = run_seeds(range(args.first, args.first + args.count))
-    print(json.dumps({"first": args.first, "count": summary["count"],
+        summary = run_seeds(seeds)
+    print(json.dumps({"first": args.first, "count": summary["count"], "skipped": args.skip,
                       "failures": summary["failures"], "writes": summary["writes"],
                       "workers": args.workers, "cpu_seconds": round(summary["cpu"], 2),
                       "seconds": round(time.monotonic() - began, 2)}))
