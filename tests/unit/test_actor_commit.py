@@ -8,9 +8,10 @@ import asyncio
 from typing import Any
 
 import pytest
-from actor_world import POOL, World, writes_done
+from actor_world import POOL, SLOW_ANSWER, World, writes_done
 
 from respool.controller.actor import RETRY_AFTER_WRITE_FAILURE, PoolActor
+from respool.controller.lifecycle import FINALIZER
 from respool.controller.ports import ClusterFacts, PoolPort
 
 
@@ -481,5 +482,41 @@ def test_our_own_write_seen_while_writing_is_not_written_again() -> None:
         await actor.step()
         await writes_done(actor)
         assert world.api.status_writes == 1
+
+    World().run(scenario)
+
+
+def test_a_late_status_answer_does_not_hide_our_finalizer_from_the_deletion() -> None:
+    """Simulation seed 2165: a status write's answer arrived after the watch had shown our
+    finalizer added (by a retry of the finalizer keeper); the answer, older, said there was no
+    finalizer, the record believed it, and once the reservation was deleted nobody removed the
+    finalizer: it stayed undeletable. An older body no longer overrides what a newer one said,
+    and a deleted reservation's finalizer is removed even if the record says it has none."""
+    async def scenario(world: World) -> None:
+        actor = world.actor()
+        actor.start()
+        world.api.scripts["reservation"] = ["unavailable"]  # the first finalizer add fails
+        world.reserve(actor, "a")
+        await asyncio.sleep(0.5)
+        assert world.status("a")["phase"] == "Active"
+        assert FINALIZER not in world.server.get_object("reservation", "team/a")["metadata"].get(
+            "finalizers", [])
+        # A spec edit: its status write lands at once but is answered late; meanwhile the
+        # keeper's retry adds the finalizer, and the watch shows it.
+        world.api.script = ["slow"]
+        world.server.update_spec("reservation", "team/a",
+                                 lambda spec: spec.update(config={"x": 1}))
+        actor.reservation_event(world.server.get_object("reservation", "team/a"), deleted=False)
+        await asyncio.sleep(3)
+        current = world.server.get_object("reservation", "team/a")
+        assert FINALIZER in current["metadata"]["finalizers"]
+        actor.reservation_event(current, deleted=False)
+        # Deleted while that answer is still out: its release waits for the answer.
+        world.server.delete("reservation", "team/a")  # held by our finalizer
+        actor.reservation_event(world.server.get_object("reservation", "team/a"), deleted=False)
+        await asyncio.sleep(SLOW_ANSWER + 3)
+        assert world.server.get_object("reservation", "team/a") is None, \
+            "the deleted reservation kept our finalizer"
+        await actor.stop()
 
     World().run(scenario)

@@ -29,7 +29,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -221,7 +221,6 @@ class PoolActor:
         generation = int(metadata.get("generation") or 0)
         deleting = bool(metadata.get("deletionTimestamp"))
         record = self.records.get(uid)
-        finalizers = list(metadata.get("finalizers") or [])
         if record is None:
             created = Reservation.from_object(raw)
             assert created is not None  # it has a UID
@@ -233,10 +232,7 @@ class PoolActor:
         # Events bring spec changes, deletion and finalizers - and, rarely, a status someone
         # else wrote (a deposed leader's write landing late, review S1), which is overwritten.
         changed = self._foreign_status(record, raw)
-        record.finalizers = finalizers
-        record.has_finalizer = FINALIZER in finalizers
-        record.resource_version = _newer_version(record.resource_version,
-                                                 metadata.get("resourceVersion"))
+        _note_finalizers(record, metadata)
         if generation > record.generation:
             record.generation = generation
             record.spec = dict(raw.get("spec") or {})
@@ -672,10 +668,7 @@ class PoolActor:
         version = metadata.get("resourceVersion")
         pending.answer_version = version if isinstance(version, str) else None
         self._echo[record.uid] = hash(canonical(answer.get("status") or {}))
-        record.finalizers = list(metadata.get("finalizers") or [])
-        record.has_finalizer = FINALIZER in record.finalizers
-        record.resource_version = _newer_version(record.resource_version,
-                                                 metadata.get("resourceVersion"))
+        _note_finalizers(record, metadata)
         metrics.STATUS_WRITES.labels("reservation", "ok").inc()
         for event in outcome.events:
             self._post_rsv(record, event.type, event.reason, event.message)
@@ -886,6 +879,20 @@ def _frees(before: Booking | None, after: Booking | None) -> bool:
     if not same_resources or after.start != before.start:
         return True
     return (after.end or math.inf) < (before.end or math.inf)
+
+
+def _note_finalizers(record: Reservation, metadata: Mapping[str, Any]) -> None:
+    """Take the finalizers (and resourceVersion) of a body we were given - a watch event or
+    the answer to our status write - unless it is older than what we already know: a status
+    write's answer that arrives after the watch showed our finalizer added would otherwise
+    say it has none, and once the reservation is deleted nobody would remove it (found by the
+    simulation, seed 2165)."""
+    version = metadata.get("resourceVersion")
+    if _is_newer(version if isinstance(version, str) else None, record.resource_version):
+        return  # we know a later version of it
+    record.finalizers = list(metadata.get("finalizers") or [])
+    record.has_finalizer = FINALIZER in record.finalizers
+    record.resource_version = _newer_version(record.resource_version, version)
 
 
 def _is_newer(known: str | None, seen: Any) -> bool:

@@ -104,8 +104,12 @@ class FinalizerKeeper:
             if not await add_finalizer(self.port.api, path, record.uid, metadata):
                 return False  # gone (its DELETED event ends this), or conflicts outlasted
             record.has_finalizer = True
-            record.finalizers = [*record.finalizers, FINALIZER]
-        elif not wanted and record.has_finalizer:
+            if FINALIZER not in record.finalizers:
+                record.finalizers = [*record.finalizers, FINALIZER]
+        elif not wanted and (record.has_finalizer or record.deleting):
+            # A deleted reservation is still here, so something holds it: remove ours even if
+            # our record says it has none (remove_finalizer then reads the object first) - a
+            # stale record must never leave it undeletable.
             if not await remove_finalizer(self.port.api, path, record.uid, record.finalizers):
                 return False
             record.has_finalizer = False
