@@ -24,19 +24,10 @@ RUN = Path(__file__).with_name("run.py")
 #: How many seeded schedules one CI run checks: issue 10's 10,000 (seeds 0-9999, all clean
 #: with the workload that removes ranks, edits policies and selectors and deletes Nodes).
 DEFAULT_SCHEDULES = 10_000
-#: Seeds that fail on main and are not fixed yet, left out of the sweep (which runs 10,000
-#: others) so that it keeps guarding everything else - each named here with its cause, and
-#: test_known_open_seeds_still_fail keeps the list honest: once one passes, it fails and says
-#: to take the seed out of this list.
-#: All three since 94e64ee (issue 14, priorities and preemption in the life cycle and actor;
-#: bisected: they pass on its parent 1aea105): a reservation deleted while Scheduled (seed
-#: 2165: Manual, its window started, waiting for the claim) is never released, and its
-#: finalizer stays - the schedule ends with "deleted, but its finalizer was never removed".
-KNOWN_OPEN_SEEDS = {
-    2165: "deleted, but its finalizer was never removed (since 94e64ee, issue 14)",
-    4650: "deleted, but its finalizer was never removed (since 94e64ee, issue 14)",
-    4988: "deleted, but its finalizer was never removed (since 94e64ee, issue 14)",
-}
+#: Seeds that once broke an invariant, kept as named regressions (each also has a unit test).
+#: 2165, 4650, 4988: a status write's late answer hid our finalizer from the record of a
+#: reservation deleted meanwhile, which then stayed undeletable (fixed in 3927094).
+FIXED_SEEDS = [2165, 4650, 4988]
 
 pytestmark = pytest.mark.timeout(900)
 #: The sweep's own limit: ~4 minutes on two idle cores, but CI may share the machine (runs
@@ -59,18 +50,16 @@ def test_seeded_schedules_keep_every_invariant(pytestconfig: pytest.Config) -> N
                              min(2, os.cpu_count() or 1)))
     first = _option(pytestconfig, "sim_first_seed", "RESPOOL_SIM_FIRST_SEED", 0)
     env = {**os.environ, "PYTHONHASHSEED": "0"}
-    skips = [arg for seed in sorted(KNOWN_OPEN_SEEDS) for arg in ("--skip", str(seed))]
     process = subprocess.run(
         [sys.executable, str(RUN), "--first", str(first), "--count", str(count),
-         "--workers", str(workers), *skips],
+         "--workers", str(workers)],
         capture_output=True, env=env, text=True, check=False)
     lines = process.stdout.strip().splitlines()
     # A runner that dies says why (one CI run showed only an IndexError here).
     assert lines, f"{' '.join(process.args)} exited {process.returncode}:\n{process.stderr[-4000:]}"
     summary = json.loads(lines[-1])
     failures = summary["failures"]
-    print(f"\nsimulation: {summary['count']} schedules in {workers} processes "
-          f"(known open, left out: {sorted(KNOWN_OPEN_SEEDS)}), "
+    print(f"\nsimulation: {summary['count']} schedules in {workers} processes, "
           f"{summary['writes']} writes applied, {len(failures)} violations, "
           f"{summary['seconds']} s wall, {summary['cpu_seconds']} s CPU")
     assert summary["count"] == count
@@ -78,12 +67,9 @@ def test_seeded_schedules_keep_every_invariant(pytestconfig: pytest.Config) -> N
         f"  {f['replay']}    # {f['violation']}" for f in failures[:20])
 
 
-@pytest.mark.parametrize("seed", sorted(KNOWN_OPEN_SEEDS))
-def test_known_open_seeds_still_fail(seed: int) -> None:
-    with pytest.raises(Violation) as failure:
-        run_schedule(seed)
-    assert KNOWN_OPEN_SEEDS[seed].split(" (")[0] in str(failure.value), (
-        f"seed {seed} fails differently now: {failure.value}")
+@pytest.mark.parametrize("seed", FIXED_SEEDS)
+def test_seeds_that_once_failed_keep_every_invariant(seed: int) -> None:
+    assert run_schedule(seed)
 
 
 @pytest.mark.parametrize("seed", [7, 36, 125])
