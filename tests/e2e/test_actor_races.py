@@ -261,6 +261,81 @@ def test_a_pool_finalizer_retry_is_not_lost_behind_a_slow_status_write(
     assert rk.get(namespace, "waiter")["status"]["phase"] == "Active"
 
 
+def test_a_late_status_answer_does_not_leave_a_deleted_reservation_undeletable(
+        rk: Any, namespace: str, control_plane: Any, _operator_slot: Any, crds: list[str],
+        pools: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by the simulation (seeds 2165, 4650, 4988): our finalizer's first add failed
+    (503, injected), a later status write was applied but answered late (held here), the
+    finalizer keeper's retry added the finalizer meanwhile, and the reservation was deleted.
+    The late answer, older than the finalizer, told the record there was none; the release
+    then left our finalizer on the deleted reservation for good."""
+    from respool.controller.controller import Controller
+    from respool.controller.kubeapi import ApiError, KubeApi, reservation_path
+
+    _operator_slot.stop_current()
+    pool = make_pool(rk, "race-late", ranks=1, cores=1)
+    pools.append(pool)
+    rk.create(namespace, "a", {"pool": pool, "duration": "1h"})
+    info = _login(control_plane, monkeypatch)
+
+    async def scenario() -> None:
+        ctl = Controller(KubeApi(info))
+        original = ctl.api.json_patch
+        refused, held, release = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        status_writes = 0
+
+        async def faulty(path: str, ops: list[Any]) -> dict[str, Any]:
+            nonlocal status_writes
+            if path == reservation_path(namespace, "a") and not refused.is_set():
+                refused.set()
+                raise ApiError(503, "the server is currently unable to handle the request")
+            answer: dict[str, Any] = await original(path, ops)
+            if path == reservation_path(namespace, "a", status=True):
+                status_writes += 1
+                if status_writes == 2:
+                    held.set()
+                    await release.wait()  # applied; its answer is late
+            return answer
+
+        ctl.api.json_patch = faulty  # type: ignore[method-assign]
+        actor = ctl._actor(pool)
+
+        async def until(check: Callable[[dict[str, Any]], bool], what: str) -> dict[str, Any]:
+            for _ in range(300):
+                current = rk.get(namespace, "a")
+                if check(current):
+                    return current
+                await asyncio.sleep(0.1)
+            raise AssertionError(f"reservation a never {what}: {rk.get(namespace, 'a')}")
+
+        try:
+            actor.pool_event(rk.pool(pool))
+            actor.restore()
+            actor.reservation_event(rk.get(namespace, "a"), deleted=False)
+            actor.start()
+            await until(lambda o: (o.get("status") or {}).get("phase") == "Active", "Active")
+            await asyncio.wait_for(refused.wait(), 30)
+            rk.patch(namespace, "a", {"config": {"x": 1}})
+            actor.reservation_event(rk.get(namespace, "a"), deleted=False)
+            await asyncio.wait_for(held.wait(), 30)
+            finalized = await until(lambda o: "respool.io/finalizer" in (
+                o["metadata"].get("finalizers") or []), "got our finalizer")
+            actor.reservation_event(finalized, deleted=False)
+            rk.delete(namespace, "a")  # held by our finalizer
+            actor.reservation_event(rk.get(namespace, "a"), deleted=False)
+            release.set()
+            for _ in range(300):
+                if not rk.exists(namespace, "a"):
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            await ctl.stop()
+
+    asyncio.run(scenario())
+    assert not rk.exists(namespace, "a"), \
+        f"the deleted reservation kept our finalizer: {rk.get(namespace, 'a')['metadata']}"
+
+
 def _pool_events(rk: Any, pool: str, reason: str) -> list[Any]:
     return [e for e in rk.events("default", pool) if e.reason == reason]
 
