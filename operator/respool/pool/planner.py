@@ -286,10 +286,7 @@ class _Displacement:
 
     def displace(self, key: str) -> None:
         self.removed.add(key)
-        for index in self.indices.get(key, ()):
-            value = self._rank_share(index, self.removed)
-            self.total += value - self.share[index]
-            self.share[index] = value
+        self._recount(key)
 
     def fits_with_back(self, key: str) -> bool:
         """Whether it would still fit with ``key`` put back (nothing changes)."""
@@ -301,6 +298,10 @@ class _Displacement:
 
     def put_back(self, key: str) -> None:
         self.removed.discard(key)
+        self._recount(key)
+
+    def _recount(self, key: str) -> None:
+        """Count again, with ``removed`` as it is now, the ranks ``key``'s booking touches."""
         for index in self.indices.get(key, ()):
             value = self._rank_share(index, self.removed)
             self.total += value - self.share[index]
