@@ -296,6 +296,38 @@ def test_an_unusable_key_stops_the_start_with_what_to_do() -> None:
         asyncio.run(load_booking_seal(api, "ops"))
 
 
+def test_an_api_server_that_is_away_is_waited_for_and_a_lost_create_is_still_ours() -> None:
+    """An operator started during a control-plane upgrade waits for the API server (it gave
+    up at once, and the e2e restart test's operator never started). A create that landed
+    but whose answer was lost is found on the next attempt and still known as our new key."""
+    class Away(FakeLeases):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls: list[str] = []
+
+        async def get(self, path: str) -> dict[str, Any]:
+            self.calls.append("get")
+            if len(self.calls) <= 2:
+                raise ApiError(0, "connection refused")
+            return await super().get(path)
+
+        async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+            self.calls.append("post")
+            await super().post(path, body)
+            raise ApiError(503, "the answer was lost")
+
+    api = Away()
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+
+    loaded = asyncio.run(load_booking_seal(api, "ops", sleep=sleep))
+    assert api.calls == ["get", "get", "get", "post", "get"]
+    assert len(pauses) == 3 and pauses[1] > pauses[0]
+    assert loaded.trust_unsealed, "our own create, found after its answer was lost"
+
+
 def test_a_refused_read_stops_the_start() -> None:
     class Forbidden(FakeLeases):
         async def get(self, path: str) -> dict[str, Any]:

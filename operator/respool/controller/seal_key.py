@@ -20,10 +20,14 @@ does: the next start trusts every status once.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
+import random
 import secrets
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from respool.controller.booking_seal import MIN_KEY_BYTES, BookingSeal
@@ -33,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 LEASE_NAME = "respool-booking-seal"
 KEY_ANNOTATION = "respool.io/booking-seal-key"
+#: Pauses between reads while the API server is away (it grows to the last).
+WAIT_FIRST, WAIT_MAX = 0.5, 4.0
 
 
 class _Api(Protocol):
@@ -64,16 +70,55 @@ def _key_of(lease: dict[str, Any], where: str) -> bytes:
     return key
 
 
-async def load_booking_seal(api: _Api, namespace: str, name: str = LEASE_NAME) -> BookingSeal:
-    """The operator's BookingSeal: its key read from the Lease, or made and stored there."""
+async def load_booking_seal(
+        api: _Api, namespace: str, name: str = LEASE_NAME, *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        monotonic: Callable[[], float] = time.monotonic) -> BookingSeal:
+    """The operator's BookingSeal: its key read from the Lease, or made and stored there.
+
+    While the API server is away (unreachable or answering 5xx) it waits for it, as the
+    start-up listing does: an operator started during a control-plane upgrade must start
+    within seconds of the server's return, not give up (tests/e2e/test_apiserver_restart.py).
+    The key it would make is chosen once, so a create whose answer was lost and is found on
+    the next attempt is still known as ours (and this start still trusts unsealed bookings)."""
+    made = secrets.token_bytes(MIN_KEY_BYTES)
+    delay = WAIT_FIRST
+    waiting_since: float | None = None
+    reminded = 0.0
+    while True:
+        try:
+            seal = await _load_once(api, namespace, name, made)
+        except SealKeyError as exc:
+            cause = exc.__cause__
+            if not (isinstance(cause, ApiError) and cause.unavailable):
+                raise
+            now = monotonic()
+            if waiting_since is None:
+                waiting_since = reminded = now
+                logger.warning("the API server %s is unavailable (%s); waiting for it before "
+                               "reading the booking seal key", getattr(api, "server", ""), cause)
+            elif now - reminded >= 60:
+                reminded = now
+                logger.warning("still waiting for the API server after %.0fs (%s)",
+                               now - waiting_since, cause)
+            await sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, WAIT_MAX)
+            continue
+        if waiting_since is not None:
+            logger.info("the API server answered after %.1fs", monotonic() - waiting_since)
+        return seal
+
+
+async def _load_once(api: _Api, namespace: str, name: str, made: bytes) -> BookingSeal:
     where = f"{namespace}/{name}"
     path = f"{_leases(namespace)}/{name}"
     try:
-        return BookingSeal(_key_of(await api.get(path), where))
+        key = _key_of(await api.get(path), where)
+        # Ours if an earlier attempt's create landed and only its answer was lost.
+        return _seal(key, made, where)
     except ApiError as exc:
         if not exc.not_found:
             raise SealKeyError(f"cannot read the booking seal key (Lease {where}): {exc}") from exc
-    made = secrets.token_bytes(MIN_KEY_BYTES)
     encoded = base64.b64encode(made).decode()
     body = {
         "apiVersion": "coordination.k8s.io/v1",
@@ -100,7 +145,10 @@ async def load_booking_seal(api: _Api, namespace: str, name: str = LEASE_NAME) -
         except ApiError as again:
             raise SealKeyError(f"cannot read the booking seal key (Lease {where}): {again}") \
                 from again
-    key = _key_of(lease, where)
+    return _seal(_key_of(lease, where), made, where)
+
+
+def _seal(key: bytes, made: bytes, where: str) -> BookingSeal:
     created = secrets.compare_digest(key, made)
     if created:
         logger.warning("booking seal: made a new key (Lease %s); this start restores bookings "
