@@ -873,14 +873,18 @@ current-context: {quote(self.name)}
             self._stop_process(state.apiserver_pid, marker, "kube-apiserver")
         if pid_alive(state.apiserver_pid, marker):
             raise DevClusterError(f"kube-apiserver (pid {state.apiserver_pid}) did not stop")
-        if while_down is not None:
-            while_down()
-        apiserver = self._spawn("kube-apiserver",
-                                self._apiserver_args(state.api_port, state.etcd_port))
-        state.apiserver_pid = apiserver.pid
-        self._save_state()
-        self._wait("kube-apiserver /readyz", self.readyz, "kube-apiserver",
-                   time.monotonic() + self.start_timeout)
+        try:
+            if while_down is not None:
+                while_down()
+        finally:
+            # Back up even if `while_down` failed: a test that fails there must not leave the
+            # cluster every later test uses without its API server.
+            apiserver = self._spawn("kube-apiserver",
+                                    self._apiserver_args(state.api_port, state.etcd_port))
+            state.apiserver_pid = apiserver.pid
+            self._save_state()
+            self._wait("kube-apiserver /readyz", self.readyz, "kube-apiserver",
+                       time.monotonic() + self.start_timeout)
         return time.monotonic()
 
     def _save_state(self) -> None:
