@@ -378,7 +378,7 @@ class Planner:
         other._generation = self._generation
         other._blocks = dict(self._blocks)
         other._block_index = self._block_index.copy()
-        other._displaced_by = {key: set(value) for key, value in self._displaced_by.items()}
+        other._displaced_by = self.displacements()
         other._priorities = dict(self._priorities)
         return other
 
